@@ -1,0 +1,37 @@
+"""LayerNorm that runs on CPU too.
+
+OneFlow 0.9.0 has no CPU LayerNorm kernel (every `layer_norm*` CPU kernel aborts with "TODO", measured),
+so on CPU the same arithmetic is written with primitive ops; on CUDA LiBai's fused kernel is kept.
+"""
+import oneflow as flow
+from libai.layers import LayerNorm as LiBaiLayerNorm
+
+
+def layer_norm(x, weight, bias, eps):
+    """Normalise over the last dim of `x`, then scale and shift (weight/bias may be None)."""
+    if _device_type(x) == "cuda":
+        if weight is not None:
+            return flow._C.layer_norm_affine(x, weight, bias, begin_norm_axis=x.ndim - 1,
+                                             begin_params_axis=x.ndim - 1, epsilon=eps)
+        return flow._C.layer_norm(x, begin_norm_axis=x.ndim - 1, begin_params_axis=x.ndim - 1,
+                                  epsilon=eps)
+    mean = x.mean(dim=-1, keepdim=True)
+    centered = x - mean
+    var = (centered * centered).mean(dim=-1, keepdim=True)
+    y = centered * flow.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight + bias
+    return y
+
+
+def _device_type(x):
+    return x.placement.type if x.is_global else x.device.type
+
+
+class LayerNorm(LiBaiLayerNorm):
+    """LiBai's LayerNorm (same parameters, placement and SBP) with a CPU path."""
+
+    def forward(self, x):
+        if len(self.normalized_shape) != 1:
+            raise ValueError("LayerNorm here normalises over the last dimension only")
+        return layer_norm(x, self.weight, self.bias, self.eps)

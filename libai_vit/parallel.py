@@ -1,0 +1,172 @@
+"""Where every tensor lives: the layout (DP x TP x PP) -> placements, SBP signatures and stage ids.
+
+This is the one module that knows the rank arithmetic. LiBai's `dist` utilities hold the state
+(`setup_dist_util`); `setup` here adds what LiBai 0.1.1 lacks (uneven pipeline splits) and the
+functions below answer "which placement / SBP / stage" for the model, the data and the graph.
+
+Rank order (LiBai's): ranks are cut into PP contiguous stages; inside a stage the ranks form a
+(DP, TP) mesh, TP fastest. With DP=TP=PP=2: stage 0 = [[0, 1], [2, 3]], stage 1 = [[4, 5], [6, 7]].
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import oneflow as flow
+from libai.utils import distributed as dist
+from omegaconf import DictConfig
+
+
+class LayoutError(ValueError):
+    """A parallel layout or batch setting that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    data_parallel_size: int = 1
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+
+    @property
+    def world_size(self):
+        return self.data_parallel_size * self.tensor_parallel_size * self.pipeline_parallel_size
+
+    def data_parallel_rank(self, rank: int) -> int:
+        """The data-parallel index of `rank` (equal on every stage, so all stages read one sample).
+
+        LiBai 0.1.1 computes `rank // (TP * PP)`, which is wrong whenever DP > 1 and PP > 1.
+        """
+        ranks_per_stage = self.world_size // self.pipeline_parallel_size
+        return (rank % ranks_per_stage) // self.tensor_parallel_size
+
+
+def layout_of(dist_cfg) -> Layout:
+    return Layout(int(dist_cfg.data_parallel_size), int(dist_cfg.tensor_parallel_size),
+                  int(dist_cfg.pipeline_parallel_size))
+
+
+def stage_of_layers(depth: int, num_stages: int, layers_per_stage: Optional[Sequence[int]] = None):
+    """Stage id of each of `depth` blocks: an even split, or `layers_per_stage` (e.g. [4, 2])."""
+    if layers_per_stage is None:
+        base, extra = divmod(depth, num_stages)
+        # the first stages carry the embeddings, so the extra layers go to the last ones
+        layers_per_stage = [base + (1 if s >= num_stages - extra else 0) for s in range(num_stages)]
+    layers_per_stage = list(layers_per_stage)
+    stages = [s for s, n in enumerate(layers_per_stage) for _ in range(n)]
+    return stages
+
+
+def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
+    """Refuse a config that cannot run, before anything is built. One line per problem."""
+    d = cfg.train.dist
+    lay = layout_of(d)
+    for key in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size"):
+        if int(d[key]) < 1:
+            raise LayoutError(f"train.dist.{key}={d[key]} must be >= 1")
+    if lay.world_size != world_size:
+        raise LayoutError(
+            f"the layout DP x TP x PP = {lay.data_parallel_size} x {lay.tensor_parallel_size} x "
+            f"{lay.pipeline_parallel_size} = {lay.world_size} processes, but {world_size} were launched: "
+            f"launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or change train.dist.*")
+    m = cfg.model.cfg if "cfg" in cfg.model else cfg.model
+    tp, pp = lay.tensor_parallel_size, lay.pipeline_parallel_size
+    embed_dim, heads = int(m.embed_dim), int(m.num_heads)
+    hidden = int(embed_dim * float(m.mlp_ratio))
+    if embed_dim % heads:
+        raise LayoutError(f"model embed_dim={embed_dim} is not divisible by num_heads={heads}")
+    for name, value in (("num_heads", heads), ("embed_dim", embed_dim), ("mlp hidden (embed_dim*mlp_ratio)", hidden)):
+        if value % tp:
+            raise LayoutError(f"model {name}={value} is not divisible by train.dist.tensor_parallel_size={tp}: "
+                              f"pick a tensor_parallel_size that divides it")
+    depth = int(m.depth)
+    split = d.get("pipeline_stage_layers", None)
+    if split is not None:
+        split = list(split)
+        if len(split) != pp or sum(split) != depth or min(split) < 1:
+            raise LayoutError(f"train.dist.pipeline_stage_layers={split} must list {pp} positive layer counts "
+                              f"(one per pipeline stage) summing to the model depth {depth}")
+    elif depth < pp:
+        raise LayoutError(f"model depth={depth} < train.dist.pipeline_parallel_size={pp}: "
+                          f"every pipeline stage needs at least one block")
+    t = cfg.train
+    micro, acc = int(t.train_micro_batch_size), t.get("num_accumulation_steps", None)
+    gbs = t.get("global_batch_size", None)
+    dp = lay.data_parallel_size
+    if gbs is not None:
+        acc_eff = int(acc) if acc is not None else None
+        if acc_eff is None and int(gbs) % (micro * dp):
+            raise LayoutError(f"train.global_batch_size={gbs} is not divisible by train_micro_batch_size x DP "
+                              f"= {micro} x {dp}: change one of them")
+        if acc_eff is not None and int(gbs) != micro * dp * acc_eff:
+            raise LayoutError(f"train.global_batch_size={gbs} != train_micro_batch_size x DP x num_accumulation_steps "
+                              f"= {micro} x {dp} x {acc_eff}")
+    if pp > 1 and not cfg.graph.enabled:
+        raise LayoutError(f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph mode: "
+                          f"set graph.enabled=True")
+
+
+def setup(dist_cfg, depth: int):
+    """Set up LiBai's dist state for `depth` blocks, honouring `pipeline_stage_layers` if given."""
+    pp = int(dist_cfg.pipeline_parallel_size)
+    split = dist_cfg.get("pipeline_stage_layers", None) if isinstance(dist_cfg, DictConfig) else None
+    # LiBai 0.1.1 only splits evenly and asserts depth % PP == 0: let it build the stage meshes for
+    # PP layers, then write the real per-layer stage ids and ranks.
+    dist_cfg.pipeline_num_layers = pp
+    dist.setup_dist_util(dist_cfg)
+    util = dist.get_dist_util()
+    stage_ranks = [util._layer_ranks[s] for s in range(pp)]
+    util._layer_stage_ids = stage_of_layers(depth, pp, split)
+    util._layer_ranks = [stage_ranks[s] for s in util._layer_stage_ids]
+    dist_cfg.pipeline_num_layers = depth
+    return util
+
+
+def ensure_setup(depth: int):
+    """Outside the trainer (a script, a test, no launcher): a layout of all processes as DP."""
+    if dist._DIST_UTIL is None or len(dist.get_dist_util()._layer_stage_ids) != depth:
+        cfg = DictConfig(dict(data_parallel_size=flow.env.get_world_size(), tensor_parallel_size=1,
+                              pipeline_parallel_size=1))
+        if dist._DIST_UTIL is not None:
+            old = dist.get_dist_util()
+            cfg = DictConfig(dict(data_parallel_size=old.data_parallel_size,
+                                  tensor_parallel_size=old.tensor_parallel_size,
+                                  pipeline_parallel_size=old.pipeline_parallel_size))
+        setup(cfg, depth)
+
+
+def current_layout() -> Layout:
+    u = dist.get_dist_util()
+    return Layout(u.data_parallel_size, u.tensor_parallel_size, u.pipeline_parallel_size)
+
+
+def data_parallel_rank() -> int:
+    return current_layout().data_parallel_rank(flow.env.get_rank())
+
+
+FIRST, LAST = 0, -1  # layer indices of the first and last stage's modules
+
+
+def placement(layer_idx: int):
+    """Placement of block `layer_idx` (FIRST for embeddings, LAST for norm/head/loss)."""
+    return dist.get_layer_placement(layer_idx)
+
+
+def stage_id(layer_idx: int) -> int:
+    return dist.get_dist_util().get_layer_stage_id(layer_idx)
+
+
+def broadcast_sbp():
+    """Replicated on every rank of a stage (parameters outside TP layers: cls_token, pos_embed...)."""
+    return dist.get_nd_sbp([flow.sbp.broadcast, flow.sbp.broadcast])
+
+
+def batch_sbp():
+    """Activations and inputs: split over the batch across DP, replicated across TP."""
+    return dist.get_nd_sbp([flow.sbp.split(0), flow.sbp.broadcast])
+
+
+def set_stage(proxy, layer_idx: int):
+    """Pin an nn.Graph proxy (module or parameter) to the pipeline stage of `layer_idx`."""
+    from oneflow.nn.graph import GraphModule, GraphTensor
+    from oneflow.nn.graph.proxy import ProxyModule
+
+    block = proxy.to(GraphModule) if isinstance(proxy, ProxyModule) else proxy.to(GraphTensor)
+    block.set_stage(stage_id(layer_idx), placement(layer_idx))

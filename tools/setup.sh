@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Idempotent set-up for libai_vit; every entry point (train.sh, test.sh) calls it.
+#   bash tools/setup.sh            -> installs/verifies, prints the python to use on the last line
+# 1. An active environment that already imports oneflow, libai and flowvision is used as it is.
+# 2. Otherwise .venv/ is made from a Python 3.10 (PATH, then pyenv) and the exact pins installed.
+# A stamp holding the hash of the pins makes a second run take about a second.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+say() { echo "[setup] $*" >&2; }
+
+stack_ok() {  # $1: a python; true when it imports the whole stack
+  "$1" - <<'PY' >/dev/null 2>&1
+import oneflow, libai, flowvision, omegaconf
+PY
+}
+
+active="${VIRTUAL_ENV:-${CONDA_PREFIX:-}}"
+if [ -n "$active" ] && [ "$active" != "$VENV" ] && [ -x "$active/bin/python" ] && stack_ok "$active/bin/python"; then
+  say "using the active environment $active (it already has oneflow + libai + flowvision)"
+  "$active/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >&2 2>/dev/null \
+    || say "note: could not install libai_vit into $active; it is found through PYTHONPATH instead"
+  echo "$active/bin/python"
+  exit 0
+fi
+
+stamp_want="$(cat "$ROOT/requirements/stack.txt" "$ROOT/tools/setup.sh" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.libai_vit_stamp" 2>/dev/null)" = "$stamp_want" ]; then
+  echo "$VENV/bin/python"
+  exit 0
+fi
+
+find_py310() {
+  for c in python3.10 "$(command -v pyenv >/dev/null 2>&1 && pyenv root 2>/dev/null)/versions/"3.10*/bin/python3.10 \
+           "$HOME"/.pyenv/versions/3.10*/bin/python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10; do
+    if p="$(command -v "$c" 2>/dev/null)" && "$p" -c 'import sys, venv; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
+      echo "$p"; return 0
+    fi
+  done
+  return 1
+}
+if [ ! -x "$VENV/bin/python" ]; then
+  PY310="$(find_py310)" || {
+    echo "[setup] error: no Python 3.10 found (looked on PATH and in pyenv's versions)." >&2
+    echo "[setup] oneflow 0.9.0 has wheels for Python 3.7-3.10 only. Install one, e.g. 'pyenv install 3.10.13'," >&2
+    echo "[setup] or activate an environment that already has oneflow 0.9 + libai 0.1.1 + flowvision 0.2.1." >&2
+    exit 1
+  }
+  say "creating $VENV with $PY310"
+  "$PY310" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+say "installing the pinned stack (first run downloads ~1.3 GB; later runs take seconds)"
+# LiBai 0.1.1 and flowvision 0.2.1 are sdists whose setup.py needs pkg_resources and pybind11:
+# build them in the venv itself, with a setuptools that still has pkg_resources.
+"${PIP[@]}" "setuptools<70" wheel pybind11==3.1.0
+"${PIP[@]}" --no-build-isolation -r "$ROOT/requirements/stack.txt"
+"${PIP[@]}" --no-build-isolation --no-deps libai==0.1.1
+"${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
+if ! out="$("$VENV/bin/python" -c 'import oneflow, libai, flowvision, libai_vit' 2>&1)"; then
+  echo "[setup] error: the stack installed but does not import:" >&2; echo "$out" | tail -5 >&2; exit 1
+fi
+echo "$stamp_want" > "$VENV/.libai_vit_stamp"
+say "ready: $VENV"
+echo "$VENV/bin/python"
