@@ -163,6 +163,13 @@ def batch_sbp():
     return dist.get_nd_sbp([flow.sbp.split(0), flow.sbp.broadcast])
 
 
+def to_stage(tensor, layer_idx: int):
+    """Move an input onto the stage of `layer_idx`; a local tensor is this rank's share of the batch."""
+    if tensor.is_global:
+        return tensor.to_global(placement=placement(layer_idx))
+    return tensor.to_global(placement=placement(layer_idx), sbp=batch_sbp())
+
+
 def set_stage(proxy, layer_idx: int):
     """Pin an nn.Graph proxy (module or parameter) to the pipeline stage of `layer_idx`."""
     from oneflow.nn.graph import GraphModule, GraphTensor

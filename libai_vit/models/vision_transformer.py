@@ -116,7 +116,7 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward_features(self, images, return_weights=False):
-        x = images.to_global(placement=parallel.placement(parallel.FIRST))
+        x = parallel.to_stage(images, parallel.FIRST)
         x = self.patch_embed(x)
         if self.cls_token is not None:
             cls_token = self.cls_token.expand(x.shape[0], -1, -1).to_global(sbp=x.sbp)
@@ -142,7 +142,7 @@ class VisionTransformer(nn.Module):
             features, weights = features
         logits = self.forward_head(features)
         if labels is not None and self.training:
-            labels = labels.to_global(placement=parallel.placement(parallel.LAST))
+            labels = parallel.to_stage(labels, parallel.LAST)
             return {"losses": self.loss_func(logits, labels)}
         out = {"prediction_scores": logits}
         if return_weights:
