@@ -55,6 +55,10 @@ def build(seed, **kwargs):
         for name, p in model.named_parameters():
             if name.endswith("bias") or name in ("cls_token",) or "norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
+        # trained-like magnitudes, so that a wrong resampling or head visibly changes the logits
+        model.pos_embed.mul_(25.0)
+        if isinstance(model.head, torch.nn.Linear):
+            model.head.weight.mul_(25.0)
     return model
 
 
@@ -180,6 +184,10 @@ def main(out_dir):
                 diff = (y - ref).abs().max().item()
                 assert diff < 1e-5, f"{case}: timm reload differs from the saved model by {diff}"
             oracle[f"{case}/output"] = y.numpy()
+            # the resampled embeddings themselves, checked tighter than the logits
+            oracle[f"{case}/pos_embed"] = model.pos_embed.numpy()
+            if "patch_size" in overrides:
+                oracle[f"{case}/patch_embed"] = model.patch_embed.proj.weight.numpy()
             manifest["cases"][case] = dict(fixture=name, file=manifest["fixtures"][name]["files"][fmt],
                                            kwargs={**kwargs, **overrides}, input=f"input@{size}", output=output)
             print(f"{case:28s} {output:10s} {tuple(y.shape)}")

@@ -1,0 +1,128 @@
+"""Detect a checkpoint's format, convert it, and copy it into a VisionTransformer on any layout."""
+import logging
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+import oneflow as flow
+
+from libai_vit.checkpoint import jax_format, timm_format, torch_pickle
+from libai_vit.checkpoint.torch_pickle import CheckpointError
+from libai_vit.models.vision_transformer import _assign
+
+logger = logging.getLogger(__name__)
+
+# the task-specific end of a ViT: a new num_classes or pooling legitimately leaves these unloaded
+_ADAPTED = ("head.", "fc_norm.", "norm.")
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did. Names are this ViT's; checkpoint entries it has no kind of parameter
+    for (decoder, mask_token, pre_logits...) keep the checkpoint's names."""
+    path: str
+    format: str
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)  # model parameters left at their initialisation
+    unexpected: List[str] = field(default_factory=list)  # checkpoint entries not used
+    dropped: List[str] = field(default_factory=list)  # checkpoint head not matching num_classes
+    resized: List[str] = field(default_factory=list)
+
+    def __str__(self):
+        lines = [f"loaded {len(self.loaded)} tensors from {self.path} ({self.format})"]
+        for what in ("resized", "dropped", "missing", "unexpected"):
+            if getattr(self, what):
+                lines.append(f"  {what}: {', '.join(getattr(self, what))}")
+        return "\n".join(lines)
+
+
+def read(path, trust=False):
+    """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz" (dicts
+    of arrays). Any failure is a one-line CheckpointError naming the file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except Exception as e:
+            raise CheckpointError(f"{path}: corrupt zip archive ({e})") from None
+        if any(n.endswith("/data.pkl") for n in names):
+            return "torch", torch_pickle.load(path, trust)
+        if names and all(n.endswith(".npy") for n in names):
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    return "npz", {k: npz[k] for k in npz.files}
+            except Exception as e:
+                raise CheckpointError(f"{path}: corrupt .npz ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: a zip archive that is neither a torch checkpoint nor an .npz")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = os.path.getsize(path)
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
+        from safetensors.numpy import load_file
+
+        try:
+            return "safetensors", load_file(path)
+        except Exception as e:
+            raise CheckpointError(f"{path}: corrupt safetensors file ({type(e).__name__}: {e})") from None
+    raise CheckpointError(f"{path}: not a safetensors, torch (.pth/.bin, zip format) or JAX .npz file")
+
+
+def convert(path, model, trust=False):
+    """The checkpoint at `path` as ({this ViT's name: array}, unused entries, resampling notes, format)."""
+    fmt, content = read(path, trust)
+    try:
+        if fmt == "npz":
+            arrays, unused, resized = timm_format.to_libai(jax_format.to_timm(content, path), model, path,
+                                                           **jax_format.RESAMPLE)
+        else:
+            arrays, unused, resized = timm_format.to_libai(timm_format.unwrap(content, path), model, path)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: incomplete {fmt} checkpoint, no entry {e}") from None
+    except (ValueError, IndexError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: tensors do not fit a ViT ({e})") from None
+    return arrays, unused, resized, fmt
+
+
+@flow.no_grad()
+def load_pretrained(model, path, trust=False, strict=True):
+    """Load a timm / DeiT / MAE (.safetensors, .pth, .bin) or official JAX (.npz) ViT checkpoint into
+    `model`, whatever its parallel layout; every process reads the file.
+
+    The position embedding is resampled to the model's grid, the patch embedding to its patch size, and
+    a head whose num_classes differs is dropped (the model's own head initialisation stays), as timm
+    does. `trust=True` lets a pickle run arbitrary code (needed for checkpoints holding e.g. an argparse
+    Namespace). `strict`: refuse a checkpoint that leaves body parameters unloaded or has blocks the
+    model lacks (the head, fc_norm and norm may always differ). Returns a LoadReport, also logged.
+    """
+    arrays, unused, resized, fmt = convert(path, model, trust)
+    report = LoadReport(path, fmt, unexpected=list(unused), resized=resized)
+    params = dict(model.named_parameters())
+    for name, value in arrays.items():
+        param = params.get(name)
+        if name.startswith("head.") and (param is None or tuple(param.shape) != value.shape):
+            report.dropped.append(name)
+        elif param is None:
+            report.unexpected.append(name)
+        elif tuple(param.shape) != value.shape:
+            raise CheckpointError(f"{path}: {name} has shape {value.shape}, the model expects "
+                                  f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)")
+        else:
+            _assign(param, value)
+            report.loaded.append(name)
+    report.missing = [n for n in params if n not in report.loaded]
+    if strict:
+        unfit = [n for n in report.missing if not n.startswith(_ADAPTED)]
+        unfit += [n for n in report.unexpected if n in arrays and not n.startswith(_ADAPTED)]
+        if unfit:
+            raise CheckpointError(f"{path}: does not fit the model (depth or class token differ?): "
+                                  f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''} "
+                                  f"(strict=False loads what fits)")
+    logger.info("%s", report)
+    return report
