@@ -1,0 +1,47 @@
+"""The timm fixtures (tests/fixtures/timm, made by tools/make_timm_fixtures.py) and our side of them."""
+import json
+import os
+
+import numpy as np
+import oneflow as flow
+
+from libai_vit import VisionTransformer
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "timm")
+TOL = 1e-4
+
+with open(os.path.join(FIXTURES, "manifest.json")) as f:
+    MANIFEST = json.load(f)
+ORACLE = dict(np.load(os.path.join(FIXTURES, "oracle.npz")))
+CASES = sorted(MANIFEST["cases"])
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def build(kwargs):
+    """Our ViT with the timm kwargs of a case (the same names)."""
+    return VisionTransformer(**kwargs).eval()
+
+
+def output(model, images, kind):
+    """logits, or pre-logits (pooled, fc_norm'd features: what a new head sees)."""
+    with flow.no_grad():
+        x = flow.tensor(images)
+        if kind == "logits":
+            y = model(x)["prediction_scores"]
+        else:
+            f = model.forward_features(x)
+            f = f[:, model.num_prefix_tokens:].mean(dim=1) if model.global_pool == "avg" else f[:, 0]
+            y = model.fc_norm(f)
+        return y.to_global(sbp=[flow.sbp.broadcast] * len(y.sbp)).to_local().numpy()
+
+
+def run_case(case, load):
+    """max |ours - timm| for `case`, loading with `load(model, path)`; also returns the load's result."""
+    c = MANIFEST["cases"][case]
+    model = build(c["kwargs"])
+    result = load(model, fixture(c["file"]))
+    ours = output(model, ORACLE[c["input"]], c["output"])
+    return float(np.abs(ours - ORACLE[f"{case}/output"]).max()), result
