@@ -15,6 +15,7 @@ architecture. Outputs in OUT_DIR:
                  new) of the checkpoint loaded by timm itself, per case of manifest.json;
   manifest.json  per fixture: timm kwargs, files; per case: file, load kwargs, what the output is.
 """
+import argparse
 import json
 import os
 import sys
@@ -30,7 +31,6 @@ for _op in ("nms", "qnms"):
 
 import safetensors.torch  # noqa: E402
 import timm  # noqa: E402
-from timm.models.vision_transformer import _load_weights  # noqa: E402
 
 ARCH = "vit_tiny_patch16_224"  # any timm ViT name: every size kwarg below overrides it
 FIXTURES = {
@@ -142,14 +142,14 @@ def save(model, name, fmt, out_dir):
 def timm_load(path, fixture_kwargs, overrides):
     """The checkpoint loaded the way its users load it in timm (MAE: its fine-tuning recipe)."""
     kwargs = {**fixture_kwargs, **overrides}
-    if path.endswith(".npz"):
-        cfg = dict(file=path, custom_load=True)
-    else:
-        cfg = dict(file=path, num_classes=fixture_kwargs["num_classes"])
-    if "mae" in os.path.basename(path):
+    if os.path.basename(path).startswith("mae"):
         model = timm.create_model(ARCH, pretrained=False, **kwargs).eval()
         model.load_state_dict(torch.load(path, weights_only=True)["model"], strict=False)
         return model
+    if path.endswith(".npz"):  # timm's _load_weights; it drops a head of another size itself
+        cfg = dict(file=path, custom_load=True)
+    else:  # the saved num_classes, so that timm drops the head exactly when it differs
+        cfg = dict(file=path, num_classes=fixture_kwargs["num_classes"])
     return timm.create_model(ARCH, pretrained=True, pretrained_cfg_overlay=cfg, **kwargs).eval()
 
 
@@ -166,7 +166,6 @@ def main(out_dir):
         files = {fmt: os.path.basename(save(model, name, fmt, out_dir)) for fmt in formats}
         manifest["fixtures"][name] = dict(timm_kwargs=kwargs, files=files)
     # unpickling this needs argparse.Namespace, which a weights-only reader must refuse
-    import argparse
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 4)}, "args": argparse.Namespace(lr=0.1)},
                os.path.join(out_dir, "unsafe.pth"))
 

@@ -1,0 +1,10 @@
+# nn.Graph (static graph) settings; pipeline parallelism needs graph mode (1F1B over micro-batches).
+from libai.config import LazyCall
+from libai.models.utils import GraphBase
+
+graph = dict(
+    enabled=True,  # False: eager mode (no pipeline parallelism)
+    debug=-1,  # >= 0 prints the graph's debug output at that level
+    train_graph=LazyCall(GraphBase)(is_train=True),
+    eval_graph=LazyCall(GraphBase)(is_train=False),
+)

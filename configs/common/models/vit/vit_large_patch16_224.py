@@ -1,0 +1,6 @@
+# ViT-Large/16 at 224.
+from .vit_base_patch16_224 import model
+
+model.embed_dim = 1024
+model.depth = 24
+model.num_heads = 16

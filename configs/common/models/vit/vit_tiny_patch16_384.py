@@ -1,0 +1,6 @@
+# ViT-Tiny/16 at 384.
+from .vit_base_patch16_224 import model
+
+model.embed_dim = 192
+model.num_heads = 3
+model.img_size = 384

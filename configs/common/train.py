@@ -1,0 +1,42 @@
+# Training loop settings read by LiBai's DefaultTrainer (keys as in LiBai 0.1.1).
+from libai.config import LazyCall
+from libai.evaluation import ClsEvaluator
+from libai.scheduler import WarmupCosineLR
+from omegaconf import DictConfig
+
+train = DictConfig(dict(
+    output_dir="./output",  # log.txt, metrics.json, curves.png, config.yaml, checkpoints
+    train_micro_batch_size=32,  # samples per micro-batch per data-parallel rank
+    global_batch_size=None,  # micro x DP x accumulation; derived when None
+    num_accumulation_steps=None,  # micro-batches per step (pipeline micro-batches in graph mode)
+    train_iter=10000,  # steps; the larger of this and train_epoch x steps-per-epoch is used
+    train_epoch=0,
+    warmup_ratio=0.0,  # fraction of steps with linear warm-up
+    start_iter=0,  # set by the trainer when resuming
+    amp=dict(enabled=False),  # fp16 autocast (graph mode, CUDA)
+    activation_checkpoint=dict(enabled=False),  # recompute each block's activations in backward
+    zero_optimization=dict(enabled=False, stage=1),  # shard optimizer state over DP ranks
+    nccl_fusion_threshold_mb=16,
+    nccl_fusion_max_ops=24,
+    checkpointer=dict(period=5000, max_to_keep=3),  # save every `period` steps, keep the last few
+    test_micro_batch_size=32,  # evaluation samples per data-parallel rank
+    evaluation=dict(
+        enabled=True,
+        evaluator=LazyCall(ClsEvaluator)(topk=(1, 5)),
+        eval_period=5000,  # steps between evaluations (and after the last)
+        eval_iter=1e9,  # at most this many evaluation batches
+        eval_metric="Acc@1",  # metric that picks model_best
+        eval_mode="max",
+    ),
+    load_weight="",  # a checkpoint to start from (weights only)
+    log_period=20,  # steps between console lines and metrics.json rows
+    scheduler=LazyCall(WarmupCosineLR)(warmup_factor=0.001, alpha=0.01, warmup_method="linear"),
+    dist=dict(
+        data_parallel_size=1,
+        tensor_parallel_size=1,
+        pipeline_parallel_size=1,
+        pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
+        pipeline_num_layers=None,  # set from the model depth at start-up
+    ),
+    seed=1234,  # one seed for every rank (data order, dropout, drop path)
+))

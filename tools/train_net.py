@@ -1,0 +1,60 @@
+"""Train (or evaluate) a ViT with LiBai's engine; launched by tools/train.sh.
+
+    bash tools/train.sh tools/train_net.py CONFIG NPROC [key=value ...] [--resume] [--eval-only]
+"""
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import oneflow as flow
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+import libai_vit  # noqa: F401,E402  (applies the LiBai 0.1.1 compatibility fixes)
+from libai.config import default_argument_parser, try_get_key  # noqa: E402
+from libai.engine import default_setup  # noqa: E402
+from libai.utils.checkpoint import Checkpointer  # noqa: E402
+
+from libai_vit import parallel  # noqa: E402
+from libai_vit.config import ConfigError, load_config  # noqa: E402
+from libai_vit.engine.trainer import Trainer  # noqa: E402
+
+logger = logging.getLogger("libai_vit.train_net")
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts)
+    parallel.validate(cfg, flow.env.get_world_size())
+    depth = int(try_get_key(cfg, "model.depth", default=None) or cfg.model.cfg.depth)
+    # LiBai 0.1.1 splits layers evenly only; parallel.setup installs the real per-layer stages
+    cfg.train.dist.pipeline_num_layers = int(cfg.train.dist.pipeline_parallel_size)
+    default_setup(cfg, args)
+    parallel.setup(cfg.train.dist, depth)
+    # one seed on every rank: global tensors need the same random stream everywhere
+    flow.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    random.seed(cfg.train.seed)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        Checkpointer(model, save_dir=cfg.train.output_dir).resume_or_load(cfg.train.load_weight,
+                                                                          resume=args.resume)
+        if cfg.graph.enabled:
+            model = Trainer.build_graph(cfg, model, is_train=False)
+        return Trainer.test(cfg, Trainer.build_test_loader(cfg), model)
+    return Trainer(cfg).train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    try:
+        main(args)
+    except (ConfigError, parallel.LayoutError) as e:
+        if flow.env.get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
