@@ -66,7 +66,9 @@ def fused_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=
         scores, kernel_scale = flow.matmul(q, k, transpose_b=True, alpha=scale) + _like(attn_bias, q), 1.0
     keep = _keep_mask(q, k, mask, causal, scores)
     if keep is None:
-        keep = _like(flow.ones(1, 1, 1, 1, dtype=flow.bool, device=_device_type(q)), scores)
+        keep = _like(flow.ones(q.shape[-2], k.shape[-2], dtype=flow.bool, device=_device_type(q)), scores)
+    while keep.dim() < 4:  # the kernel broadcasts a 4-d mask only
+        keep = keep.unsqueeze(0)
     if dropout_p > 0.0:
         weights = flow._C.fused_scale_mask_softmax_dropout(scores, keep, fill_value=-math.inf, scale=kernel_scale,
                                                            p=dropout_p, training=True)

@@ -41,6 +41,10 @@ class _Config:
     mask_out: Optional[flow.Tensor]  # True = may NOT attend, 4-d, broadcastable to the scores
     bias_grad: bool
 
+    def several_key_blocks(self, k_len):
+        """With one key block a block's softmax is final: no logsumexp, no rescaling."""
+        return k_len > self.block_k
+
     def key_blocks(self, i0, i1, q_len, k_len):
         """(index, start, end, needs_causal_mask) of the key blocks query rows [i0, i1) see."""
         off = k_len - q_len  # causal: row r sees keys <= r + off (aligned to the last key)
@@ -82,7 +86,8 @@ class FlashAttentionFunction(flow.autograd.Function):
             for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
                 s = _scores(cfg, q_i, k[:, :, j0:j1], bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
                 p = flow.softmax(s, dim=-1)
-                lse_blocks.append(_block_lse(s, p))
+                if cfg.several_key_blocks(k_len):  # else the softmax is the answer, no logsumexp needed
+                    lse_blocks.append(_block_lse(s, p))
                 if cfg.dropout_p > 0:
                     p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
                 o_blocks.append(flow.matmul(p, v[:, :, j0:j1]))
@@ -92,15 +97,16 @@ class FlashAttentionFunction(flow.autograd.Function):
             outs.append(out_i)
             lses.append(lse_i)
         out = flow.cat(outs, dim=2) if len(outs) > 1 else outs[0]
-        lse = flow.cat(lses, dim=2) if len(lses) > 1 else lses[0]
-        ctx.save_for_backward(q, k, v, out, lse, *([] if bias is None else [bias]))
+        lse = None if lses[0] is None else flow.cat(lses, dim=2) if len(lses) > 1 else lses[0]
+        ctx.save_for_backward(q, k, v, out, *([] if lse is None else [lse]), *([] if bias is None else [bias]))
         return out
 
     @staticmethod
     def backward(ctx, d_out, *, cfg):
-        q, k, v, out, lse, *bias = ctx.saved_tensors
-        bias = bias[0] if bias else None
+        q, k, v, out, *rest = ctx.saved_tensors
         q_len, k_len = q.shape[-2], k.shape[-2]
+        lse = rest.pop(0) if cfg.several_key_blocks(k_len) else None
+        bias = rest[0] if rest else None
         keep_scale = 1.0 / (1.0 - cfg.dropout_p)
         d_row = (d_out * out).sum(-1, keepdim=True)  # D_i = sum_j P_ij dP_ij = rowsum(dO * O)
         # [dO, -D] @ [V, 1]^T = dP - D in one matmul (a broadcast subtraction costs ~10x more here)
@@ -108,14 +114,13 @@ class FlashAttentionFunction(flow.autograd.Function):
         dq_blocks, dk, dv, dbias = [], {}, {}, {}
         for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
             i1 = min(i0 + cfg.block_q, q_len)
-            q_i, do_i, lse_i, d_i = q[:, :, i0:i1], d_out[:, :, i0:i1], lse[:, :, i0:i1], d_row[:, :, i0:i1]
-            blocks = cfg.key_blocks(i0, i1, q_len, k_len)
+            q_i, do_i, d_i = q[:, :, i0:i1], d_out[:, :, i0:i1], d_row[:, :, i0:i1]
             dq_i = None
-            for bj, j0, j1, causal_blk in blocks:
+            for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
                 k_j, v_j = k[:, :, j0:j1], v[:, :, j0:j1]
                 s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
                 y = flow.softmax(s, dim=-1)  # P = c * y, c = exp(lse_block - lse) per row
-                c = None if len(blocks) == 1 else flow.exp(_block_lse(s, y) - lse_i)
+                c = None if lse is None else flow.exp(_block_lse(s, y) - lse[:, :, i0:i1])
                 if cfg.dropout_p > 0:
                     dropped = _dropped(cfg, s, bi, bj)
                     y_kept = flow.masked_fill(y, dropped, 0.0)
@@ -163,7 +168,7 @@ def _block_lse(s, p):
 def _combine(o_blocks, lse_blocks):
     """Output and logsumexp of a query block from its key blocks' (softmax @ v, logsumexp)."""
     if len(o_blocks) == 1:
-        return o_blocks[0], lse_blocks[0]
+        return o_blocks[0], (lse_blocks[0] if lse_blocks else None)
     lse_all = flow.cat(lse_blocks, dim=-1)
     top = flow.amax(lse_all, dim=-1, keepdim=True)
     lse = top + flow.log(flow.exp(lse_all - top).sum(-1, keepdim=True))
@@ -184,7 +189,7 @@ def _rows(t, c, factor=1.0):
 
 def _dropped(cfg, s, bi, bj):
     """The dropout mask of block (bi, bj): the same in forward and backward, new for every call."""
-    gen = flow.Generator(device=_device(s))
+    gen = flow.Generator(device=s.placement.type if s.is_global else s.device.type)
     gen.manual_seed((cfg.seed * 1_000_003 + bi * 65_537 + bj) % (2 ** 63))
     if s.is_global:
         u = flow.rand(*s.shape, placement=s.placement, sbp=s.sbp, generator=gen)
