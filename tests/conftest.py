@@ -43,3 +43,15 @@ def digits_root(tmp_path_factory):
     from libai_vit.data.digits import write_digits_imagefolder
 
     return write_digits_imagefolder(str(tmp_path_factory.mktemp("data") / "digits"))
+
+
+def launch_script(script, nproc, args=(), timeout=600):
+    """Run a python script under OneFlow's launcher with `nproc` processes (this interpreter)."""
+    cmd = [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(nproc),
+           "--master_port", str(free_port()), script, *map(str, args)]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-6000:])
+        raise AssertionError(f"{' '.join(cmd)} exited with {proc.returncode}")
+    return proc

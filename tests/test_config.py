@@ -1,0 +1,33 @@
+"""Config loading: overrides of unknown keys are refused with a suggestion."""
+import pytest
+
+from libai_vit.config import ConfigError, load_config
+
+DEMO = "configs/demo_digits_3d.py"
+
+
+def test_override_applies():
+    cfg = load_config(DEMO, ["train.train_iter=7", "model.depth=6"])
+    assert cfg.train.train_iter == 7 and cfg.model.depth == 6
+
+
+def test_unknown_key_is_refused_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.train_itr'.*did you mean train.train_iter"):
+        load_config(DEMO, ["train.train_itr=7"])
+
+
+def test_argument_of_the_lazycall_target_is_known_even_if_unset():
+    cfg = load_config(DEMO, ["model.in_chans=1"])  # VisionTransformer(in_chans=...) is not in the file
+    assert cfg.model.in_chans == 1
+
+
+def test_unknown_model_argument_is_refused():
+    with pytest.raises(ConfigError, match="unknown config key 'model.depht'"):
+        load_config(DEMO, ["model.depht=3"])
+
+
+def test_malformed_override_and_missing_file():
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(DEMO, ["train.train_iter"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/nope.py", [])
