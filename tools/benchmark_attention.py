@@ -1,0 +1,162 @@
+"""Forward+backward time and peak memory of each attention backend against sequence length.
+
+Every (backend, N) case runs in its own process, so its peak RSS is its own: the child reports
+resource.getrusage's max RSS minus that of a baseline child which only imports and builds the inputs.
+Writes results/attention/benchmark.csv (the command in its first line) and benchmark.png.
+
+    python tools/benchmark_attention.py                          # ViT-B heads, N = 197 ... 8192
+    python tools/benchmark_attention.py --seq 197 577 --repeats 1 --out /tmp/bench   # quick
+"""
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child(args):
+    """One measurement; prints a JSON line. backend 'baseline' stops after building the inputs."""
+    import resource
+
+    import oneflow as flow
+
+    import libai_vit  # noqa: F401  (compat fixes)
+    from libai_vit.layers.attention import attention
+
+    shape = (args.batch, args.heads, args.n, args.head_dim)
+    gen = flow.Generator()
+    gen.manual_seed(0)
+    q, k, v, d_out = (flow.randn(*shape, generator=gen) for _ in range(4))
+    d_out.numpy()  # eager ops are asynchronous: wait for them
+    wall, cpu = [], []
+    if args.backend != "baseline":
+        for _ in range(args.repeats):
+            qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+            start, start_cpu = time.perf_counter(), time.process_time()
+            out = attention(qq, kk, vv, backend=args.backend)
+            out.backward(d_out)
+            for t in (qq, kk, vv):
+                t.grad.numpy()
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+            del out, qq, kk, vv
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(json.dumps({"time_s": min(wall, default=0.0), "cpu_s": min(cpu, default=0.0), "peak_mb": peak_mb}))
+
+
+def run_case(args, backend, n):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", backend, "--n", str(n),
+           "--batch", str(args.batch), "--heads", str(args.heads), "--head-dim", str(args.head_dim),
+           "--repeats", str(args.repeats)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {args.timeout} s"
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"exit {proc.returncode}: {tail}"
+    return json.loads(lines[-1]), None
+
+
+def backends_to_run(requested):
+    import oneflow as flow
+
+    names = requested or ["math", "flash"] + (["fused"] if flow.cuda.is_available() else [])
+    return names
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for backend in sorted({r["backend"] for r in rows}):
+        pts = [r for r in rows if r["backend"] == backend and r["time_s"] != ""]
+        ns = [r["seq_len"] for r in pts]
+        ax_t.plot(ns, [r["time_s"] for r in pts], "o-", label=backend)
+        ax_m.plot(ns, [r["peak_mb"] for r in pts], "o-", label=backend)
+    for ax, label in ((ax_t, "forward+backward time (s)"), (ax_m, "peak memory above baseline (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("attention backends, CPU (OneFlow 0.9)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seq", type=int, nargs="+", default=[197, 577, 1024, 2048, 4096, 8192])
+    p.add_argument("--backends", nargs="+", choices=["math", "flash", "fused"], default=None,
+                   help="default: math, flash, and fused when CUDA is present")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per case (the best is kept)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per case before giving up on it")
+    p.add_argument("--max-math-n", type=int, default=None, help="skip math above this N (memory/time)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "attention"))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    os.makedirs(args.out, exist_ok=True)
+    command = "python tools/benchmark_attention.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    rows = []
+    for n in args.seq:
+        base, err = run_case(args, "baseline", n)
+        if err:
+            sys.exit(f"baseline child for N={n} failed: {err}")
+        for backend in backends_to_run(args.backends):
+            if backend == "math" and args.max_math_n is not None and n > args.max_math_n:
+                rows.append(dict(backend=backend, seq_len=n, time_s="", cpu_s="", peak_mb="",
+                                 note="skipped (--max-math-n)"))
+                continue
+            res, err = run_case(args, backend, n)
+            row = dict(backend=backend, seq_len=n, time_s="", cpu_s="", peak_mb="", note=err or "")
+            if res:
+                row.update(time_s=round(res["time_s"], 4), cpu_s=round(res["cpu_s"], 4),
+                           peak_mb=round(res["peak_mb"] - base["peak_mb"], 1))
+            rows.append(row)
+            print(f"N={n:5d} {backend:6s} wall {row['time_s']} s  cpu {row['cpu_s']} s  peak +{row['peak_mb']} MB "
+                  f"{row['note']}", flush=True)
+
+    csv_path = os.path.join(args.out, "benchmark.csv")
+    with open(csv_path, "w", newline="") as f:
+        f.write(f"# {command}  (batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, "
+                f"best of {args.repeats}; time_s wall, cpu_s process CPU time; "
+                f"peak_mb = peak RSS minus an inputs-only child's)\n")
+        writer = csv.DictWriter(f, fieldnames=["backend", "seq_len", "time_s", "cpu_s", "peak_mb", "note"])
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, os.path.join(args.out, "benchmark.png"))
+    print_ratios(rows)
+    print(f"wrote {csv_path} and benchmark.png")
+
+
+def print_ratios(rows):
+    by = {(r["backend"], r["seq_len"]): r for r in rows}
+    for n in sorted({r["seq_len"] for r in rows}):
+        m, f = by.get(("math", n)), by.get(("flash", n))
+        if m and f and m["time_s"] != "" and f["time_s"] != "":
+            mem = f["peak_mb"] / m["peak_mb"] if m["peak_mb"] > 0 else float("nan")
+            print(f"N={n:5d} flash/math: wall {f['time_s'] / m['time_s']:.2f}x  cpu {f['cpu_s'] / m['cpu_s']:.2f}x  "
+                  f"memory {mem:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
