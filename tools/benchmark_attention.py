@@ -26,8 +26,10 @@ def child(args):
     import oneflow as flow
 
     import libai_vit  # noqa: F401  (compat fixes)
+    from libai_vit.layers import flash
     from libai_vit.layers.attention import attention
 
+    flash.BLOCK_Q, flash.BLOCK_K = args.block_q or flash.BLOCK_Q, args.block_k or flash.BLOCK_K
     shape = (args.batch, args.heads, args.n, args.head_dim)
     gen = flow.Generator()
     gen.manual_seed(0)
@@ -52,7 +54,7 @@ def child(args):
 def run_case(args, backend, n):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", backend, "--n", str(n),
            "--batch", str(args.batch), "--heads", str(args.heads), "--head-dim", str(args.head_dim),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--block-q", str(args.block_q), "--block-k", str(args.block_k)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -105,6 +107,8 @@ def main(argv=None):
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per case (the best is kept)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per case before giving up on it")
+    p.add_argument("--block-q", type=int, default=0, help="flash query block (default: flash.BLOCK_Q)")
+    p.add_argument("--block-k", type=int, default=0, help="flash key block (default: flash.BLOCK_K)")
     p.add_argument("--max-math-n", type=int, default=None, help="skip math above this N (memory/time)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "attention"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -15,9 +15,12 @@ import math
 import oneflow as flow
 from oneflow import nn
 
-from libai_vit.layers.flash import BLOCK_K, flash_attention
+from libai_vit.layers.flash import flash_attention
 
 BACKENDS = ("auto", "math", "fused", "flash")
+# On CPU "auto" runs flash from this many keys on: below, math's N^2 activations are small and it is
+# a little faster (flash adds the backward's recomputation); above, they dominate memory.
+AUTO_FLASH_MIN_KEYS = 1024
 logger = logging.getLogger(__name__)
 
 _enabled = contextvars.ContextVar("attention_backends", default=frozenset({"math", "fused", "flash"}))
@@ -95,11 +98,9 @@ def select_backend(q, k, return_weights=False):
         candidates = ["math"]  # only math forms the weights
     elif _device_type(q) == "cuda":
         candidates = ["fused", "flash", "math"]
-    elif k.shape[-2] > BLOCK_K:
-        # CPU, several key blocks: math's O(N^2) activations dominate memory, flash costs < 1.5x time
+    elif k.shape[-2] >= AUTO_FLASH_MIN_KEYS:
         candidates = ["flash", "math"]
     else:
-        # CPU, one key block: flash would only add the backward recomputation
         candidates = ["math", "flash"]
     for name in candidates:
         if name in enabled:

@@ -276,3 +276,29 @@ def test_flash_on_global_tensors_two_processes(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("global flash ok") == 2, proc.stdout[-3000:]
+
+
+def test_visualize_attention_tool(tmp_path, capsys):
+    from libai.config import LazyCall, LazyConfig
+    from libai.utils.checkpoint import Checkpointer
+    from omegaconf import DictConfig
+    from PIL import Image
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import visualize_attention
+
+    kwargs = dict(img_size=32, patch_size=8, num_classes=10, embed_dim=32, depth=2, num_heads=4, attn_backend="flash")
+    Checkpointer(libai_vit.VisionTransformer(**kwargs), save_dir=str(tmp_path / "out")).save("model_final")
+    LazyConfig.save(DictConfig({"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True}),
+                    str(tmp_path / "out" / "config.yaml"))
+    image = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(image)
+    ckpt = str(tmp_path / "out" / "model_final" / "model")
+    png = tmp_path / "attn.png"
+    assert visualize_attention.main([str(image), ckpt, "--out", str(png)]) == 0
+    assert png.stat().st_size > 0
+    (tmp_path / "bad.png").write_text("not an image")
+    assert visualize_attention.main([str(tmp_path / "bad.png"), ckpt]) == 2
+    assert "bad.png: cannot read the image" in capsys.readouterr().err
+    assert visualize_attention.main([str(image), str(tmp_path / "missing")]) == 2
+    assert "missing: no such checkpoint directory" in capsys.readouterr().err
