@@ -1,0 +1,5 @@
+"""Optimizer parameter groups (layer-wise lr decay, no-weight-decay sets) and their lr schedule."""
+from libai_vit.optim.lr_scheduler import warmup_cosine_lr
+from libai_vit.optim.param_groups import layer_decay_param_groups, layer_id
+
+__all__ = ["layer_decay_param_groups", "layer_id", "warmup_cosine_lr"]

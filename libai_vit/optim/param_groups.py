@@ -1,0 +1,44 @@
+"""Parameter groups for fine-tuning: layer-wise learning-rate decay (BEiT/MAE) and no weight decay on
+biases, norms, the position embedding and the class token.
+
+LiBai builds the optimizer as `LazyCall(flow.optim.AdamW)(params=LazyCall(f)(...))` and sets
+`params.model` first; OneFlow's optimizers and LiBai's schedulers keep each group's own "lr" and
+scale it by the schedule, so a group's lr is its layer's scale times the peak lr.
+"""
+from collections import defaultdict
+
+
+def layer_id(name, depth):
+    """0 for the embeddings, i + 1 for block i, depth + 1 for the final norm and the head."""
+    if name.startswith(("patch_embed.", "cls_token", "pos_embed")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def layer_decay_param_groups(model, lr, layer_decay=0.75, weight_decay=0.05,
+                             no_weight_decay_names=("pos_embed", "cls_token"),
+                             clip_grad_max_norm=None, clip_grad_norm_type=2.0):
+    """Groups of `model`'s trainable parameters with lr = lr * layer_decay ** (depth + 1 - layer)
+    and weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names`.
+
+    `clip_grad_max_norm`: clip each group's gradient norm (OneFlow clips per group, not over the
+    whole model); None: no clipping.
+    """
+    depth = model.depth
+    groups = defaultdict(list)
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = layer_id(name, depth)
+        decay = 0.0 if param.ndim <= 1 or name in no_weight_decay_names else weight_decay
+        groups[(layer, decay)].append(param)
+    result = []
+    for (layer, decay), params in sorted(groups.items()):
+        group = {"params": params, "lr": lr * layer_decay ** (depth + 1 - layer), "weight_decay": decay}
+        if clip_grad_max_norm is not None:
+            group.update(clip_grad_max_norm=clip_grad_max_norm, clip_grad_norm_type=clip_grad_norm_type)
+        result.append(group)
+    return result
+
