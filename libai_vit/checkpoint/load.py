@@ -9,7 +9,7 @@ from typing import List
 import numpy as np
 import oneflow as flow
 
-from libai_vit.checkpoint import jax_format, timm_format, torch_pickle
+from libai_vit.checkpoint import jax_format, libai_format, timm_format, torch_pickle
 from libai_vit.checkpoint.torch_pickle import CheckpointError
 from libai_vit.models.vision_transformer import _assign
 
@@ -41,7 +41,10 @@ class LoadReport:
 
 def read(path, trust=False):
     """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz" (dicts
-    of arrays). Any failure is a one-line CheckpointError naming the file."""
+    of arrays), or "libai" (this project's checkpoint directory). Any failure is a one-line CheckpointError
+    naming the file."""
+    if libai_format.is_checkpoint_dir(path):
+        return "libai", libai_format.read(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     if zipfile.is_zipfile(path):
@@ -76,7 +79,9 @@ def convert(path, model, trust=False):
     """The checkpoint at `path` as ({this ViT's name: array}, unused entries, resampling notes, format)."""
     fmt, content = read(path, trust)
     try:
-        if fmt == "npz":
+        if fmt == "libai":
+            arrays, unused, resized = libai_format.to_libai(content, model, path)
+        elif fmt == "npz":
             arrays, unused, resized = timm_format.to_libai(jax_format.to_timm(content, path), model, path,
                                                            **jax_format.RESAMPLE)
         else:

@@ -54,3 +54,14 @@ def create_model(name, pretrained=None, **kwargs):
 
         load_pretrained(model, pretrained)
     return model
+
+
+def pretrained_vit(pretrained=None, trust=False, strict=True, **kwargs):
+    """`VisionTransformer(**kwargs)` with the `pretrained` checkpoint loaded as by `create_model`:
+    the LazyCall target of configs that start from a file (`model.pretrained=FILE`)."""
+    model = VisionTransformer(**kwargs)
+    if pretrained:
+        from libai_vit.checkpoint import load_pretrained
+
+        load_pretrained(model, pretrained, trust=trust, strict=strict)
+    return model

@@ -1,0 +1,54 @@
+# Fine-tuning a pretrained ViT on an ImageFolder (MAE's recipe, ViT-B/16 at 224): AdamW with layer-wise
+# lr decay, lr = base lr x global batch / 256, warm-up then cosine, mixup/cutmix + label smoothing,
+# drop path 0.1. The per-model files change a few numbers. Set model.pretrained and dataloader.root.
+import oneflow as flow
+from flowvision.loss.cross_entropy import SoftTargetCrossEntropy
+from libai.config import LazyCall
+
+from libai_vit.models.zoo import pretrained_vit
+from libai_vit.optim import layer_decay_param_groups, warmup_cosine_lr
+
+from ....configs.common.data.imagenet import dataloader
+from ....configs.common.graph import graph
+from ....configs.common.models.vit.vit_base_patch16_224 import model
+from ....configs.common.train import train
+
+model._target_ = pretrained_vit  # VisionTransformer(...), then the pretrained file loaded into it
+model.pretrained = None  # timm/DeiT/MAE (.safetensors/.pth/.bin) or JAX (.npz) checkpoint file
+model.trust = False  # True lets a .pth pickle run code (some MAE/DeiT files hold an argparse Namespace)
+model.strict = True  # refuse a file whose blocks do not fit (the head, norm and fc_norm may differ)
+model.num_classes = 1000
+model.global_pool = "avg"  # MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
+model.drop_path_rate = 0.1
+model.loss_func = LazyCall(SoftTargetCrossEntropy)()  # mixup/cutmix give soft labels
+
+optim = LazyCall(flow.optim.AdamW)(
+    params=LazyCall(layer_decay_param_groups)(
+        # params.model is set to the model by LiBai before the optimizer is built
+        lr="${optim.lr}",
+        layer_decay=0.65,  # lr x 0.65 per block below the head (0.75 for ViT-L)
+        weight_decay="${optim.weight_decay}",  # none on biases, norms, pos_embed, cls_token
+        clip_grad_max_norm=None,  # e.g. 1.0 to clip (OneFlow clips each parameter group)
+    ),
+    lr=5e-4 * 1024 / 256,  # base lr per 256 samples x train.global_batch_size / 256: keep them in step
+    weight_decay=0.05,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    do_bias_correction=True,
+)
+
+train.global_batch_size = 1024  # micro-batch x DP x accumulation; accumulation is derived from it
+train.train_micro_batch_size = 64
+train.test_micro_batch_size = 64
+train.train_epoch = 100
+train.train_iter = 0
+train.warmup_ratio = 5 / 100  # 5 warm-up epochs
+train.scheduler = LazyCall(warmup_cosine_lr)(  # per-group lrs (layer decay) need this schedule
+    warmup_factor=0.001,  # first step's lr / lr
+    alpha=1e-3,  # final lr / lr (MAE: 1e-6 after 2e-3)
+    warmup_method="linear",
+)
+train.evaluation.eval_period = 1251  # steps per ImageNet epoch at 1024
+train.checkpointer.period = 1251
+train.log_period = 20
+train.output_dir = "./output/imagenet_finetune/vit_base_patch16_224_mae"

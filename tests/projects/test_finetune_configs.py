@@ -1,0 +1,28 @@
+"""The project's configs load, and their data follows the model: image size, eval crop, classes."""
+import pytest
+from libai.config import instantiate
+
+import libai_vit  # noqa: F401
+from libai_vit.config import load_config
+
+CONFIGS = ["projects/imagenet_finetune/configs/" + name for name in (
+    "vit_base_patch16_224_mae.py", "vit_base_patch16_224_deit.py", "vit_large_patch16_224_mae.py",
+    "vit_base_patch16_384.py", "demo_digits_pretrain.py", "demo_digits_finetune.py")] + ["configs/vit_imagenet.py"]
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_loads(path):
+    cfg = load_config(path, ["model.num_classes=7"])
+    assert cfg.dataloader.train.mixup_func.num_classes == 7
+    test_tf = instantiate(cfg.dataloader.test[0].dataset.transform)
+    size = cfg.model.img_size
+    assert test_tf.transforms[1].size == (size, size)
+    assert test_tf.transforms[0].size == (size if size > 224 else int(size / 0.875))
+
+
+def test_layer_decay_and_lr_scaling():
+    large = load_config(CONFIGS[2])
+    assert large.optim.params.layer_decay == 0.75 and large.model.depth == 24
+    assert large.optim.lr == pytest.approx(1e-3 * large.train.global_batch_size / 256)
+    base = load_config(CONFIGS[0])
+    assert base.optim.params.layer_decay == 0.65 and base.model.global_pool == "avg"
