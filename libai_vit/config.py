@@ -1,6 +1,9 @@
-"""Loading a LazyConfig with command-line overrides, refusing unknown keys with a clear message."""
+"""Loading a LazyConfig with command-line overrides, refusing unknown keys and out-of-range values
+with a clear message."""
 import difflib
 import inspect
+import math
+import os
 
 from libai.config import LazyConfig
 from libai.config.lazy import locate
@@ -42,10 +45,84 @@ def check_override(cfg, override):
 
 
 def load_config(path, overrides=()):
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    if os.path.isdir(path) or not path.endswith((".py", ".yaml", ".yml")):
+        raise ConfigError(f"config file {path!r} is not a LazyConfig (.py or .yaml file)")
     try:
         cfg = LazyConfig.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} does not exist") from None
+    except Exception as e:  # noqa: BLE001  (a config runs arbitrary code: say which file failed)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"config file {path!r} cannot be loaded: {type(e).__name__}: {first}") from None
     for override in overrides:
         check_override(cfg, override)
     return LazyConfig.apply_overrides(cfg, list(overrides))
+
+
+def _get(cfg, key, default=None):
+    value = OmegaConf.select(cfg, key, default=default)
+    return default if value is None else value
+
+
+def validate_values(cfg):
+    """Refuse values that cannot train correctly, before anything is built; one line per problem."""
+    checks = []  # (key, value, ok, what it must be)
+
+    def need(key, ok, must, default=None):
+        value = _get(cfg, key, default)
+        if value is not None:
+            checks.append((key, value, ok, must))
+
+    def finite(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    m = "model.cfg" if OmegaConf.select(cfg, "model.cfg", default=None) is not None else "model"
+    need("optim.lr", lambda v: finite(v) and v > 0, "a finite number > 0")
+    need("optim.weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")
+    need("optim.eps", lambda v: finite(v) and v > 0, "> 0")
+    need("optim.betas", lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)")
+    need("optim.params.clip_grad_max_norm", lambda v: finite(v) and v > 0, "> 0 (or None: no clipping)")
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        need(f"{m}.{key}", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
+    for key in ("embed_dim", "depth", "num_heads", "num_classes", "in_chans"):
+        need(f"{m}.{key}", lambda v: isinstance(v, int) and v >= (0 if key == "num_classes" else 1),
+             ">= 1" if key != "num_classes" else ">= 0")
+    need(f"{m}.mlp_ratio", lambda v: finite(v) and v > 0, "> 0")
+    mixup = "dataloader.train.mixup_func"
+    for key, lo, hi in (("prob", 0, 1), ("switch_prob", 0, 1), ("label_smoothing", 0, 1)):
+        need(f"{mixup}.{key}", lambda v, lo=lo, hi=hi: finite(v) and lo <= v <= hi, f"in [{lo}, {hi}]")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        need(f"{mixup}.{key}", lambda v: finite(v) and v >= 0, ">= 0")
+    t = "train"
+    for key in ("train_micro_batch_size", "test_micro_batch_size", "log_period", "checkpointer.period"):
+        need(f"{t}.{key}", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    need(f"{t}.checkpointer.max_to_keep", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (or None: keep all)")
+    need(f"{t}.train_iter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    need(f"{t}.train_epoch", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    need(f"{t}.warmup_ratio", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
+    need(f"{t}.nonfinite_loss", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
+    if _get(cfg, "train.evaluation.enabled", False):
+        need(f"{t}.evaluation.eval_period", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    for key, value, ok, must in checks:
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"{key}={value} must be {must}")
+    if not _get(cfg, "train.train_iter", 0) and not _get(cfg, "train.train_epoch", 0):
+        raise ConfigError("train.train_iter and train.train_epoch are both 0: set one of them")
+    img, patch = _get(cfg, f"{m}.img_size"), _get(cfg, f"{m}.patch_size")
+    if img is not None and patch is not None:
+        img = list(img) if not isinstance(img, int) else [img, img]
+        patch = list(patch) if not isinstance(patch, int) else [patch, patch]
+        if any(not isinstance(v, int) or v < 1 for v in img + patch) or img[0] % patch[0] or img[1] % patch[1]:
+            raise ConfigError(f"{m}.img_size={_get(cfg, f'{m}.img_size')} must be positive and divisible by "
+                              f"{m}.patch_size={_get(cfg, f'{m}.patch_size')}")
+    if _get(cfg, "train.nonfinite_loss") == "skip" and _get(cfg, "graph.enabled", True):
+        raise ConfigError("train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
+                          "applies the update inside the step; use 'stop' and --resume instead")
+    weights = _get(cfg, "train.load_weight", "")
+    if weights and not os.path.isdir(weights):
+        raise ConfigError(f"train.load_weight={weights!r} is not a checkpoint directory "
+                          f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})")

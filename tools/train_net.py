@@ -14,17 +14,18 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 import libai_vit  # noqa: F401,E402  (applies the LiBai 0.1.1 compatibility fixes)
 from libai.config import default_argument_parser, try_get_key  # noqa: E402
 from libai.engine import default_setup  # noqa: E402
-from libai.utils.checkpoint import Checkpointer  # noqa: E402
 
 from libai_vit import parallel  # noqa: E402
-from libai_vit.config import ConfigError, load_config  # noqa: E402
-from libai_vit.engine.trainer import Trainer  # noqa: E402
+from libai_vit.config import ConfigError, load_config, validate_values  # noqa: E402
+from libai_vit.engine.checkpoint import CheckpointError, ReliableCheckpointer, select_resumable  # noqa: E402
+from libai_vit.engine.trainer import NonFiniteLossError, Trainer  # noqa: E402
 
 logger = logging.getLogger("libai_vit.train_net")
 
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
+    validate_values(cfg)
     parallel.validate(cfg, flow.env.get_world_size())
     depth = int(try_get_key(cfg, "model.depth", default=None) or cfg.model.cfg.depth)
     # LiBai 0.1.1 splits layers evenly only; parallel.setup installs the real per-layer stages
@@ -42,19 +43,42 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        Checkpointer(model, save_dir=cfg.train.output_dir).resume_or_load(cfg.train.load_weight,
-                                                                          resume=args.resume)
+        checkpointer = ReliableCheckpointer(model, save_dir=cfg.train.output_dir)
+        name = select_resumable(cfg.train.output_dir) if args.resume else None
+        checkpointer.load(os.path.join(cfg.train.output_dir, name) if name else cfg.train.load_weight,
+                          checkpointables=[])
         if cfg.graph.enabled:
             model = Trainer.build_graph(cfg, model, is_train=False)
         return Trainer.test(cfg, Trainer.build_test_loader(cfg), model)
     return Trainer(cfg).train()
 
 
+def _die_with_launcher():
+    """If the launcher is killed (even with -9), this rank dies too instead of training on alone."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher died before prctl took effect
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    # LiBai's parser takes everything after the first key=value as overrides: accept the flags there too
+    for flag in ("--resume", "--eval-only"):
+        if flag in args.opts:
+            args.opts.remove(flag)
+            setattr(args, flag[2:].replace("-", "_"), True)
+    _die_with_launcher()
     try:
         main(args)
-    except (ConfigError, parallel.LayoutError) as e:
+    except (ConfigError, parallel.LayoutError) as e:  # refused before training
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (CheckpointError, NonFiniteLossError) as e:  # the run stopped; the message says what is kept
+        if flow.env.get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -38,5 +38,6 @@ train = DictConfig(dict(
         pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
         pipeline_num_layers=None,  # set from the model depth at start-up
     ),
+    nonfinite_loss="stop",  # NaN/Inf loss: "stop" the run (resume from the last checkpoint) or "skip" the step (eager)
     seed=1234,  # one seed for every rank (data order, dropout, drop path)
 ))

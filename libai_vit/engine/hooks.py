@@ -1,8 +1,14 @@
-"""Training hooks beyond LiBai's: the loss/accuracy curves drawn from metrics.json."""
+"""Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random streams."""
 import json
 import os
+import shutil
+import zlib
 
+from libai.engine.hooks import PeriodicCheckpointer
 from libai.engine.trainer import HookBase
+from libai.utils import distributed as dist
+
+from libai_vit.engine.checkpoint import periodic_checkpoints
 
 
 def read_metrics(path):
@@ -44,3 +50,64 @@ class CurvePlotter(HookBase):
         metrics = os.path.join(self.output_dir, "metrics.json")
         if os.path.exists(metrics):
             plot_curves(metrics, os.path.join(self.output_dir, "curves.png"))
+
+
+class RandomStreams(HookBase):
+    """Every random stream restarts from (seed, iteration) at each checkpoint boundary.
+
+    OneFlow 0.9's `Generator.get_state/set_state` do not round-trip on CPU (a restored state draws
+    other numbers), and nn.Graph seeds each random op once, when it compiles. So instead of saving
+    states, the streams are a function of the iteration: at the start and at every multiple of
+    `period` (where checkpoints are written) the generators are reseeded and, in graph mode, the
+    train graph is rebuilt to recompile with them. A run resumed at a checkpoint then draws exactly
+    what the uninterrupted run drew.
+    """
+
+    def __init__(self, period, seed):
+        self.period = int(period)
+        self.seed = int(seed)
+
+    def before_train(self):
+        restart_random_streams(self.trainer.model, self.seed, self.trainer.start_iter)
+
+    def before_step(self):
+        it = self.trainer.iter
+        if it != self.trainer.start_iter and it % self.period == 0:
+            restart_random_streams(self.trainer.model, self.seed, it)
+            self.trainer.restart_compiled_randomness()
+
+
+def restart_random_streams(model, seed, iteration):
+    import random
+
+    import numpy as np
+    import oneflow as flow
+
+    from libai_vit import parallel
+
+    def derived(*key):
+        return int(np.random.SeedSequence([seed, iteration, *key]).generate_state(1)[0])
+
+    flow.manual_seed(derived(0))  # drop path, flow.rand: the same on every rank (global tensors)
+    generator_type = type(flow.default_generator)
+    for name, module in model.named_modules():  # nn.Dropout owns a generator per module
+        gen = getattr(module, "generator", None)
+        if isinstance(gen, generator_type):
+            gen.manual_seed(derived(1, zlib.crc32(name.encode())))
+    # host-side augmentation: each data-parallel rank its own stream
+    np.random.seed(derived(2, parallel.data_parallel_rank()))
+    random.seed(derived(3, parallel.data_parallel_rank()))
+
+
+class Checkpointing(PeriodicCheckpointer):
+    """LiBai's periodic checkpoint hook, but every save (the last one too) is `model_XXXXXXX`, so it
+    can be resumed, and the newest `max_to_keep` are kept on disk: counted from the directory, not
+    from this process's memory, so restarts do not leak old checkpoints."""
+
+    def step(self, iteration, **kwargs):
+        if (iteration + 1) % self.period and iteration < self.max_iter - 1:
+            return
+        self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}")
+        if self.max_to_keep and dist.is_main_process():
+            for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep:]:
+                shutil.rmtree(path, ignore_errors=True)

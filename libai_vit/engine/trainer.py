@@ -1,12 +1,41 @@
-"""LiBai's DefaultTrainer with this project's writers and hooks."""
+"""LiBai's DefaultTrainer with this project's writers and hooks, verified checkpoints, exact resume
+and a check for non-finite losses on every step."""
+import copy
 import json
+import logging
+import math
 import os
 
+from libai.config import try_get_key
 from libai.engine import DefaultTrainer
+from libai.engine import hooks as libai_hooks
+from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.events import CommonMetricPrinter, JSONWriter, get_event_storage
 
-from libai_vit.engine.hooks import CurvePlotter
+from libai_vit.engine.checkpoint import (CheckpointError, ReliableCheckpointer, _broadcast, fault,
+                                         select_resumable, write_atomic)
+from libai_vit.engine.hooks import Checkpointing, CurvePlotter, RandomStreams
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/Inf and train.nonfinite_loss is "stop"; the message names the iteration."""
+
+
+class _SkippedStep(Exception):
+    pass
+
+
+class _NoTracebackFor(logging.Filter):
+    """LiBai logs every exception leaving the loop with its traceback; ours already say it all."""
+
+    def filter(self, record):
+        return not (record.exc_info and isinstance(record.exc_info[1], (NonFiniteLossError, CheckpointError)))
+
+
+logging.getLogger("libai.engine.trainer").addFilter(_NoTracebackFor())
 
 
 class RawMetricsWriter(JSONWriter):
@@ -15,9 +44,18 @@ class RawMetricsWriter(JSONWriter):
     LiBai's JSONWriter writes 20-step medians and keeps one "last written iteration" for all
     scalars: the `lr` it stores one iteration ahead makes it skip every following `total_loss` when
     `log_period=1`. Here each scalar is tracked on its own and written unsmoothed.
+
+    Rows from `start_iter` on are dropped first: a killed run may have logged steps past the
+    checkpoint it resumes from, and those steps are run (and logged) again.
     """
 
-    def __init__(self, json_file):
+    def __init__(self, json_file, start_iter=0):
+        if os.path.exists(json_file):
+            with open(json_file) as f:
+                rows = [line for line in f if line.strip()]
+            kept = [r for r in rows if _row_iteration(r) < start_iter]
+            if len(kept) != len(rows):
+                write_atomic(json_file, "".join(kept))
         super().__init__(json_file)
         self._written = {}
 
@@ -34,15 +72,102 @@ class RawMetricsWriter(JSONWriter):
             self._file_handle.flush()
 
 
+def _row_iteration(line):
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError):  # a row cut by the kill: the step is run again
+        return math.inf
+
+
 class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        # LiBai's __init__ takes start_iter from the name in `last_checkpoint`; it must name a
+        # checkpoint that verifies before then (the newest one, else the previous good one).
+        self._resume_name = select_resumable(cfg.train.output_dir) if cfg.train.resume else None
+        self._optim_cfg = copy.deepcopy(cfg.optim)  # building an optimizer edits its config in place
+        super().__init__(cfg)
+        self._record_metrics = self._trainer.write_metrics
+        self._trainer.write_metrics = self._checked_write_metrics
+
+    def resume_or_load(self, resume=True):
+        old = self.checkpointer
+        d = self.cfg.train.dist
+        layout = {k: (list(d[k]) if k == "pipeline_stage_layers" and d[k] is not None else d[k])
+                  for k in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size",
+                            "pipeline_stage_layers")}
+        self.checkpointer = ReliableCheckpointer(old.model, old.save_dir, config=self.cfg, layout=layout,
+                                                 **old.checkpointables)
+        if resume and self._resume_name:
+            extra = self.checkpointer.load(os.path.join(self.cfg.train.output_dir, self._resume_name))
+            self.start_iter = extra["iter"] + 1
+        else:
+            self.checkpointer.load(self.cfg.train.load_weight, checkpointables=[])
+
+    @classmethod
+    def build_train_loader(cls, cfg, tokenizer=None):
+        # LiBai sets cfg.dataloader.consumed_samples from start_iter, which no loader reads
+        cfg.dataloader.train.consumed_samples = try_get_key(cfg, "dataloader.consumed_samples", default=0)
+        return super().build_train_loader(cfg, tokenizer)
+
     def build_writers(self):
         return [
             CommonMetricPrinter(self.global_batch_size, self.max_iter),  # progress with ETA
-            RawMetricsWriter(os.path.join(self.cfg.train.output_dir, "metrics.json")),
+            RawMetricsWriter(os.path.join(self.cfg.train.output_dir, "metrics.json"), self.start_iter),
         ]
 
     def build_hooks(self):
         hooks = super().build_hooks()
+        ck = self.cfg.train.checkpointer
+        for i, hook in enumerate(hooks):
+            if type(hook) is libai_hooks.PeriodicCheckpointer:
+                hooks[i] = Checkpointing(self.checkpointer, ck.period, max_to_keep=ck.get("max_to_keep", None))
+        hooks.insert(0, RandomStreams(ck.period, self.cfg.train.seed))
         if dist.is_main_process():
             hooks.append(CurvePlotter(self.cfg.train.output_dir))
         return hooks
+
+    def restart_compiled_randomness(self):
+        """A compiled train graph keeps the random seeds it was built with: build it again, with a new
+        optimizer and scheduler (OneFlow cannot trace one optimizer into a second graph), carrying
+        the state over as a resume would."""
+        if not self.cfg.graph.enabled:
+            return
+        graph_state, scheduler_state = self.graph_train.state_dict(), self.lr_scheduler.state_dict()
+        for p in self.model.parameters():
+            p.grad = None  # the first trace left lazy tensors there, which a second trace refuses
+        self.optimizer = build_optimizer(copy.deepcopy(self._optim_cfg), self.model)
+        self.lr_scheduler = self.build_lr_scheduler(self.cfg, self.optimizer)
+        self.lr_scheduler.load_state_dict(scheduler_state)
+        self.graph_train = self.build_graph(self.cfg, self.model, self.optimizer, self.lr_scheduler, is_train=True)
+        self.graph_train.load_state_dict(graph_state)
+        self._trainer.graph = self.graph_train
+        self.checkpointer.checkpointables.update(graph=self.graph_train, lr_scheduler=self.lr_scheduler)
+
+    def run_step(self):
+        self._trainer.iter = self.iter
+        try:
+            self._trainer.run_step(self._get_batch)
+        except _SkippedStep:
+            self.optimizer.zero_grad()  # eager: the update was not applied yet; drop its gradients
+
+    def _get_batch(self, data, mixup_func=None):
+        batch = self.get_batch(data, mixup_func)
+        if fault("nan_loss") == str(self.iter):  # fault injection: LIBAI_VIT_FAULT=nan_loss=ITER
+            batch["images"] = batch["images"] * float("nan")
+        return batch
+
+    def _checked_write_metrics(self, loss_dict, data_time, prefix=""):
+        """Every rank learns whether the loss is finite (LiBai checks on rank 0 only, which hangs the
+        others), before the step's metrics and checkpoint are written."""
+        values = {k: dist.tton(v, local_only=False, ranks=[0] if v.placement.ranks.ndim == 1 else [[0]])
+                  for k, v in loss_dict.items()}
+        total = _broadcast(float(sum(values.values())) if dist.is_main_process() else None)
+        if not math.isfinite(total):
+            message = f"non-finite loss ({total}) at iteration {self.iter}"
+            if self.cfg.train.get("nonfinite_loss", "stop") == "skip":
+                logger.warning(f"{message}: step skipped (train.nonfinite_loss=skip)")
+                raise _SkippedStep()
+            raise NonFiniteLossError(
+                f"{message}; training stopped before any checkpoint could hold it "
+                f"(train.nonfinite_loss=stop): lower optim.lr or check the data, then resume with --resume")
+        self._record_metrics(loss_dict, data_time, prefix)
