@@ -17,9 +17,8 @@ PY
 
 active="${VIRTUAL_ENV:-${CONDA_PREFIX:-}}"
 if [ -n "$active" ] && [ "$active" != "$VENV" ] && [ -x "$active/bin/python" ] && stack_ok "$active/bin/python"; then
+  # nothing is installed into it: train.sh and test.sh put the repository on PYTHONPATH
   say "using the active environment $active (it already has oneflow + libai + flowvision)"
-  "$active/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >&2 2>/dev/null \
-    || say "note: could not install libai_vit into $active; it is found through PYTHONPATH instead"
   echo "$active/bin/python"
   exit 0
 fi
@@ -39,6 +38,9 @@ find_py310() {
   done
   return 1
 }
+pip_quiet() {  # pip's notes about this machine's unused extra index folders are noise
+  "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 if [ ! -x "$VENV/bin/python" ]; then
   PY310="$(find_py310)" || {
     echo "[setup] error: no Python 3.10 found (looked on PATH and in pyenv's versions)." >&2
@@ -49,7 +51,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV with $PY310"
   "$PY310" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+PIP=(pip_quiet "$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 say "installing the pinned stack (first run downloads ~1.3 GB; later runs take seconds)"
 # LiBai 0.1.1 and flowvision 0.2.1 are sdists whose setup.py needs pkg_resources and pybind11:
 # build them in the venv itself, with a setuptools that still has pkg_resources.
