@@ -18,5 +18,6 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export GLOG_minloglevel=${GLOG_minloglevel:-2}  # silence OneFlow's C++ warnings (no CUDA driver, no RDMA)
 export ONEFLOW_FUSE_OPTIMIZER_UPDATE_CAST=true
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" "$ROOT/tools/check_config.py" "$CONFIG" $((NPROC * NODE)) "$@" || exit $?
 exec "$PY" -m oneflow.distributed.launch --nproc_per_node "$NPROC" --nnodes "$NODE" --node_rank "$NODE_RANK" \
   --master_addr "$ADDR" --master_port "$PORT" "$FILE" --config-file "$CONFIG" "$@"
