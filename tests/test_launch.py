@@ -1,6 +1,4 @@
 """tools/train.sh refuses a layout that does not fit the launched processes, in one line."""
-
-
 from conftest import launch
 
 
