@@ -101,13 +101,16 @@ def restart_random_streams(model, seed, iteration):
 
 class Checkpointing(PeriodicCheckpointer):
     """LiBai's periodic checkpoint hook, but every save (the last one too) is `model_XXXXXXX`, so it
-    can be resumed, and the newest `max_to_keep` are kept on disk: counted from the directory, not
-    from this process's memory, so restarts do not leak old checkpoints."""
+    can be resumed (the last is also saved as `model_final`), and the newest `max_to_keep` are kept
+    on disk: counted from the directory, not from this process's memory, so restarts do not leak
+    old checkpoints."""
 
     def step(self, iteration, **kwargs):
         if (iteration + 1) % self.period and iteration < self.max_iter - 1:
             return
         self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}")
+        if iteration >= self.max_iter - 1:  # LiBai's name for the trained model, which tools look for
+            self.checkpointer.save(f"{self.file_prefix}_final")
         if self.max_to_keep and dist.is_main_process():
             for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep:]:
                 shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""Every user-facing tool given a missing, unreadable or wrong-kind file (or an out-of-range value)
+exits non-zero with one line saying which and why: no traceback."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+from libai_vit.config import ConfigError, load_config, validate_values
+
+CONFIG = os.path.join(ROOT, "configs", "demo_digits_3d.py")
+ONE = ["train.dist.data_parallel_size=1", "train.dist.tensor_parallel_size=1", "train.dist.pipeline_parallel_size=1"]
+
+
+def _files(tmp):
+    os.makedirs(tmp / "adir")
+    (tmp / "broken.py").write_text("train = dict(\n")
+    (tmp / "notes.txt").write_text("hello")
+    (tmp / "garbage.safetensors").write_bytes(b"\x00\x01 not a checkpoint")
+    bad = tmp / "run" / "model_0000002"  # a checkpoint whose manifest does not match its data
+    os.makedirs(bad / "model")
+    (bad / "model" / "data").write_bytes(b"12345")
+    (bad / "manifest.json").write_text(json.dumps({"iteration": 2, "files": {"model/data": [9, "00"]}}))
+    return tmp
+
+
+def _train(*args):
+    return [os.path.join(ROOT, "tools", "train_net.py"), *args]
+
+
+CASES = {  # name: (argv after the interpreter, exit code, text the one error line must hold)
+    "train config missing": (_train("--config-file", "{tmp}/nope.py"), 2, "{tmp}/nope.py' does not exist"),
+    "train config is a directory": (_train("--config-file", "{tmp}/adir"), 2, "is not a LazyConfig"),
+    "train config wrong kind": (_train("--config-file", "{tmp}/notes.txt"), 2, "is not a LazyConfig"),
+    "train config does not parse": (_train("--config-file", "{tmp}/broken.py"), 2, "broken.py' cannot be loaded"),
+    "train load_weight missing": (_train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/none"), 2,
+                                  "{tmp}/none' is not a checkpoint directory (it does not exist)"),
+    "train load_weight is a file": (_train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/notes.txt"), 2,
+                                    "is not a checkpoint directory (it is a file)"),
+    "train resume corrupt checkpoint": (_train("--config-file", CONFIG, "--resume", *ONE, "train.output_dir={tmp}/run"),
+                                        1, "{tmp}/run/model_0000002/model/data is truncated or altered"),
+    "train negative lr": (_train("--config-file", CONFIG, *ONE, "optim.lr=-1"), 2, "optim.lr=-1 must be"),
+    "convert source missing": ([os.path.join(ROOT, "tools", "convert_checkpoint.py"), "{tmp}/none.pth", "{tmp}/out",
+                                "--model", "vit_tiny_patch16_224"], None, "{tmp}/none.pth"),
+    "convert source wrong kind": ([os.path.join(ROOT, "tools", "convert_checkpoint.py"), "{tmp}/garbage.safetensors",
+                                   "{tmp}/out", "--model", "vit_tiny_patch16_224"], None, "garbage.safetensors"),
+    "predict checkpoint missing": ([os.path.join(ROOT, "tools", "predict.py"), "{tmp}/none", "{tmp}/notes.txt"], None,
+                                   "{tmp}/none"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tool_error_is_one_line(name, tmp_path):
+    argv, code, expected = CASES[name]
+    tmp = str(_files(tmp_path))
+    argv = [a.replace("{tmp}", tmp) for a in argv]
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="3")
+    proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and (code is None or proc.returncode == code), (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and expected.replace("{tmp}", tmp) in errors[0], proc.stderr[-3000:]
+
+
+VALUES = {  # override: the key the message must name
+    "optim.lr=-0.001": "optim.lr",
+    "optim.lr=nan": "optim.lr",
+    "model.drop_path_rate=1.0": "model.drop_path_rate",
+    "model.drop_rate=-0.1": "model.drop_rate",
+    "model.patch_size=5": "model.img_size=32 must be positive and divisible by model.patch_size=5",
+    "train.warmup_ratio=1.5": "train.warmup_ratio",
+    "train.checkpointer.max_to_keep=0": "train.checkpointer.max_to_keep",
+    "train.nonfinite_loss=ignore": "train.nonfinite_loss",
+    "train.nonfinite_loss=skip": "needs eager mode",
+    "train.train_micro_batch_size=0": "train.train_micro_batch_size",
+}
+
+
+@pytest.mark.parametrize("override", list(VALUES))
+def test_out_of_range_values_are_refused(override):
+    cfg = load_config(CONFIG, [override])
+    with pytest.raises(ConfigError, match=VALUES[override].replace(".", r"\.").replace("(", r"\(")):
+        validate_values(cfg)
+
+
+@pytest.mark.parametrize("key,value", [("prob", 1.5), ("switch_prob", -0.1), ("mixup_alpha", -1.0)])
+def test_mixup_values_are_refused(key, value):
+    cfg = load_config(CONFIG)
+    cfg.dataloader.train.mixup_func = {"prob": 1.0, "switch_prob": 0.5, "mixup_alpha": 0.8, key: value}
+    with pytest.raises(ConfigError, match=f"mixup_func.{key}"):
+        validate_values(cfg)
+
+
+def test_the_demo_config_is_valid():
+    validate_values(load_config(CONFIG))
