@@ -15,7 +15,7 @@ import math
 import oneflow as flow
 from oneflow import nn
 
-from libai_vit.layers.flash import flash_attention
+from libai_vit.layers.flash import flash_attention, ones_beside
 
 BACKENDS = ("auto", "math", "fused", "flash")
 # On CPU "auto" runs flash from this many keys on: below, math's N^2 activations are small and it is
@@ -69,7 +69,7 @@ def fused_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=
         scores, kernel_scale = flow.matmul(q, k, transpose_b=True, alpha=scale) + _like(attn_bias, q), 1.0
     keep = _keep_mask(q, k, mask, causal, scores)
     if keep is None:
-        keep = _like(flow.ones(q.shape[-2], k.shape[-2], dtype=flow.bool, device=_device_type(q)), scores)
+        keep = ones_beside((q.shape[-2], k.shape[-2]), scores, dtype=flow.bool)
     while keep.dim() < 4:  # the kernel broadcasts a 4-d mask only
         keep = keep.unsqueeze(0)
     if dropout_p > 0.0:
@@ -159,7 +159,7 @@ def _keep_mask(q, k, mask, causal, scores):
     if causal:
         q_len, k_len = q.shape[-2], k.shape[-2]
         # aligned to the last key, as when q is a suffix of k
-        keep = _like(flow.ones(q_len, k_len, dtype=flow.bool, device=_device_type(q)).tril(k_len - q_len), scores)
+        keep = ones_beside((q_len, k_len), scores, dtype=flow.bool).tril(k_len - q_len)
     if mask is not None:
         mask = _like(mask, scores)
         keep = mask if keep is None else flow.logical_and(keep, mask)
@@ -171,7 +171,7 @@ def _device_type(t):
 
 
 def _like(small, ref):
-    """Place a local helper tensor (mask, bias) beside a global reference tensor, replicated."""
+    """Place a local mask or bias beside a global reference tensor, replicated (eager only)."""
     if ref.is_global and not small.is_global:
         return small.to_global(placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
     return small

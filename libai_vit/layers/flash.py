@@ -170,8 +170,8 @@ def _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk):
         s = s + _block(cfg.mask_add, i0, i1, j0, j1)
     if causal_blk:
         # key j0+c is after row i0+r's last visible key i0+r+off  <=>  c > r + (i0 - j0 + off)
-        after = flow.ones(i1 - i0, j1 - j0, dtype=s.dtype, device=_device(s)).triu(i0 - j0 + k_len - q_len + 1)
-        s = s + _like(after * MASKED, s)
+        after = ones_beside((i1 - i0, j1 - j0), s).triu(i0 - j0 + k_len - q_len + 1)
+        s = s + after * MASKED
     return s
 
 
@@ -202,8 +202,7 @@ def _rows(t, c, factor=1.0):
     dim costs ~20x a same-shape one on OneFlow's CPU kernels, the matmul almost nothing."""
     if c is None:
         return t if factor == 1.0 else t * factor
-    ones = flow.ones(1, 1, 1, t.shape[-1], dtype=t.dtype, device=_device(t))
-    return t * flow.matmul(c * factor if factor != 1.0 else c, _like(ones, t))
+    return t * flow.matmul(c * factor if factor != 1.0 else c, ones_beside((1, 1, 1, t.shape[-1]), t))
 
 
 def _dropped(cfg, s, bi, bj):
@@ -271,12 +270,17 @@ def _cat_blocks(blocks, like, block_k):
     return flow.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
 
-def _device(t):
-    return t.placement.type if t.is_global else t.device
+def ones_beside(shape, ref, dtype=None):
+    """Ones of `shape` where `ref` lives (replicated on its placement if global). Built there directly:
+    nn.Graph cannot turn a local tensor into a global one."""
+    dtype = ref.dtype if dtype is None else dtype
+    if ref.is_global:
+        return flow.ones(*shape, dtype=dtype, placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
+    return flow.ones(*shape, dtype=dtype, device=ref.device)
 
 
 def _like(small, ref):
-    """A local helper (mask) placed beside a global reference tensor, replicated."""
+    """A local mask or bias placed beside a global reference tensor, replicated (eager only)."""
     if ref.is_global and not small.is_global:
         return small.to_global(placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
     return small

@@ -217,7 +217,7 @@ def test_flash_inside_nn_graph_matches_eager_math():
 
 
 _GLOBAL_CHECK = textwrap.dedent('''
-    """2 processes: flash on global tensors (heads split, then batch split) equals local math."""
+    """2 processes: flash on global tensors (heads split, then batch split; eager and nn.Graph) equals local math."""
     import numpy as np
     import oneflow as flow
 
@@ -256,6 +256,35 @@ _GLOBAL_CHECK = textwrap.dedent('''
         flow.manual_seed(11)
         y = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
         np.testing.assert_array_equal(x.to_local().numpy(), y.to_local().numpy())
+
+    # inside nn.Graph, heads split: q is a parameter, so SGD(lr=1) leaves q - dq behind
+    class Q(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = flow.nn.Parameter(as_global(q, split=1))
+
+        def forward(self, k, v, bias, mask):
+            return flash_attention(self.q, k, v, mask=mask, attn_bias=bias, causal=True, block_q=16, block_k=16)
+
+    module = Q()
+    opt = flow.optim.SGD(module.parameters(), lr=1.0)
+
+    class Step(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.module = module
+            self.add_optimizer(opt)
+
+        def build(self, k, v, bias, mask, d_out):
+            out = self.module(k, v, bias, mask)
+            (out * d_out).sum().backward()
+            return out
+
+    before = module.q.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
+    out = Step()(*[as_global(t, split=1) for t in (k, v, bias, keep, d_out)])
+    after = module.q.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
+    np.testing.assert_allclose(out.to_global(sbp=flow.sbp.broadcast).to_local().numpy(), ref[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(before - after, ref[1], atol=1e-5, rtol=1e-5)
     print("global flash ok on rank", flow.env.get_rank())
 ''')
 
@@ -278,19 +307,19 @@ def test_flash_on_global_tensors_two_processes(tmp_path):
     assert proc.stdout.count("global flash ok") == 2, proc.stdout[-3000:]
 
 
-def test_visualize_attention_tool(tmp_path, capsys):
+def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
     from libai.config import LazyCall, LazyConfig
     from libai.utils.checkpoint import Checkpointer
     from omegaconf import DictConfig
     from PIL import Image
 
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
     import visualize_attention
 
     kwargs = dict(img_size=32, patch_size=8, num_classes=10, embed_dim=32, depth=2, num_heads=4, attn_backend="flash")
     Checkpointer(libai_vit.VisionTransformer(**kwargs), save_dir=str(tmp_path / "out")).save("model_final")
-    LazyConfig.save(DictConfig({"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True}),
-                    str(tmp_path / "out" / "config.yaml"))
+    config = DictConfig({"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True})
+    LazyConfig.save(config, str(tmp_path / "out" / "config.yaml"))
     image = tmp_path / "img.png"
     Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(image)
     ckpt = str(tmp_path / "out" / "model_final" / "model")
