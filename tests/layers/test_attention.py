@@ -140,6 +140,16 @@ def test_auto_dispatch(caplog):
         attention(short, short, short, backend="flash", return_weights=True)
 
 
+def test_auto_matches_math_where_it_picks_flash():
+    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys) within 1e-5."""
+    args = _inputs(1, 2, 1100, 1100, 8, True, False, False, seed=8)
+    assert select_backend(flow.tensor(args[0]), flow.tensor(args[1])) == "flash"
+    ref = _run(_math, *args)
+    got = _run(lambda *a, **kw: attention(*a, backend="auto", **kw), *args)
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(b, a, atol=TOL, rtol=TOL)
+
+
 def test_flash_attention_module():
     q, k, v, _, bias, _ = _inputs(2, 2, 9, 12, 8, False, True, True)
     q, k, v, bias = map(flow.tensor, (q, k, v, bias))
