@@ -20,6 +20,9 @@ def _overrides(digits_root, dp, tp, pp, micro, acc, graph=True, extra=()):
         f"train.num_accumulation_steps={acc}", f"train.train_iter={STEPS}", "train.evaluation.enabled=False",
         "train.checkpointer.period=100000", "train.log_period=1", f"graph.enabled={graph}",
         f"dataloader.train.dataset.0.root={digits_root}", f"dataloader.test.0.dataset.root={digits_root}",
+        # a constant learning rate: LiBai's eager trainer steps its scheduler per micro-batch, so
+        # under accumulation a warm-up/cosine schedule would differ from graph mode's per step
+        "train.scheduler.warmup_factor=1.0", "train.scheduler.alpha=1.0", "optim.lr=2e-3",
         *extra,
     ]
 
@@ -62,9 +65,11 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 
 @pytest.mark.slow
 def test_dropout_and_drop_path_train_and_stay_finite(digits_root, tmp_path):
-    steps = 40
-    extra = ("model.drop_rate=0.1", "model.attn_drop_rate=0.1", "model.drop_path_rate=0.2",
-             f"train.train_iter={steps}", "optim.lr=3e-3")
-    losses = train_losses(tmp_path, CONFIG, 4, _overrides(digits_root, 1, 2, 2, 8, 2, True, extra))
+    steps = 80
+    extra = ("model.drop_rate=0.1", "model.attn_drop_rate=0.1", "model.drop_path_rate=0.1",
+             f"train.train_iter={steps}", "optim.lr=1e-3")
+    losses = train_losses(tmp_path, CONFIG, 2, _overrides(digits_root, 1, 2, 1, 16, 1, True, extra))
     assert len(losses) == steps and all(math.isfinite(x) for x in losses)
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    print(f"dropout run: mean loss of the first 10 steps {first:.3f}, of the last 10 {last:.3f}")
+    assert last < first - 0.1

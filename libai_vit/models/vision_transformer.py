@@ -39,7 +39,7 @@ class VisionTransformer(nn.Module):
         attn_drop_rate=0.0,
         drop_path_rate=0.0,
         norm_eps=1e-6,
-        attn_backend="math",
+        attn_backend="auto",
         loss_func=None,
         init_seed=0,
     ):
