@@ -27,5 +27,5 @@ train.log_period = 1
 train.evaluation.eval_period = 100
 train.checkpointer.period = 300
 
-optim.lr = 3e-3
+optim.lr = 2e-3
 optim.weight_decay = 0.05
