@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 import libai_vit  # noqa: F401,E402  (applies the LiBai 0.1.1 compatibility fixes)
 from libai.config import default_argument_parser, try_get_key  # noqa: E402
 from libai.engine import default_setup  # noqa: E402
+from libai.utils.logger import setup_logger  # noqa: E402
 
 from libai_vit import parallel  # noqa: E402
 from libai_vit.config import ConfigError, load_config, validate_values  # noqa: E402
@@ -31,6 +32,8 @@ def setup(args):
     # LiBai 0.1.1 splits layers evenly only; parallel.setup installs the real per-layer stages
     cfg.train.dist.pipeline_num_layers = int(cfg.train.dist.pipeline_parallel_size)
     default_setup(cfg, args)
+    # LiBai sets up only its own "libai" logger: ours (skipped images, pretrained-load reports) too
+    setup_logger(cfg.train.output_dir, distributed_rank=flow.env.get_rank(), name="libai_vit")
     parallel.setup(cfg.train.dist, depth)
     # one seed on every rank: global tensors need the same random stream everywhere
     flow.manual_seed(cfg.train.seed)

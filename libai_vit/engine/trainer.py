@@ -71,6 +71,12 @@ class RawMetricsWriter(JSONWriter):
             self._file_handle.write(json.dumps(row, sort_keys=True) + "\n")
             self._file_handle.flush()
 
+    def close(self):
+        # LiBai's PeriodicWriter only closes writers after training, so the final evaluation
+        # (run in EvalHook.after_train) would never be written
+        self.write()
+        super().close()
+
 
 def _row_iteration(line):
     try:
