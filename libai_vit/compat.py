@@ -64,8 +64,16 @@ def _device_aware_ttol():
     dist.ttol = ttol
 
 
+class _CudaFallbackEnv:
+    @staticmethod
+    def all_device_placement(device):
+        return flow.env.all_device_placement(_available(device))
+
+
 class _CudaFallback:
     """`oneflow` as pad_batch sees it: "cuda" means the CPU when there is no CUDA."""
+
+    env = _CudaFallbackEnv
 
     def __getattr__(self, name):
         return getattr(flow, name)
@@ -73,14 +81,6 @@ class _CudaFallback:
     @staticmethod
     def zeros(*shape, device=None, **kwargs):
         return flow.zeros(*shape, device=_available(device), **kwargs)
-
-    class env:  # noqa: N801 (mirrors flow.env)
-        @staticmethod
-        def all_device_placement(device):
-            return flow.env.all_device_placement(_available(device))
-
-    def __init__(self):
-        self.env = _CudaFallback.env
 
 
 def _available(device):
