@@ -21,11 +21,11 @@ train.dist.pipeline_parallel_size = 2
 train.train_micro_batch_size = 16
 train.num_accumulation_steps = 2  # two micro-batches in flight through the 2 pipeline stages
 train.test_micro_batch_size = 64
-train.train_iter = 300
+train.train_iter = 240
 train.warmup_ratio = 0.05
 train.log_period = 1
-train.evaluation.eval_period = 100
-train.checkpointer.period = 300
+train.evaluation.eval_period = 80
+train.checkpointer.period = 240
 
 optim.lr = 2e-3
 optim.weight_decay = 0.05
