@@ -29,6 +29,8 @@ from libai.utils import distributed as dist
 from libai.utils.checkpoint import Checkpointer
 from omegaconf import OmegaConf
 
+from libai_vit import parallel
+
 MANIFEST = "manifest.json"
 LAST = "last_checkpoint"
 PERIODIC = re.compile(r"^model_(\d{7})$")
@@ -170,6 +172,16 @@ def _nonfinite_entries(model):
     return _broadcast(bad)
 
 
+def _note_relayout(path, saved):
+    """Log when a checkpoint is loaded on another layout than the one its manifest records."""
+    keys = ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size")
+    now = parallel.current_layout()
+    if saved and tuple(saved[k] for k in keys) != tuple(getattr(now, k) for k in keys):
+        logger.info(f"checkpoint {path} was written at DP x TP x PP = {' x '.join(str(saved[k]) for k in keys)}; "
+                    f"loading it at {' x '.join(str(getattr(now, k)) for k in keys)}: its tensors are whole "
+                    f"and are resharded to this layout")
+
+
 class ReliableCheckpointer(Checkpointer):
     """LiBai's Checkpointer with atomic, verified saves; `config` is recorded in each manifest."""
 
@@ -246,7 +258,9 @@ class ReliableCheckpointer(Checkpointer):
         checked = None
         if dist.is_main_process():
             try:
-                checked = ("ok", verify(f)["iteration"] if has_manifest else None)
+                manifest = verify(f) if has_manifest else {}
+                checked = ("ok", manifest.get("iteration"))
+                _note_relayout(f, manifest.get("layout"))
                 if not has_manifest and not os.path.isdir(f):
                     checked = ("error", f"checkpoint {f} does not exist or is not a directory")
             except CheckpointError as e:
