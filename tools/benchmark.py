@@ -1,0 +1,406 @@
+"""Train-step throughput and peak memory of this ViT against what a user would pick instead.
+
+    nice -n 5 .venv/bin/python tools/benchmark.py [--sizes tiny] [--batches 32] [--rounds 2] ...
+
+Cases, each a fresh process (multi-rank layouts under OneFlow's launcher), run interleaved in rounds
+so that load on the shared machine hits every case alike:
+  matmul        OneFlow's single-threaded fp32 matmul GFLOP/s: the per-process roofline (MFU)
+  ours          this project's ViT, eager and nn.Graph, layouts 1x1x1 2x1x1 1x2x1 1x1x2 (DPxTPxPP)
+  libai         LiBai 0.1.1's libai.models.VisionTransformer, 1 process (compat fixes only)
+  torch         timm's ViT on PyTorch CPU eager (.venv-timm), 2 threads and 1 thread
+A step is forward + backward + AdamW on synthetic images (no data loading), timed after warm-up;
+the median of the timed steps is kept, and across rounds the best median (least disturbed).
+Writes results/benchmark/benchmark.csv (+ summary.csv with the ratios, benchmark.png).
+"""
+import argparse
+import csv
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OF_PY = os.path.join(ROOT, ".venv", "bin", "python")
+TORCH_PY = os.path.join(ROOT, ".venv-timm", "bin", "python")
+SIZES = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224"}
+_SIZE_HEADS = {"tiny": 3, "small": 6, "base": 12}  # TP must divide the heads
+LAYOUTS = {"1x1x1": (1, 1, 1), "2x1x1": (2, 1, 1), "1x2x1": (1, 2, 1), "1x1x2": (1, 1, 2)}
+
+
+# ------------------------------------------------------------------------------------------ workers
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time_steps(step, warmup, steps):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def worker_matmul(case):
+    import oneflow as flow
+
+    n = case["n"]
+    a, b = flow.randn(n, n), flow.randn(n, n)
+    times = _time_steps(lambda: flow.matmul(a, b).numpy(), 2, case["steps"])
+    return {"gflops": 2 * n ** 3 / statistics.median(times) / 1e9, "times": times}
+
+
+def worker_baseline(case):
+    """What a launched OneFlow rank costs before any model: subtracted from peak RSS by the planner test."""
+    import oneflow as flow  # noqa: F401
+
+    import libai_vit  # noqa: F401
+    from libai_vit import parallel
+    from omegaconf import DictConfig
+
+    dp, tp, pp = case["layout"]
+    parallel.setup(DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
+                   case.get("depth", 12))
+    return {"times": []}
+
+
+def worker_oneflow(case):
+    """ours / libai: a train step on this rank; every rank reports its own time and peak memory."""
+    import oneflow as flow
+
+    import libai_vit
+    from libai_vit import parallel
+    from libai_vit.models.zoo import model_kwargs
+    from omegaconf import DictConfig
+
+    kw = model_kwargs(case["model"])
+    dp, tp, pp = case["layout"]
+    parallel.setup(DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
+                   kw["depth"])
+    flow.manual_seed(0)
+    if case["impl"] == "ours":
+        model = libai_vit.create_model(case["model"], attn_backend=case["attn"])
+    else:
+        from libai.models import VisionTransformer
+
+        model = VisionTransformer(img_size=kw["img_size"], patch_size=kw["patch_size"], embed_dim=kw["embed_dim"],
+                                  depth=kw["depth"], num_heads=kw["num_heads"], num_classes=1000)
+    model.train()
+    optimizer = flow.optim.AdamW(model.parameters(), lr=1e-4)
+    micro, acc = case["micro_batch"], case["num_micro"]
+    size = kw["img_size"]
+    images = flow.randn(micro * dp * acc, 3, size, size, placement=parallel.placement(parallel.FIRST),
+                        sbp=parallel.batch_sbp())
+    labels = flow.randint(0, 1000, (micro * dp * acc,), placement=parallel.placement(parallel.LAST),
+                          sbp=parallel.batch_sbp())
+    everywhere = flow.placement("cpu", list(range(flow.env.get_world_size())))
+
+    def sync(loss):
+        # every rank waits for the loss (its stage's work and everything before it is then done)
+        loss.to_global(placement=everywhere, sbp=flow.sbp.broadcast).to_local().numpy()
+
+    if case["graph"]:
+        from libai.models.utils import GraphBase
+
+        if case["impl"] == "libai":
+            # LiBai's own set_pipeline_stage_id (run even at PP=1) also writes `.config.stage_id` on
+            # parameters, whose OneFlow 0.9 proxies lack `.config` (compat.py adds it to modules only)
+            from oneflow.nn.graph import GraphTensor
+            from oneflow.nn.graph.proxy import ProxyTensor
+
+            ProxyTensor.config = property(lambda self: self.to(GraphTensor))
+
+        graph = GraphBase(model, optimizer, None, grad_acc_steps=acc, is_train=True)
+
+        def step():
+            sync(graph(images=images, labels=labels)["losses"])
+    else:
+        image_parts, label_parts = images.chunk(acc, dim=0), labels.chunk(acc, dim=0)
+
+        def step():
+            for x, y in zip(image_parts, label_parts):
+                loss = model(images=x, labels=y)["losses"] / acc
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            sync(loss)
+
+    times = _time_steps(step, case["warmup"], case["steps"])
+    flow.comm.barrier()
+    return {"times": times}
+
+
+def worker_torch(case):
+    import torch
+
+    # timm imports torchvision, whose CUDA build's C ops do not load beside the CPU torch; its Python
+    # side only needs these op schemas to exist (as in tools/make_timm_fixtures.py)
+    lib = torch.library.Library("torchvision", "DEF")
+    for op in ("nms", "qnms"):
+        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    import timm
+
+    torch.set_num_threads(case["threads"])
+    torch.manual_seed(0)
+    model = timm.create_model(case["model"], pretrained=False).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    micro = case["micro_batch"]
+    images, labels = torch.randn(micro, 3, 224, 224), torch.randint(0, 1000, (micro,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return {"times": _time_steps(step, case["warmup"], case["steps"])}
+
+
+def run_worker(case_json, out_prefix):
+    case = json.loads(case_json)
+    fn = {"matmul": worker_matmul, "baseline": worker_baseline, "ours": worker_oneflow, "libai": worker_oneflow,
+          "torch": worker_torch}[case["impl"]]
+    result = fn(case)
+    rank = 0
+    if case["impl"] != "torch":
+        import oneflow as flow
+
+        rank = flow.env.get_rank()  # the launcher's RANK; a lone process may see RANK=-1 in its env
+    result.update(rank=rank, peak_rss_mb=_peak_rss_mb())
+    with open(f"{out_prefix}.{rank}.json", "w") as f:
+        json.dump(result, f)
+
+
+# ------------------------------------------------------------------------------------------ parent
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(case, timeout):
+    """Run `case` in fresh process(es); returns the per-rank results (or raises with the log tail)."""
+    nproc = case.get("nproc", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = os.path.join(tmp, "rank")
+        py = TORCH_PY if case["impl"] == "torch" else OF_PY
+        script = [os.path.abspath(__file__), "--worker", json.dumps(case), "--out", prefix]
+        if nproc > 1:
+            cmd = [py, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(nproc),
+                   "--master_port", str(_free_port()), *script]
+        else:
+            cmd = [py, *script]
+        env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2",
+                   # OneFlow's CPU kernels run one thread per process; torch gets the threads asked for
+                   OMP_NUM_THREADS=str(case.get("threads", 1)))
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{case['name']} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return [json.load(open(f"{prefix}.{r}.json")) for r in range(nproc)]
+
+
+def build_cases(args):
+    cases = [dict(name="matmul", impl="matmul", n=1024, steps=5)]
+    if args.planner_baseline:
+        cases.append(dict(name="baseline", impl="baseline", layout=[1, 1, 1]))
+    common = dict(warmup=args.warmup, steps=args.steps)
+    for size in args.sizes:
+        model = SIZES[size]
+        for mb in args.batches:
+            for lay in args.layouts:
+                dp, tp, pp = LAYOUTS[lay]
+                if _SIZE_HEADS[size] % tp:
+                    print(f"skip {size} {lay}: {_SIZE_HEADS[size]} heads do not split over TP={tp}")
+                    continue
+                acc = args.num_micro if pp > 1 else 1
+                for mode in args.modes:
+                    if pp > 1 and mode == "eager":
+                        continue  # pipeline stages run only in nn.Graph
+                    for attn in args.attn:
+                        cases.append(dict(name=f"ours/{mode}/{size}/mb{mb}/{lay}/acc{acc}/{attn}", impl="ours",
+                                          model=model, graph=mode == "graph", layout=[dp, tp, pp], nproc=dp * tp * pp,
+                                          micro_batch=mb, num_micro=acc, attn=attn, **common))
+                if lay == "1x1x2" and "graph" in args.modes:
+                    # the pipeline's reference: one process, same micro-batches by gradient accumulation
+                    cases.append(dict(name=f"ours/graph/{size}/mb{mb}/1x1x1/acc{args.num_micro}/{args.attn[0]}",
+                                      impl="ours", model=model, graph=True, layout=[1, 1, 1], nproc=1,
+                                      micro_batch=mb, num_micro=args.num_micro, attn=args.attn[0], **common))
+            if not args.no_libai:
+                for mode in args.modes:
+                    cases.append(dict(name=f"libai/{mode}/{size}/mb{mb}/1x1x1/acc1/math", impl="libai", model=model,
+                                      graph=mode == "graph", layout=[1, 1, 1], nproc=1, micro_batch=mb, num_micro=1,
+                                      attn="math", **common))
+            if not args.no_torch:
+                for threads in args.torch_threads:
+                    cases.append(dict(name=f"torch/eager/{size}/mb{mb}/{threads}thr", impl="torch", model=model,
+                                      threads=threads, micro_batch=mb, **common))
+    unique = {c["name"]: c for c in cases}  # the pipeline reference may repeat a 1x1x1 case
+    return list(unique.values())
+
+
+def row_of(case, ranks, rnd, load, core_gflops):
+    from libai_vit.models.zoo import model_kwargs
+    from libai_vit.planner import ViTShape, train_flops_per_image
+
+    row = dict(case=case["name"], impl=case["impl"], round=rnd, load_1min=round(load, 2),
+               peak_rss_mb=round(max(r["peak_rss_mb"] for r in ranks), 1))
+    if case["impl"] in ("matmul", "baseline"):
+        if case["impl"] == "matmul":
+            row["gflops_per_proc"] = round(ranks[0]["gflops"], 2)
+        return row
+    nproc = case.get("nproc", 1)
+    step_s = max(statistics.median(r["times"]) for r in ranks)  # the slowest rank sets the pace
+    images = case["micro_batch"] * case["num_micro"] * case.get("layout", [1])[0] if case["impl"] != "torch" \
+        else case["micro_batch"]
+    kw = model_kwargs(case["model"])
+    flops = train_flops_per_image(ViTShape(**{k: kw[k] for k in ("img_size", "patch_size", "embed_dim", "depth",
+                                                                 "num_heads")}))
+    cores = case.get("threads", nproc)
+    row.update(model=case["model"], mode="graph" if case.get("graph") else "eager",
+               layout="x".join(map(str, case.get("layout", [1, 1, 1]))), nproc=nproc, threads=cores,
+               micro_batch=case["micro_batch"], num_micro=case.get("num_micro", 1), attn=case.get("attn", "math"),
+               step_s=round(step_s, 3), images_per_s=round(images / step_s, 3),
+               gflops_per_proc=round(images / step_s * flops / 1e9 / cores, 2),
+               mfu=round(images / step_s * flops / 1e9 / cores / core_gflops, 3))
+    return row
+
+
+def summarize(rows):
+    """Best round per case, and the ratios the issue asks for."""
+    best = {}
+    for r in rows:
+        if "images_per_s" in r and (r["case"] not in best or r["images_per_s"] > best[r["case"]]["images_per_s"]):
+            best[r["case"]] = r
+    return best
+
+
+def ratios(best, size, mb, num_micro, attn):
+    def ips(name):
+        return best[name]["images_per_s"] if name in best else None
+
+    def ratio(a, b, target):
+        return None if a is None or b is None else (a / b, target)
+
+    g1 = ips(f"ours/graph/{size}/mb{mb}/1x1x1/acc1/{attn}")
+    e1 = ips(f"ours/eager/{size}/mb{mb}/1x1x1/acc1/{attn}")
+    ours1 = max(x for x in (g1, e1) if x is not None) if g1 or e1 else None
+    lib = [x for x in (ips(f"libai/graph/{size}/mb{mb}/1x1x1/acc1/math"), ips(f"libai/eager/{size}/mb{mb}/1x1x1/acc1/math"))
+           if x is not None]
+    dp2 = max((x for x in (ips(f"ours/graph/{size}/mb{mb}/2x1x1/acc1/{attn}"),
+                           ips(f"ours/eager/{size}/mb{mb}/2x1x1/acc1/{attn}")) if x is not None), default=None)
+    torch2 = ips(f"torch/eager/{size}/mb{mb}/2thr")
+    pp = ips(f"ours/graph/{size}/mb{mb}/1x1x2/acc{num_micro}/{attn}")
+    pp_ref = ips(f"ours/graph/{size}/mb{mb}/1x1x1/acc{num_micro}/{attn}")
+    ideal = num_micro / (num_micro + 1)
+    mfu = max((best[n]["mfu"] for n in best if n.startswith(f"ours/") and f"/{size}/mb{mb}/1x1x1/" in n), default=None)
+    return {
+        "ours 1 proc MFU (of OneFlow matmul)": (mfu, 0.70) if mfu is not None else None,
+        "ours / LiBai stock (1 proc, best mode each)": ratio(ours1, max(lib) if lib else None, 2.5),
+        "ours DP=2 / PyTorch eager 2 threads": ratio(dp2, torch2, 0.5),
+        "ours DP=2 / ours 1 proc": ratio(dp2, ours1, 1.8),
+        "1F1B efficiency / ideal M/(M+P-1)": ratio(pp / (2 * pp_ref) if pp and pp_ref else None, ideal, 0.85)
+        if pp and pp_ref else None,
+    }
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = sorted(summarize(rows).values(), key=lambda r: r["case"])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.32 * len(best) + 1.5), sharey=True)
+    names = [r["case"] for r in best]
+    colors = [{"ours": "tab:blue", "libai": "tab:gray", "torch": "tab:orange"}[r["impl"]] for r in best]
+    axes[0].barh(names, [r["images_per_s"] for r in best], color=colors)
+    axes[0].set_xlabel("train images/s (all processes)")
+    axes[1].barh(names, [r["peak_rss_mb"] for r in best], color=colors)
+    axes[1].set_xlabel("peak RSS per process (MB)")
+    axes[0].invert_yaxis()
+    fig.suptitle("ViT train step on a 2-core CPU (blue: libai_vit, gray: LiBai 0.1.1, orange: timm/PyTorch)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "benchmark"))
+    p.add_argument("--sizes", nargs="+", default=["tiny"], choices=list(SIZES))
+    p.add_argument("--batches", nargs="+", type=int, default=[32], help="micro-batch per data-parallel rank")
+    p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    p.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph"])
+    p.add_argument("--attn", nargs="+", default=["math"], choices=["math", "flash", "auto"])
+    p.add_argument("--num-micro", type=int, default=4, help="micro-batches per step of the 1x1x2 pipeline")
+    p.add_argument("--torch-threads", nargs="+", type=int, default=[2, 1])
+    p.add_argument("--no-libai", action="store_true")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--planner-baseline", action="store_true", help="also measure a model-less rank's RSS")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved passes over all cases")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per case")
+    args = p.parse_args()
+    if args.worker:
+        return run_worker(args.worker, args.out)
+
+    sys.path.insert(0, ROOT)
+    os.makedirs(args.out, exist_ok=True)
+    cases = build_cases(args)
+    rows, core_gflops = [], None
+    csv_path = os.path.join(args.out, "benchmark.csv")
+    for rnd in range(args.rounds):
+        for case in cases:
+            load = os.getloadavg()[0]
+            t0 = time.time()
+            try:
+                ranks = launch(case, args.timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                print(f"[round {rnd}] {case['name']}: FAILED {str(e)[-1500:]}", flush=True)
+                rows.append(dict(case=case["name"], impl=case["impl"], round=rnd, load_1min=round(load, 2),
+                                 error=str(e).strip().splitlines()[-1][:200]))
+                continue
+            if case["impl"] == "matmul":
+                core_gflops = max(core_gflops or 0, ranks[0]["gflops"])
+            row = row_of(case, ranks, rnd, load, core_gflops)
+            rows.append(row)
+            print(f"[round {rnd}] {case['name']}: {row.get('images_per_s', row.get('gflops_per_proc'))} "
+                  f"(peak {row['peak_rss_mb']} MB, load {load:.1f}, {time.time() - t0:.0f}s)", flush=True)
+            fields = ["case", "impl", "model", "mode", "layout", "nproc", "threads", "micro_batch", "num_micro",
+                      "attn", "round", "load_1min", "step_s", "images_per_s", "gflops_per_proc", "mfu",
+                      "peak_rss_mb", "error"]
+            with open(csv_path, "w", newline="") as f:  # rewritten after every case: a cut run keeps its rows
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+    best = summarize(rows)
+    lines = [f"OneFlow 1-thread matmul: {core_gflops:.1f} GFLOP/s per process" if core_gflops else "matmul: n/a"]
+    summary = []
+    for size in args.sizes:
+        for mb in args.batches:
+            for name, value in ratios(best, size, mb, args.num_micro, args.attn[0]).items():
+                if value is None:
+                    continue
+                got, target = value
+                lines.append(f"{size} mb{mb}  {name}: {got:.2f} (target >= {target}) {'MET' if got >= target else 'NOT met'}")
+                summary.append(dict(size=size, micro_batch=mb, ratio=name, value=round(got, 3), target=target,
+                                    met=got >= target))
+    with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["size", "micro_batch", "ratio", "value", "target", "met"])
+        w.writeheader()
+        w.writerows(summary)
+    print("\n".join(lines))
+    plot(rows, os.path.join(args.out, "benchmark.png"))
+
+
+if __name__ == "__main__":
+    main()
