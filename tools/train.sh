@@ -19,5 +19,16 @@ export GLOG_minloglevel=${GLOG_minloglevel:-2}  # silence OneFlow's C++ warnings
 export ONEFLOW_FUSE_OPTIMIZER_UPDATE_CAST=true
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" "$ROOT/tools/check_config.py" "$CONFIG" $((NPROC * NODE)) "$@" || exit $?
+# A failing rank already printed its one-line error; drop the launcher's own traceback about it.
+drop_launcher_traceback() {
+  awk '/^Traceback \(most recent call last\):/ { block = $0; inside = 1; next }
+       inside { block = block "\n" $0
+                if ($0 ~ /^[A-Za-z_.]*(Error|Exception|Interrupt)/) {
+                  if (block !~ /oneflow\/distributed\/launch\.py/) print block
+                  inside = 0; fflush() }
+                next }
+       { print; fflush() }
+       END { if (inside) print block }'
+}
 exec "$PY" -m oneflow.distributed.launch --nproc_per_node "$NPROC" --nnodes "$NODE" --node_rank "$NODE_RANK" \
-  --master_addr "$ADDR" --master_port "$PORT" "$FILE" --config-file "$CONFIG" "$@"
+  --master_addr "$ADDR" --master_port "$PORT" "$FILE" --config-file "$CONFIG" "$@" 2> >(drop_launcher_traceback >&2)

@@ -252,6 +252,19 @@ class ReliableCheckpointer(Checkpointer):
         if iteration is not None:  # model_best is not a point to resume from
             write_atomic(os.path.join(self.save_dir, LAST), name)
 
+    def load(self, path, checkpointables=None):
+        # LiBai restores only the states a checkpoint has: resuming a graph-mode checkpoint in eager
+        # mode (or the reverse) would silently start with a fresh optimizer
+        if checkpointables is None and path and os.path.isdir(path):
+            missing = [k for k in self.checkpointables if not os.path.exists(os.path.join(path, k))]
+            if missing:
+                mode = "graph" if os.path.exists(os.path.join(path, "graph")) else "eager"
+                raise CheckpointError(
+                    f"checkpoint {path} has no {', '.join(missing)} state: it was written in {mode} mode; "
+                    f"resume with graph.enabled={mode == 'graph'}, or start from its weights with "
+                    f"train.load_weight={path}")
+        return super().load(path, checkpointables)
+
     def _load_file(self, f):
         """Verify the manifest (when there is one: converted checkpoints have none), then load."""
         has_manifest = os.path.exists(os.path.join(f, MANIFEST))
