@@ -44,6 +44,7 @@ LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
     "pp2_1f1b": (1, 1, 2, 8, 2, True, ()),
     "dp2_tp2_pp2": (2, 2, 2, 4, 2, True, ()),
     "pp2_uneven_3_1": (1, 1, 2, 4, 4, True, ("train.dist.pipeline_stage_layers=[3,1]",)),
+    "pp2_activation_checkpointing": (1, 1, 2, 8, 2, True, ("train.activation_checkpoint.enabled=True",)),
     "dp2_eager": (2, 1, 1, 8, 1, False, ()),
     "tp2_eager": (1, 2, 1, 16, 1, False, ()),
     "dp2_accumulation_eager": (2, 1, 1, 4, 2, False, ()),
