@@ -1,0 +1,193 @@
+"""Analytic cost model of this ViT under a DP x TP x PP layout: FLOPs, per-rank memory, communication.
+
+Pure Python (no OneFlow), so tools can plan before anything is launched. The model follows the
+Megatron papers (Narayanan et al. 2021, "Efficient large-scale language model training";
+Korthikanti et al. 2022, "Reducing activation recomputation") applied to this ViT in fp32:
+
+- FLOPs: every Linear costs 2·m·n·k forward, attention 2·2·s²·h per layer; training = 3x forward.
+- Parameters / gradients / AdamW state: 4 + 4 + 8 bytes per parameter on each rank holding it;
+  TP splits the Linears (not LayerNorms, row-parallel biases, embeddings), PP splits the blocks.
+- Activations saved for backward per layer and micro-batch, in elements (Korthikanti et al.'s form):
+  s·b·h·(c_r + c_s/t) + 2·a·s²·b/t, with c_r / c_s the s·b·h tensors TP replicates / splits in this
+  implementation; nn.Graph on CPU holds GRAPH_ACT_FACTOR times more (no buffer reuse).
+- 1F1B: stage p holds the activations of min(PP - p, M) micro-batches in flight.
+- Communication per step and rank: DP ring all-reduce of the gradients 2·(d-1)/d·bytes; TP two
+  all-reduces forward and two backward per layer of s·b·h; PP one s·b·h send per micro-batch and
+  direction per stage boundary.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+BYTES = 4  # fp32 everywhere on CPU
+# s·b·h activation tensors a block keeps for backward in eager mode, fitted to OneFlow 0.9 CPU peak
+# RSS (tests/test_planner.py): those TP replicates (block input, the primitive LayerNorms' tensors,
+# residuals, row-parallel outputs) and those it splits with the heads / MLP columns (qkv, q/k/v,
+# attention output, fc1 and GELU outputs); plus the 2·a·s²·b scores and softmax output.
+ACT_SBH_REPLICATED = 20
+ACT_SBH_SPLIT = 5
+# nn.Graph on CPU gives intermediates (forward and backward) their own buffers rather than reusing
+# them as eager's allocator does: measured 4.4x eager's activation memory for this ViT.
+GRAPH_ACT_FACTOR = 4.4
+# A rank's memory beyond parameters and activations (workspaces, comm buffers, the compiled plan),
+# measured against a model-less rank.
+RUNTIME_OVERHEAD = {"eager": 50 * 2 ** 20, "graph": 130 * 2 ** 20}
+# GFLOP/s a matmul-bound CPU core sustains; overridden with a measured number where one exists.
+DEFAULT_CORE_GFLOPS = 40.0
+# Fixed cost of one block's forward + backward for one micro-batch (~60 op launches): why tiny
+# micro-batches lose even when the FLOPs are the same.
+LAYER_OVERHEAD_S = 5e-3
+# Bytes/s between processes on one host (shared-memory transport), for the communication estimate.
+DEFAULT_LINK_GBS = 2.0
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000
+
+    @property
+    def tokens(self):
+        return (self.img_size // self.patch_size) ** 2 + 1
+
+    @property
+    def hidden(self):
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @classmethod
+    def from_config(cls, model_cfg):
+        keys = cls.__dataclass_fields__
+        return cls(**{k: (model_cfg[k] if not isinstance(model_cfg[k], (list, tuple)) else model_cfg[k][0])
+                      for k in keys if k in model_cfg and model_cfg[k] is not None})
+
+
+def forward_flops_per_image(m: ViTShape) -> float:
+    s, h, f = m.tokens, m.embed_dim, m.hidden
+    patch = 2 * (s - 1) * h * m.in_chans * m.patch_size ** 2
+    block = 2 * s * h * (3 * h + h + 2 * f) + 2 * 2 * s * s * h
+    return patch + m.depth * block + 2 * h * m.num_classes
+
+
+def train_flops_per_image(m: ViTShape) -> float:
+    return 3 * forward_flops_per_image(m)
+
+
+def parameter_counts(m: ViTShape, tp: int, pp: int) -> List[float]:
+    """Parameters held by one rank of each pipeline stage (even split, extra blocks on the last ones)."""
+    h, f = m.embed_dim, m.hidden
+    split = 3 * h * h + 3 * h + h * h + h * f + f + f * h  # column/row-parallel weights, column biases
+    replicated = 4 * h + 2 * h  # two LayerNorms, row-parallel biases (dense, fc2)
+    per_block = split / tp + replicated
+    first = h * m.in_chans * m.patch_size ** 2 + h + h + m.tokens * h  # patch conv, cls, pos
+    last = 2 * h + h * m.num_classes + m.num_classes  # norm, head (replicated in LiBai's Linear)
+    base, extra = divmod(m.depth, pp)
+    layers = [base + (1 if p >= pp - extra else 0) for p in range(pp)]
+    counts = [n * per_block for n in layers]
+    counts[0] += first
+    counts[-1] += last
+    return counts
+
+
+@dataclass
+class Plan:
+    dp: int
+    tp: int
+    pp: int
+    micro_batch: int
+    num_micro: int  # micro-batches per step (gradient accumulation / pipeline)
+    param_bytes: float  # params + grads + AdamW states + runtime overhead, worst rank
+    act_bytes: float  # activations kept for backward, worst rank
+    comm_bytes: float  # sent per rank per step, worst rank
+    step_s: float  # estimated step time
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def world(self):
+        return self.dp * self.tp * self.pp
+
+    @property
+    def global_batch(self):
+        return self.micro_batch * self.dp * self.num_micro
+
+    @property
+    def mem_bytes(self):
+        return self.param_bytes + self.act_bytes
+
+    @property
+    def images_per_s(self):
+        return self.global_batch / self.step_s
+
+
+def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro: int, graph=True) -> float:
+    """Worst rank's activations: stage 0 keeps min(PP, M) micro-batches of its layers (1F1B)."""
+    s, h, a, b = m.tokens, m.embed_dim, m.num_heads, micro_batch
+    per_layer = s * b * h * (ACT_SBH_REPLICATED + ACT_SBH_SPLIT / tp) + 2 * a * s * s * b / tp
+    base, extra = divmod(m.depth, pp)
+    worst = 0.0
+    for p in range(pp):
+        layers = base + (1 if p >= pp - extra else 0)
+        in_flight = min(pp - p, num_micro) if pp > 1 else 1
+        worst = max(worst, in_flight * layers * per_layer)
+    return worst * BYTES * (GRAPH_ACT_FACTOR if graph else 1.0)
+
+
+def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: int,
+         core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True) -> Plan:
+    """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager."""
+    params = parameter_counts(m, tp, pp)
+    # weights, grads, AdamW exp_avg and exp_avg_sq; plus the runtime's own
+    param_bytes = max(params) * BYTES * 4 + RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"]
+    act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1)
+    s, h, b = m.tokens, m.embed_dim, micro_batch
+    sbh = s * b * h * BYTES
+    layers_per_stage = -(-m.depth // pp)
+    comm_dp = 2 * (dp - 1) / dp * max(params) * BYTES
+    comm_tp = 4 * 2 * (tp - 1) / tp * sbh * layers_per_stage * num_micro
+    comm_pp = 2 * sbh * num_micro if pp > 1 else 0.0
+    comm = comm_dp + comm_tp + comm_pp
+    # Compute: the step's FLOPs spread over the ranks; 1F1B adds (PP-1) micro-batch slots of bubble.
+    flops = train_flops_per_image(m) * micro_batch * dp * num_micro
+    compute_s = flops / (dp * tp * pp) / (core_gflops * 1e9)
+    bubble = (num_micro + pp - 1) / num_micro if pp > 1 else 1.0
+    overhead_s = num_micro * layers_per_stage * LAYER_OVERHEAD_S
+    step_s = (compute_s + overhead_s) * bubble + comm / (link_gbs * 1e9)
+    notes = []
+    if pp > 1:
+        notes.append(f"1F1B bubble (PP-1)/M = {(pp - 1) / num_micro:.0%} of compute")
+    if tp > 1:
+        notes.append(f"TP all-reduces {comm_tp / 2 ** 20:.0f} MB/step ({4 * layers_per_stage} per micro-batch)")
+    if dp > 1:
+        notes.append(f"DP all-reduce of {max(params) * BYTES / 2 ** 20:.0f} MB gradients once per step")
+    return Plan(dp, tp, pp, micro_batch, num_micro, param_bytes, act, comm, step_s, notes)
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int,
+                    micro_batches: Optional[List[int]] = None, core_gflops: float = DEFAULT_CORE_GFLOPS,
+                    link_gbs: float = DEFAULT_LINK_GBS) -> Dict[str, List[Plan]]:
+    """Every DP x TP x PP = world (and micro-batch) that the model allows, split into those that fit
+    `mem_bytes` per rank and those that do not; the fitting ones fastest first."""
+    fits, too_big = [], []
+    for tp in _divisors(world):
+        if m.num_heads % tp or m.embed_dim % tp or m.hidden % tp:
+            continue
+        for pp in _divisors(world // tp):
+            if pp > m.depth:
+                continue
+            dp = world // (tp * pp)
+            for mb in micro_batches or [1, 2, 4, 8, 16, 32, 64]:
+                if global_batch % (mb * dp):
+                    continue
+                p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs)
+                (fits if p.mem_bytes <= mem_bytes else too_big).append(p)
+    fits.sort(key=lambda p: (p.step_s, p.mem_bytes))
+    too_big.sort(key=lambda p: p.mem_bytes)
+    return {"fits": fits, "too_big": too_big}
