@@ -1,0 +1,87 @@
+"""The layout planner's analytic model: FLOPs and parameter counts exactly, memory against launched runs."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from libai_vit import planner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+
+def test_vit_tiny_train_flops_match_the_published_count():
+    # timm / DeiT: ViT-Ti/16 at 224 is 1.26 GMACs forward -> 2 x 3 x 1.26 = 7.5 GFLOP per trained image
+    flops = planner.train_flops_per_image(planner.ViTShape(embed_dim=192, depth=12, num_heads=3))
+    assert flops / 1e9 == pytest.approx(7.5, rel=0.03)
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (1, 2), (2, 2)])
+def test_parameter_counts_match_the_model(tp, pp):
+    import libai_vit
+
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4, num_classes=10)
+    total = sum(p.numel() for p in libai_vit.VisionTransformer(**kwargs).parameters())
+    shape = planner.ViTShape(**kwargs)
+    assert sum(planner.parameter_counts(shape, 1, 1)) == total
+    per_rank = planner.parameter_counts(shape, tp, pp)
+    assert len(per_rank) == pp
+    if tp == 1:  # PP partitions the parameters
+        assert sum(per_rank) == total
+    else:  # TP splits only the Linear weights and column biases; each rank also holds the replicated rest
+        assert sum(per_rank) * tp > total > sum(per_rank)
+
+
+def test_planner_ranks_only_layouts_the_model_allows_and_explains_them():
+    shape = planner.ViTShape(embed_dim=192, depth=12, num_heads=3)  # 3 heads: no TP=2
+    plans = planner.enumerate_plans(shape, world=4, mem_bytes=2 ** 40, global_batch=64)
+    assert plans["fits"] and all(p.tp in (1,) for p in plans["fits"])
+    assert all(p.dp * p.tp * p.pp == 4 for p in plans["fits"])
+    steps = [p.step_s for p in plans["fits"]]
+    assert steps == sorted(steps)
+    pipeline = next(p for p in plans["fits"] if p.pp == 2)
+    assert any("bubble" in note for note in pipeline.notes)
+    tight = planner.enumerate_plans(shape, world=4, mem_bytes=300 * 2 ** 20, global_batch=64)
+    assert all(p.mem_bytes <= 300 * 2 ** 20 for p in tight["fits"]) and tight["too_big"]
+
+
+def test_plan_layout_tool_prints_a_ranked_table():
+    cfg = os.path.join(ROOT, "configs", "common", "models", "vit", "vit_base_patch16_224.py")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "plan_layout.py"), cfg, "--gpus", "8",
+                          "--mem-gb", "4", "--top", "5"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if re.match(r"\s*\d+\s+\d+x\d+x\d+\s", line)]
+    assert len(rows) == 5 and "fastest that fits" in rows[0]
+
+
+# A model whose activations dominate a rank's fixed cost, small enough for a quick step on 2 cores.
+MEM_MODEL = dict(embed_dim=192, depth=4, num_heads=6)
+MEM_CASES = [  # (DP, TP, PP), micro-batch, micro-batches per step
+    ((1, 1, 1), 16, 1),
+    ((2, 1, 1), 8, 1),
+    ((1, 2, 1), 16, 1),
+    ((1, 1, 2), 8, 2),
+]
+
+
+@pytest.mark.slow
+def test_memory_estimates_match_measured_peak_rss():
+    """Peak RSS of each launched rank minus a model-less rank's, against the estimate (nn.Graph, the
+    trainer's default), within 25%."""
+    import benchmark
+
+    base = benchmark.launch(dict(name="baseline", impl="baseline", layout=[1, 1, 1], depth=MEM_MODEL["depth"]), 300)
+    base_mb = base[0]["peak_rss_mb"]
+    shape = planner.ViTShape(**MEM_MODEL)
+    misses = []
+    for (dp, tp, pp), micro, num_micro in MEM_CASES:
+        case = dict(name=f"mem {dp}x{tp}x{pp}", impl="ours", model="vit_tiny_patch16_224", overrides=MEM_MODEL,
+                    graph=True, layout=[dp, tp, pp], nproc=dp * tp * pp, micro_batch=micro, num_micro=num_micro,
+                    attn="math", warmup=1, steps=0)
+        measured = max(r["peak_rss_mb"] for r in benchmark.launch(case, 600)) - base_mb
+        estimate = planner.plan(shape, dp, tp, pp, micro, num_micro).mem_bytes / 2 ** 20
+        if abs(estimate / measured - 1) > 0.25:
+            misses.append(f"{dp}x{tp}x{pp} micro {micro}: estimated {estimate:.0f} MB, measured {measured:.0f} MB")
+    assert not misses, "; ".join(misses)
