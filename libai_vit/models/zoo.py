@@ -42,23 +42,19 @@ def model_kwargs(name, **overrides):
     return {**MODELS[name], **overrides}
 
 
-def create_model(name, pretrained=None, **kwargs):
+def create_model(name, pretrained=None, trust=False, strict=True, **kwargs):
     """Build zoo model `name` on the current layout (1x1x1 without a launcher), like timm's.
 
-    `pretrained`: a checkpoint file (timm/DeiT/MAE/JAX formats) loaded into the model, resampling
-    the position embedding when img_size differs and dropping the head when num_classes differs.
+    `pretrained`: a checkpoint file (timm/DeiT/MAE/JAX formats, or this project's) loaded into the
+    model, resampling the position embedding when img_size differs and dropping the head when
+    num_classes differs; `trust=True` allows .pth pickles beyond plain tensors.
     """
-    model = VisionTransformer(**model_kwargs(name, **kwargs))
-    if pretrained:
-        from libai_vit.checkpoint import load_pretrained
-
-        load_pretrained(model, pretrained)
-    return model
+    return pretrained_vit(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
 
 
 def pretrained_vit(pretrained=None, trust=False, strict=True, **kwargs):
-    """`VisionTransformer(**kwargs)` with the `pretrained` checkpoint loaded as by `create_model`:
-    the LazyCall target of configs that start from a file (`model.pretrained=FILE`)."""
+    """`VisionTransformer(**kwargs)` with the `pretrained` checkpoint loaded: also the LazyCall
+    target of configs that start from a file (`model.pretrained=FILE`)."""
     model = VisionTransformer(**kwargs)
     if pretrained:
         from libai_vit.checkpoint import load_pretrained
