@@ -76,6 +76,7 @@ def worker_oneflow(case):
 
     import libai_vit
     from libai_vit import parallel
+    from libai_vit.engine import vm_scheduler
     from libai_vit.models.zoo import model_kwargs
     from omegaconf import DictConfig
 
@@ -143,6 +144,13 @@ def worker_oneflow(case):
             optimizer.zero_grad()
             sync(loss)
 
+    if case.get("quiet_vm") and vm_scheduler.wanted(case["graph"]):
+        # libai_vit's trainer lowers OneFlow's spinning VM scheduler thread after its second step
+        step()
+        watch = vm_scheduler.SpinningSchedulerWatch()
+        watch.start()
+        step()
+        watch.lower()
     times = _time_steps(step, case["warmup"], case["steps"])
     flow.comm.barrier()
     return {"times": times}
@@ -232,19 +240,24 @@ def build_cases(args):
                     print(f"skip {size} {lay}: {_SIZE_HEADS[size]} heads do not split over TP={tp}")
                     continue
                 # the pipeline takes the same images per rank and step, cut into --num-micro micro-batches
-                micro, acc = (mb // args.num_micro, args.num_micro) if pp > 1 else (mb, 1)
-                for mode in args.modes:
-                    if pp > 1 and mode == "eager":
-                        continue  # pipeline stages run only in nn.Graph
-                    for attn in args.attn:
-                        cases.append(dict(name=f"ours/{mode}/{size}/mb{micro}/{lay}/acc{acc}/{attn}", impl="ours",
-                                          model=model, graph=mode == "graph", layout=[dp, tp, pp], nproc=dp * tp * pp,
-                                          micro_batch=micro, num_micro=acc, attn=attn, **common))
-                if pp > 1 and "graph" in args.modes:
-                    # the pipeline's reference: one process, the same micro-batches by gradient accumulation
-                    cases.append(dict(name=f"ours/graph/{size}/mb{micro}/1x1x1/acc{acc}/{args.attn[0]}",
-                                      impl="ours", model=model, graph=True, layout=[1, 1, 1], nproc=1,
-                                      micro_batch=micro, num_micro=acc, attn=args.attn[0], **common))
+                splits = [(mb // m, m) for m in args.num_micro] if pp > 1 else [(mb, 1)]
+                for micro, acc in splits:
+                    for mode in args.modes:
+                        if pp > 1 and mode == "eager":
+                            continue  # pipeline stages run only in nn.Graph
+                        for attn in args.attn:
+                            case = dict(name=f"ours/{mode}/{size}/mb{micro}/{lay}/acc{acc}/{attn}", impl="ours",
+                                        model=model, graph=mode == "graph", layout=[dp, tp, pp], nproc=dp * tp * pp,
+                                        micro_batch=micro, num_micro=acc, attn=attn, quiet_vm=True, **common)
+                            cases.append(case)
+                            if args.spin_too and mode == "graph":
+                                cases.append(dict(case, name=case["name"] + "/spin", quiet_vm=False))
+                    if pp > 1 and "graph" in args.modes:
+                        # the pipeline's reference: one process, the same micro-batches by gradient accumulation
+                        cases.append(dict(name=f"ours/graph/{size}/mb{micro}/1x1x1/acc{acc}/{args.attn[0]}",
+                                          impl="ours", model=model, graph=True, layout=[1, 1, 1], nproc=1,
+                                          micro_batch=micro, num_micro=acc, attn=args.attn[0], quiet_vm=True,
+                                          **common))
             if not args.no_libai:
                 # "naive": stock LiBai with the minimal CPU LayerNorm; "ours": with libai_vit's LayerNorm
                 for mode in args.modes:
@@ -296,7 +309,7 @@ def summarize(rows):
     return best
 
 
-def ratios(best, size, mb, num_micro, attn):
+def ratios(best, size, mb, num_micros, attn):
     def ips(name):
         return best[name]["images_per_s"] if name in best else None
 
@@ -311,18 +324,20 @@ def ratios(best, size, mb, num_micro, attn):
     dp2 = max((x for x in (ips(f"ours/graph/{size}/mb{mb}/2x1x1/acc1/{attn}"),
                            ips(f"ours/eager/{size}/mb{mb}/2x1x1/acc1/{attn}")) if x is not None), default=None)
     torch2 = ips(f"torch/eager/{size}/mb{mb}/2thr")
-    pp = ips(f"ours/graph/{size}/mb{mb // num_micro}/1x1x2/acc{num_micro}/{attn}")
-    pp_ref = ips(f"ours/graph/{size}/mb{mb // num_micro}/1x1x1/acc{num_micro}/{attn}")
-    ideal = num_micro / (num_micro + 1)
     mfu = max((best[n]["mfu"] for n in best if n.startswith(f"ours/") and f"/{size}/mb{mb}/1x1x1/" in n), default=None)
-    return {
+    out = {
         "ours 1 proc MFU (of OneFlow matmul)": (mfu, 0.70) if mfu is not None else None,
         "ours / LiBai stock (1 proc, best mode each)": ratio(ours1, max(lib) if lib else None, 2.5),
         "ours DP=2 / PyTorch eager 2 threads": ratio(dp2, torch2, 0.5),
         "ours DP=2 / ours 1 proc": ratio(dp2, ours1, 1.8),
-        "1F1B efficiency / ideal M/(M+P-1)": ratio(pp / (2 * pp_ref) if pp and pp_ref else None, ideal, 0.85)
-        if pp and pp_ref else None,
     }
+    for m in num_micros:
+        pp = ips(f"ours/graph/{size}/mb{mb // m}/1x1x2/acc{m}/{attn}")
+        pp_ref = ips(f"ours/graph/{size}/mb{mb // m}/1x1x1/acc{m}/{attn}")
+        ideal = m / (m + 1)
+        out[f"1F1B M={m} efficiency / ideal M/(M+P-1)"] = \
+            ratio(pp / (2 * pp_ref), ideal, 0.85) if pp and pp_ref else None
+    return out
 
 
 def plot(rows, path):
@@ -354,7 +369,10 @@ def main():
     p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     p.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph"])
     p.add_argument("--attn", nargs="+", default=["math"], choices=["math", "flash", "auto"])
-    p.add_argument("--num-micro", type=int, default=4, help="micro-batches per step of the 1x1x2 pipeline")
+    p.add_argument("--num-micro", nargs="+", type=int, default=[2, 4],
+                   help="micro-batches per step of the 1x1x2 pipeline")
+    p.add_argument("--spin-too", action="store_true",
+                   help="also run every nn.Graph case of ours with OneFlow's VM scheduler left spinning at full priority")
     p.add_argument("--torch-threads", nargs="+", type=int, default=[2, 1])
     p.add_argument("--no-libai", action="store_true")
     p.add_argument("--libai-norms", nargs="+", default=["naive", "ours"], choices=["naive", "ours"],

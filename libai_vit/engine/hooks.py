@@ -1,4 +1,5 @@
-"""Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random streams."""
+"""Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random streams,
+and a quieter OneFlow VM scheduler on CPU."""
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from libai.engine.trainer import HookBase
 from libai.utils import distributed as dist
 
 from libai_vit.engine.checkpoint import periodic_checkpoints
+from libai_vit.engine.vm_scheduler import SpinningSchedulerWatch
 
 
 def read_metrics(path):
@@ -114,3 +116,21 @@ class Checkpointing(PeriodicCheckpointer):
         if self.max_to_keep and dist.is_main_process():
             for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep:]:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+class QuietVMScheduler(HookBase):
+    """Measures the second step (the first compiles the graph) and lowers OneFlow's spinning VM
+    scheduler thread to nice 19 (see libai_vit/engine/vm_scheduler.py). Runs once."""
+
+    def __init__(self):
+        self._watch = SpinningSchedulerWatch()
+        self._measured_iter = None
+
+    def before_step(self):
+        if self._measured_iter is None and self.trainer.iter > self.trainer.start_iter:
+            self._measured_iter = self.trainer.iter
+            self._watch.start()
+
+    def after_step(self):
+        if self._measured_iter == self.trainer.iter:
+            self._watch.lower()

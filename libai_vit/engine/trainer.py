@@ -15,7 +15,8 @@ from libai.utils.events import CommonMetricPrinter, JSONWriter, get_event_storag
 
 from libai_vit.engine.checkpoint import (CheckpointError, ReliableCheckpointer, _broadcast, fault,
                                          select_resumable, write_atomic)
-from libai_vit.engine.hooks import Checkpointing, CurvePlotter, RandomStreams
+from libai_vit.engine import vm_scheduler
+from libai_vit.engine.hooks import Checkpointing, CurvePlotter, QuietVMScheduler, RandomStreams
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Trainer(DefaultTrainer):
             if type(hook) is libai_hooks.PeriodicCheckpointer:
                 hooks[i] = Checkpointing(self.checkpointer, ck.period, max_to_keep=ck.get("max_to_keep", None))
         hooks.insert(0, RandomStreams(ck.period, self.cfg.train.seed))
+        if vm_scheduler.wanted(self.cfg.graph.enabled):
+            hooks.insert(0, QuietVMScheduler())
         if dist.is_main_process():
             hooks.append(CurvePlotter(self.cfg.train.output_dir))
         return hooks
