@@ -10,7 +10,7 @@ from libai.engine.trainer import HookBase
 from libai.utils import distributed as dist
 
 from libai_vit.engine.checkpoint import periodic_checkpoints
-from libai_vit.engine.vm_scheduler import SpinningSchedulerWatch
+from libai_vit.engine.vm_scheduler import MIN_WINDOW_S, SpinningSchedulerWatch
 
 
 def read_metrics(path):
@@ -119,18 +119,20 @@ class Checkpointing(PeriodicCheckpointer):
 
 
 class QuietVMScheduler(HookBase):
-    """Measures the second step (the first compiles the graph) and lowers OneFlow's spinning VM
-    scheduler thread to nice 19 (see libai_vit/engine/vm_scheduler.py). Runs once."""
+    """Measures the steps after the first (which compiles the graph), at least MIN_WINDOW_S of them,
+    and lowers OneFlow's spinning VM scheduler thread to nice 19 (see vm_scheduler.py). Runs once."""
 
     def __init__(self):
         self._watch = SpinningSchedulerWatch()
-        self._measured_iter = None
+        self._state = "waiting"
 
     def before_step(self):
-        if self._measured_iter is None and self.trainer.iter > self.trainer.start_iter:
-            self._measured_iter = self.trainer.iter
+        if self._state == "waiting" and self.trainer.iter > self.trainer.start_iter:
+            self._state = "measuring"
             self._watch.start()
 
     def after_step(self):
-        if self._measured_iter == self.trainer.iter:
+        last = self.trainer.iter + 1 >= self.trainer.max_iter
+        if self._state == "measuring" and (self._watch.elapsed() >= MIN_WINDOW_S or last):
+            self._state = "done"
             self._watch.lower()
