@@ -3,8 +3,8 @@
 OneFlow 0.9's virtual machine has one scheduler thread per process that busy-waits, calling
 `sched_yield` in a loop, for as long as any instruction is in flight. An nn.Graph step is one such
 instruction, so the thread spins for the whole step. Measured on this 2-core machine (ViT-Ti, graph
-mode): it used 62-78% of a core, nearly all of it system time. With one rank per core, every rank's
-spinner competes with the compute threads of all the ranks. Found with `top -H`, gdb and `perf`.
+mode): it used 62-78% of a core, nearly all of it system time, competing with OneFlow's compute
+threads for the cores. Found with per-thread CPU times (`top -H`, /proc), gdb and `perf`.
 
 The fix lowers that one thread to nice 19, so it runs only when a core would otherwise be idle. It
 still wakes up at once when a step ends, because the cores are idle then. OneFlow gives its threads
@@ -47,7 +47,8 @@ def thread_cpu_seconds():
 
 
 class SpinningSchedulerWatch:
-    """Call `start()` before an nn.Graph step (not the first, which compiles) and `lower()` after it."""
+    """Call `start()` before nn.Graph steps (not the first, which compiles) and `lower()` after one or
+    more of them."""
 
     def __init__(self):
         self._before, self._t0 = None, None
