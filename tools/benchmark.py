@@ -116,7 +116,7 @@ def worker_timeline(case):
     (t0, first), (t1, last) = samples[0], samples[-1]
     used = {t: [a - b for a, b in zip(last[t], first.get(t, (0.0, 0.0)))] for t in last}
     compute = [t for t in used if used[t][0] > 0.1 * (t1 - t0)]  # user time: kernels run in user space
-    bar, i = "", 0
+    bar = ""
     for k in range(int((t1 - t0) / 0.1)):
         lo, hi = t0 + 0.1 * k, t0 + 0.1 * (k + 1)
         window = [x for x in samples if lo <= x[0] <= hi]
@@ -139,11 +139,7 @@ def worker_vm_ab(case):
     from libai_vit.engine import vm_scheduler
 
     step = build_oneflow_step(dict(case, quiet_vm=False))
-    step()  # compiles
-    watch = vm_scheduler.SpinningSchedulerWatch()
-    watch.start()
-    step()
-    found = watch.lower()
+    found = _lower_vm_scheduler(step)
     flow.comm.barrier()
     step()  # after a barrier a step's time would miss the previous step's backward and update
     times = {"spin": [], "quiet": []}
@@ -230,13 +226,19 @@ def build_oneflow_step(case):
             sync(loss)
 
     if case.get("quiet_vm") and vm_scheduler.wanted(case["graph"]):
-        # libai_vit's trainer lowers OneFlow's spinning VM scheduler thread after its second step
-        step()
-        watch = vm_scheduler.SpinningSchedulerWatch()
-        watch.start()
-        step()
-        watch.lower()
+        _lower_vm_scheduler(step)  # as libai_vit's trainer does
     return step
+
+
+def _lower_vm_scheduler(step):
+    """Compile, then lower OneFlow's VM scheduler thread that spins through a step (vm_scheduler.py)."""
+    from libai_vit.engine import vm_scheduler
+
+    step()
+    watch = vm_scheduler.SpinningSchedulerWatch()
+    watch.start()
+    step()
+    return watch.lower()
 
 
 def worker_torch(case):
@@ -447,13 +449,15 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
+def _our_graph_cases(args):
+    args.no_libai = args.no_torch = True
+    return [c for c in build_cases(args) if c["impl"] == "ours" and c["graph"]]
+
+
 def compare_vm_scheduler(args):
     """--vm-ab: each nn.Graph case of ours with the VM scheduler spinning vs lowered, alternating."""
-    args.no_libai = args.no_torch = True
     out = []
-    for case in build_cases(args):
-        if case["impl"] != "ours" or not case["graph"]:
-            continue
+    for case in _our_graph_cases(args):
         ranks = launch(dict(case, impl="vm_ab", blocks=args.rounds), args.timeout)
         per_step = {k: [max(ts) for ts in zip(*(r[k] for r in ranks))] for k in ("times", "spin_times")}
         quiet, spin = (statistics.median(per_step[k]) for k in ("times", "spin_times"))
@@ -472,10 +476,7 @@ def compare_vm_scheduler(args):
 
 
 def show_timelines(args):
-    args.no_libai = args.no_torch = True
-    for case in build_cases(args):
-        if case["impl"] != "ours" or not case["graph"]:
-            continue
+    for case in _our_graph_cases(args):
         ranks = launch(dict(case, impl="timeline"), args.timeout)
         print(f"{case['name']}: step {statistics.median(max(ts) for ts in zip(*(r['times'] for r in ranks))):.2f} s; "
               f"compute threads' CPU per 100 ms (# > 2/3 core, + > 1/3, . > 1/10):")
