@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import oneflow as flow  # noqa: E402
 
-from libai_vit.checkpoint import CheckpointError, load_pretrained  # noqa: E402
+from libai_vit.pretrained import PretrainedError, load_pretrained  # noqa: E402
 from libai_vit.models.zoo import create_model  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main(argv=None):
     model = create_model(args.model, **kwargs)
     try:
         load_pretrained(model, args.src, trust=args.trust)
-    except CheckpointError as e:
+    except PretrainedError as e:
         raise SystemExit(f"error: {e}")
     os.makedirs(args.dst, exist_ok=True)
     flow.save(model.state_dict(), os.path.join(args.dst, "model"), global_dst_rank=0)

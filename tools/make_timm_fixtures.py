@@ -1,4 +1,4 @@
-"""Make the small timm checkpoints and timm's own outputs that tests/checkpoint/ compare against.
+"""Make the small timm checkpoints and timm's own outputs that tests/pretrained/ compare against.
 
 Regenerate (needs real timm + torch, which the project venv does not have):
 

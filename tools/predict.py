@@ -21,7 +21,7 @@ import libai_vit  # noqa: E402,F401  (applies the LiBai compatibility fixes)
 from libai.config import LazyConfig, instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from libai_vit.checkpoint import CheckpointError, load_pretrained  # noqa: E402
+from libai_vit.pretrained import PretrainedError, load_pretrained  # noqa: E402
 from libai_vit.data.folder import DatasetError, list_classes, load_rgb  # noqa: E402
 from libai_vit.data.transforms import eval_transform  # noqa: E402
 
@@ -58,7 +58,7 @@ def build(checkpoint, config):
     model = instantiate(cfg.model)
     try:
         load_pretrained(model, checkpoint)
-    except CheckpointError as e:
+    except PretrainedError as e:
         raise PredictError(str(e)) from None
     model.eval()
     test_transform = OmegaConf.select(cfg, "dataloader.test.0.dataset.transform", default=None)

@@ -57,7 +57,7 @@ def pretrained_vit(pretrained=None, trust=False, strict=True, **kwargs):
     target of configs that start from a file (`model.pretrained=FILE`)."""
     model = VisionTransformer(**kwargs)
     if pretrained:
-        from libai_vit.checkpoint import load_pretrained
+        from libai_vit.pretrained import load_pretrained
 
         load_pretrained(model, pretrained, trust=trust, strict=strict)
     return model

@@ -8,16 +8,16 @@ import zipfile
 
 import numpy as np
 import pytest
-from checkpoint_oracle import MANIFEST, ORACLE, TOL, build, fixture, output
+from timm_oracle import MANIFEST, ORACLE, TOL, build, fixture, output
 
-from libai_vit.checkpoint import CheckpointError, load_pretrained, read
+from libai_vit.pretrained import PretrainedError, load_pretrained, read
 
 TINY = MANIFEST["fixtures"]["tiny16"]["timm_kwargs"]
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def _fails(path, match, **kwargs):
-    with pytest.raises(CheckpointError, match=match) as e:
+    with pytest.raises(PretrainedError, match=match) as e:
         load_pretrained(build({**TINY, **kwargs.pop("model", {})}), str(path), **kwargs)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
@@ -39,7 +39,7 @@ def test_truncated(tmp_path, name):
 
 
 def test_unsafe_pickle_refused_unless_trusted():
-    with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*trust=True"):
+    with pytest.raises(PretrainedError, match=r"argparse\.Namespace.*trust=True"):
         read(fixture("unsafe.pth"))
     fmt, content = read(fixture("unsafe.pth"), trust=True)
     assert fmt == "torch" and content["args"].lr == 0.1

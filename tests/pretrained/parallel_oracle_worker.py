@@ -3,11 +3,11 @@ fits the layout and compare with timm's outputs. argv: TP PP. Exits non-zero on 
 import sys
 
 import numpy as np
-from checkpoint_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output
+from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output
 from omegaconf import DictConfig
 
 from libai_vit import parallel
-from libai_vit.checkpoint import load_pretrained
+from libai_vit.pretrained import load_pretrained
 
 tp, pp = int(sys.argv[1]), int(sys.argv[2])
 depths = {MANIFEST["cases"][c]["kwargs"]["depth"] for c in CASES}

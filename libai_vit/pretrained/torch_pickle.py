@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 
 
-class CheckpointError(ValueError):
+class PretrainedError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 
@@ -61,10 +61,10 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[module, name]
         if module == "torch" or module.startswith("torch."):
-            raise CheckpointError(f"{self._path}: needs torch's {module}.{name}, which cannot be read without "
+            raise PretrainedError(f"{self._path}: needs torch's {module}.{name}, which cannot be read without "
                                   f"torch (only dense tensors and plain containers are supported)")
         if not self._trust:
-            raise CheckpointError(
+            raise PretrainedError(
                 f"{self._path}: refusing to unpickle {module}.{name} (a pickle can run code; only tensors and "
                 f"plain containers are read by default): pass trust=True if you trust this file")
         return super().find_class(module, name)
@@ -72,7 +72,7 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         kind, storage_type, key, _location, numel = pid
         if kind != "storage" or not isinstance(storage_type, _StorageType):
-            raise CheckpointError(f"{self._path}: unsupported persistent record {pid!r}")
+            raise PretrainedError(f"{self._path}: unsupported persistent record {pid!r}")
         if key not in self._storages:
             raw = self._archive.read(f"{self._root}/data/{key}")
             order = ">" if self._big_endian else "<"
@@ -88,17 +88,17 @@ class _Unpickler(pickle.Unpickler):
 def load(path, trust=False):
     """The object `torch.save` wrote to `path`, tensors as numpy arrays."""
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a zip-format torch checkpoint (legacy pre-1.6 torch files are "
+        raise PretrainedError(f"{path}: not a zip-format torch checkpoint (legacy pre-1.6 torch files are "
                               f"not supported: re-save it with a recent torch)")
     try:
         with zipfile.ZipFile(path) as archive:
             pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if not pkl:
-                raise CheckpointError(f"{path}: a zip archive without data.pkl, not a torch checkpoint")
+                raise PretrainedError(f"{path}: a zip archive without data.pkl, not a torch checkpoint")
             root = pkl[0].split("/")[0]
             with archive.open(pkl[0]) as f:
                 return _Unpickler(f, archive, root, path, trust).load()
-    except CheckpointError:
+    except PretrainedError:
         raise
     except Exception as e:  # truncated archives, bad CRCs, broken pickles
-        raise CheckpointError(f"{path}: corrupt torch checkpoint ({type(e).__name__}: {e})") from None
+        raise PretrainedError(f"{path}: corrupt torch checkpoint ({type(e).__name__}: {e})") from None

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import oneflow as flow
 
-from libai_vit.checkpoint import timm_format
-from libai_vit.checkpoint.torch_pickle import CheckpointError
+from libai_vit.pretrained import timm_format
+from libai_vit.pretrained.torch_pickle import PretrainedError
 
 
 def is_checkpoint_dir(path):
@@ -18,7 +18,7 @@ def read(path):
     try:
         state = flow.load(os.path.join(path, "model"))
     except Exception as e:
-        raise CheckpointError(f"{path}: unreadable LiBai checkpoint ({type(e).__name__}: {e})") from None
+        raise PretrainedError(f"{path}: unreadable LiBai checkpoint ({type(e).__name__}: {e})") from None
     return {k: v.numpy() for k, v in state.items()}
 
 

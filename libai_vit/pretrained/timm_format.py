@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-from libai_vit.checkpoint import resample
-from libai_vit.checkpoint.torch_pickle import CheckpointError
+from libai_vit.pretrained import resample
+from libai_vit.pretrained.torch_pickle import PretrainedError
 
 _BLOCK = {  # timm sub-module of blocks.i -> LiBai's
     "norm1": "input_layernorm",
@@ -33,11 +33,11 @@ def unwrap(obj, path):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not any(isinstance(v, np.ndarray) for v in state.values()):
-        raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: {_keys(obj)})")
+        raise PretrainedError(f"{path}: no state dict of tensors found (top-level keys: {_keys(obj)})")
     if all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
     if "dist_token" in state:
-        raise CheckpointError(f"{path}: a distilled DeiT (dist_token, head_dist) does not fit this ViT, which "
+        raise PretrainedError(f"{path}: a distilled DeiT (dist_token, head_dist) does not fit this ViT, which "
                               f"has no distillation token: use the non-distilled DeiT weights")
     return state
 
@@ -101,7 +101,7 @@ def _pos_embed(value, model, mode, antialias, resized, path):
     try:
         value = resample.resample_pos_embed(value, model.patch_embed.grid_size, prefix, mode, antialias)
     except ValueError as e:
-        raise CheckpointError(f"{path}: pos_embed {value.shape}: {e}") from None
+        raise PretrainedError(f"{path}: pos_embed {value.shape}: {e}") from None
     resized.append(f"pos_embed {(side, side)} grid -> {tuple(model.patch_embed.grid_size)} ({mode})")
     return value
 

@@ -1,10 +1,10 @@
 """Every timm fixture, in every format, loaded into our ViT (1x1x1) gives timm's own outputs."""
 import numpy as np
 import pytest
-from checkpoint_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output, run_case
+from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output, run_case
 
 from libai_vit import create_model
-from libai_vit.checkpoint import load_pretrained
+from libai_vit.pretrained import load_pretrained
 
 
 @pytest.mark.parametrize("case", CASES)

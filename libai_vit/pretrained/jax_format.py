@@ -6,7 +6,7 @@ JAX stores Dense kernels (in, out), convolutions HWIO, attention kernels per hea
 """
 import numpy as np
 
-from libai_vit.checkpoint.torch_pickle import CheckpointError
+from libai_vit.pretrained.torch_pickle import PretrainedError
 
 # timm loads JAX weights with bilinear, non-antialiased resampling (its _load_weights)
 RESAMPLE = dict(mode="bilinear", antialias=False)
@@ -17,7 +17,7 @@ def to_timm(w, path):
     prefix = next((p for p in _PREFIXES if f"{p}embedding/kernel" in w), None)
     if prefix is None:
         hint = " (a big_vision checkpoint: not supported)" if any(k.startswith("params/") for k in w) else ""
-        raise CheckpointError(f"{path}: no 'embedding/kernel' entry, not an official JAX ViT .npz{hint}")
+        raise PretrainedError(f"{path}: no 'embedding/kernel' entry, not an official JAX ViT .npz{hint}")
     used = set()
 
     def take(key):

@@ -9,8 +9,8 @@ from typing import List
 import numpy as np
 import oneflow as flow
 
-from libai_vit.checkpoint import jax_format, libai_format, timm_format, torch_pickle
-from libai_vit.checkpoint.torch_pickle import CheckpointError
+from libai_vit.pretrained import jax_format, libai_format, timm_format, torch_pickle
+from libai_vit.pretrained.torch_pickle import PretrainedError
 from libai_vit.models.vision_transformer import _assign
 
 logger = logging.getLogger(__name__)
@@ -41,18 +41,18 @@ class LoadReport:
 
 def read(path, trust=False):
     """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz" (dicts
-    of arrays), or "libai" (this project's checkpoint directory). Any failure is a one-line CheckpointError
+    of arrays), or "libai" (this project's checkpoint directory). Any failure is a one-line PretrainedError
     naming the file."""
     if libai_format.is_checkpoint_dir(path):
         return "libai", libai_format.read(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise PretrainedError(f"{path}: no such file")
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except Exception as e:
-            raise CheckpointError(f"{path}: corrupt zip archive ({e})") from None
+            raise PretrainedError(f"{path}: corrupt zip archive ({e})") from None
         if any(n.endswith("/data.pkl") for n in names):
             return "torch", torch_pickle.load(path, trust)
         if names and all(n.endswith(".npy") for n in names):
@@ -60,8 +60,8 @@ def read(path, trust=False):
                 with np.load(path, allow_pickle=False) as npz:
                     return "npz", {k: npz[k] for k in npz.files}
             except Exception as e:
-                raise CheckpointError(f"{path}: corrupt .npz ({type(e).__name__}: {e})") from None
-        raise CheckpointError(f"{path}: a zip archive that is neither a torch checkpoint nor an .npz")
+                raise PretrainedError(f"{path}: corrupt .npz ({type(e).__name__}: {e})") from None
+        raise PretrainedError(f"{path}: a zip archive that is neither a torch checkpoint nor an .npz")
     with open(path, "rb") as f:
         head = f.read(9)
     size = os.path.getsize(path)
@@ -71,8 +71,8 @@ def read(path, trust=False):
         try:
             return "safetensors", load_file(path)
         except Exception as e:
-            raise CheckpointError(f"{path}: corrupt safetensors file ({type(e).__name__}: {e})") from None
-    raise CheckpointError(f"{path}: not a safetensors, torch (.pth/.bin, zip format) or JAX .npz file")
+            raise PretrainedError(f"{path}: corrupt safetensors file ({type(e).__name__}: {e})") from None
+    raise PretrainedError(f"{path}: not a safetensors, torch (.pth/.bin, zip format) or JAX .npz file")
 
 
 def convert(path, model, trust=False):
@@ -87,11 +87,11 @@ def convert(path, model, trust=False):
         else:
             arrays, unused, resized = timm_format.to_libai(timm_format.unwrap(content, path), model, path)
     except KeyError as e:
-        raise CheckpointError(f"{path}: incomplete {fmt} checkpoint, no entry {e}") from None
+        raise PretrainedError(f"{path}: incomplete {fmt} checkpoint, no entry {e}") from None
     except (ValueError, IndexError) as e:
-        if isinstance(e, CheckpointError):
+        if isinstance(e, PretrainedError):
             raise
-        raise CheckpointError(f"{path}: tensors do not fit a ViT ({e})") from None
+        raise PretrainedError(f"{path}: tensors do not fit a ViT ({e})") from None
     return arrays, unused, resized, fmt
 
 
@@ -116,7 +116,7 @@ def load_pretrained(model, path, trust=False, strict=True):
         elif param is None:
             report.unexpected.append(name)
         elif tuple(param.shape) != value.shape:
-            raise CheckpointError(f"{path}: {name} has shape {value.shape}, the model expects "
+            raise PretrainedError(f"{path}: {name} has shape {value.shape}, the model expects "
                                   f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)")
         else:
             _assign(param, value)
@@ -126,7 +126,7 @@ def load_pretrained(model, path, trust=False, strict=True):
         unfit = [n for n in report.missing if not n.startswith(_ADAPTED)]
         unfit += [n for n in report.unexpected if n in arrays and not n.startswith(_ADAPTED)]
         if unfit:
-            raise CheckpointError(f"{path}: does not fit the model (depth or class token differ?): "
+            raise PretrainedError(f"{path}: does not fit the model (depth or class token differ?): "
                                   f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''} "
                                   f"(strict=False loads what fits)")
     logger.info("%s", report)
