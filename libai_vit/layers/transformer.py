@@ -1,33 +1,60 @@
-"""LiBai's TransformerLayer wired for the ViT: its attention goes through `attention()` (selectable
-backend) and it may hand back the attention weights. Parameters, SBP and placement stay LiBai's:
-`self_attention.query_key_value` is column-parallel with heads interleaved as [q_h | k_h | v_h] per
-head, so a tensor-parallel rank owns whole heads; `dense` is row-parallel.
+"""The pre-norm transformer block of every model here, from LiBai's parallel layers:
+
+    x = x + drop_path(ls1(attn(norm1(x))));  x = x + drop_path(ls2(mlp(norm2(x))))
+
+Parameter names, SBP and placement are LiBai's: `self_attention.query_key_value` is column-parallel
+with heads interleaved as [q_h | k_h | v_h] per head, so a tensor-parallel rank owns whole heads, and
+`dense` is row-parallel. What the timm families add sits beside what it changes:
+- `qk_norm`: a LayerNorm over each head's q and k (broadcast weights; a head never spans ranks);
+- `rope`: EVA-02's 2D rotary embedding of q and k, applied on the rank that owns the head;
+- `ls1` / `ls2`: LayerScale (CaiT/DeiT III/DINOv2), a per-channel gain on the block's outputs,
+  broadcast like the residual stream it scales;
+- `mlp`: LiBai's MLP with timm's `act_layer`, or EVA-02's SwiGLU.
 """
 import oneflow as flow
-from libai.layers import MultiheadAttention, TransformerLayer
+from libai.layers import DropPath, MultiheadAttention
+from oneflow import nn
 
+from libai_vit import parallel
 from libai_vit.layers.attention import attention
+from libai_vit.layers.mlp import Mlp, SwiGLU, no_init
+from libai_vit.layers.norm import LayerNorm
+from libai_vit.layers.rope import apply_rope
 
 
-def _no_init(tensor):
-    """Weights are drawn later by the model, layout-independently (see VisionTransformer.init_weights)."""
-    return tensor
+class LayerScale(nn.Module):
+    """x * gamma, gamma initialised to `init_values` (timm's LayerScale)."""
+
+    def __init__(self, dim, init_values, layer_idx=0):
+        super().__init__()
+        self.init_values = init_values
+        self.gamma = nn.Parameter(flow.full((dim,), init_values, dtype=flow.float32,
+                                            placement=parallel.placement(layer_idx), sbp=parallel.broadcast_sbp()))
+
+    def forward(self, x):
+        return x * self.gamma
 
 
 class Attention(MultiheadAttention):
-    def __init__(self, hidden_size, num_heads, *, qkv_bias=True, attn_backend="math", layer_idx=0, **kwargs):
-        super().__init__(hidden_size, num_heads, layer_idx=layer_idx, **kwargs)
+    def __init__(self, hidden_size, num_heads, *, qkv_bias=True, qk_norm=False, norm_eps=1e-6,
+                 attn_backend="math", layer_idx=0, **kwargs):
+        super().__init__(hidden_size, num_heads, init_method=no_init, layer_idx=layer_idx, **kwargs)
         self.attention_dropout_prob = self.dropout.p
         self.attn_backend = attn_backend
         if not qkv_bias:
             self.query_key_value.bias = None
+        norm = (lambda: LayerNorm(self.head_size, eps=norm_eps, layer_idx=layer_idx)) if qk_norm else nn.Identity
+        self.q_norm, self.k_norm = norm(), norm()
 
-    def forward(self, hidden_states, attention_mask=None, return_weights=False, **unused):
+    def forward(self, hidden_states, rope=None, return_weights=False):
         bsz, seq = hidden_states.shape[:2]
         qkv = self.query_key_value(hidden_states)
         qkv = qkv.view(bsz, seq, self.num_heads, 3 * self.head_size).permute(0, 2, 1, 3)
         q, k, v = flow.chunk(qkv, chunks=3, dim=-1)
-        out = attention(q, k, v, mask=attention_mask, scale=self.norm_factor,
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = attention(q, k, v, scale=self.norm_factor,
                         dropout_p=self.attention_dropout_prob if self.training else 0.0,
                         backend=self.attn_backend, return_weights=return_weights)
         weights = None
@@ -38,28 +65,40 @@ class Attention(MultiheadAttention):
         return (out, weights) if return_weights else out
 
 
-class Block(TransformerLayer):
-    """Pre-norm block: x + drop_path(attn(norm1(x))); x + drop_path(mlp(norm2(x)))."""
+class Block(nn.Module):
+    def __init__(self, hidden_size, ffn_hidden_size, num_attention_heads, *, qkv_bias=True, qk_norm=False,
+                 init_values=None, act_layer="gelu", mlp_layer="mlp", scale_mlp_norm=False,
+                 attn_backend="math", attention_dropout_prob=0.0, output_dropout_prob=0.0, drop_path_prob=0.0,
+                 layernorm_epsilon=1e-6, layer_idx=0):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.input_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx)
+        self.self_attention = Attention(
+            hidden_size, num_attention_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, norm_eps=layernorm_epsilon,
+            attn_backend=attn_backend, attention_dropout_prob=attention_dropout_prob,
+            output_dropout_prob=output_dropout_prob, layer_idx=layer_idx)
+        self.ls1 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
+        self.post_attention_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx)
+        if mlp_layer == "swiglu":
+            self.mlp = SwiGLU(hidden_size, ffn_hidden_size, norm=scale_mlp_norm, norm_eps=layernorm_epsilon,
+                              output_dropout_prob=output_dropout_prob, layer_idx=layer_idx)
+        elif mlp_layer == "mlp" and not scale_mlp_norm:
+            self.mlp = Mlp(hidden_size, ffn_hidden_size, act_layer=act_layer, output_dropout_prob=output_dropout_prob,
+                           layer_idx=layer_idx)
+        else:
+            raise ValueError(f"mlp_layer={mlp_layer!r} (scale_mlp_norm={scale_mlp_norm}): use 'mlp' without "
+                             f"scale_mlp_norm, or 'swiglu'")
+        self.ls2 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
+        self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
 
-    def __init__(self, hidden_size, ffn_hidden_size, num_attention_heads, *, qkv_bias=True,
-                 attn_backend="math", layer_idx=0, **kwargs):
-        self._qkv_bias = qkv_bias
-        self._attn_backend = attn_backend
-        super().__init__(hidden_size, ffn_hidden_size, num_attention_heads, init_method=_no_init,
-                         layer_idx=layer_idx, **kwargs)
-
-    def build_attention(self, is_cross_attention=False):
-        return Attention(
-            self.hidden_size, self.num_attention_heads, qkv_bias=self._qkv_bias,
-            attn_backend=self._attn_backend, attention_dropout_prob=self.attention_dropout_prob,
-            output_dropout_prob=self.output_dropout_prob, init_method=_no_init, layer_idx=self.layer_idx)
-
-    def forward(self, x, return_weights=False):
+    def forward(self, x, rope=None, return_weights=False):
         x = x.to_global(placement=self.input_layernorm.weight.placement)
-        attn = self.self_attention(self.input_layernorm(x), return_weights=return_weights)
+        if rope is not None:
+            rope = tuple(t.to_global(placement=x.placement) for t in rope)
+        attn = self.self_attention(self.input_layernorm(x), rope=rope, return_weights=return_weights)
         weights = None
         if return_weights:
             attn, weights = attn
-        x = x + self.drop_path(attn)
-        x = x + self.drop_path(self.mlp(self.post_attention_layernorm(x)))
+        x = x + self.drop_path(self.ls1(attn))
+        x = x + self.drop_path(self.ls2(self.mlp(self.post_attention_layernorm(x))))
         return (x, weights) if return_weights else x

@@ -1,27 +1,61 @@
-"""Vision Transformer (Dosovitskiy et al. 2020; timm's conventions) built from LiBai's layers,
+"""Vision Transformer (Dosovitskiy et al. 2020) with timm's options, built from LiBai's layers and
 trainable with data, tensor and pipeline (1F1B) parallelism.
 
 Where things live (rules in `libai_vit.parallel`):
-- patch_embed, cls_token, pos_embed, pos_drop: the first pipeline stage, replicated (broadcast SBP);
+- patch_embed, cls_token, reg_token, pos_embed, norm_pre: the first pipeline stage, replicated;
 - blocks[i]: the stage of layer i; inside, LiBai's column/row-parallel Linears split heads and MLP
-  over tensor-parallel ranks;
-- norm / fc_norm, head and the loss: the last stage.
+  over tensor-parallel ranks (see `libai_vit.layers.transformer`);
+- norm, attn_pool, fc_norm, head and the loss: the last stage.
 The model takes `images` (and `labels` when training) and returns `{"losses": ...}` in train mode with
 labels, `{"prediction_scores": ...}` otherwise, which is what LiBai's trainer and evaluator expect.
+
+The families of timm's `vision_transformer.py` are options of this one class (DeiT III: LayerScale
+and no_embed_class; DINOv2: LayerScale and registers; CLIP: pre_norm, quick_gelu; SigLIP: 'map'
+pooling); EVA-02 (2D RoPE, SwiGLU) is `libai_vit.models.eva.Eva`, this class with EVA's option names.
 """
 import zlib
 
 import numpy as np
 import oneflow as flow
-from libai.layers import Linear, PatchEmbedding
+from libai.layers import Linear
 from oneflow import nn
 
 from libai_vit import parallel
+from libai_vit.layers.attention_pool import AttentionPoolLatent
 from libai_vit.layers.norm import LayerNorm
-from libai_vit.layers.transformer import Block
+from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
+from libai_vit.layers.rope import RotaryEmbedding2D
+from libai_vit.layers.transformer import Block, LayerScale
+
+GLOBAL_POOLS = ("token", "avg", "map")
 
 
 class VisionTransformer(nn.Module):
+    """Arguments (timm's names and meaning):
+
+    img_size, patch_size, in_chans: the input; `dynamic_img_size=True` also takes other sizes, the
+        position embedding (and RoPE grid) resampled on the fly as timm does.
+    num_classes: head outputs (0: no head, the pooled features are the output).
+    global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm) or 'map'
+        (attention pooling with a learned latent, SigLIP); `fc_norm` overrides where the final norm goes.
+    embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
+    qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
+    init_values: LayerScale on both residual branches, initialised to this (None: no LayerScale).
+    class_token, reg_tokens: prefix tokens (a class token; DINOv2's registers).
+    no_embed_class: the position embedding covers the patches only (prefix tokens get none).
+    pre_norm: a LayerNorm after the embeddings (CLIP); the patch projection then has no bias.
+    act_layer: the MLP's activation ('gelu', 'quick_gelu', 'gelu_tanh', 'silu', 'relu').
+    mlp_layer, scale_mlp_norm: 'mlp' or 'swiglu'; a LayerNorm inside the MLP (EVA-02).
+    use_abs_pos_emb: a learned position embedding; use_rot_pos_emb: 2D RoPE in every attention, its
+        positions rescaled to `ref_feat_shape` (the pre-training grid) when given.
+    drop_rate, attn_drop_rate, drop_path_rate: dropout after embeddings, projections and before the head;
+        on the attention weights; stochastic depth rising linearly to this over the blocks.
+    norm_eps: every LayerNorm's epsilon (timm: 1e-6; CLIP's checkpoints 1e-5).
+    attn_backend: 'math', 'fused' (CUDA), 'flash' or 'auto' (see libai_vit.layers.attention).
+    loss_func: the training loss (default cross-entropy); init_seed: the weights' seed, the same values
+        on every layout; head_init_scale: the new head's initial weights scaled by this (EVA: 0.001).
+    """
+
     def __init__(
         self,
         img_size=224,
@@ -34,7 +68,20 @@ class VisionTransformer(nn.Module):
         num_heads=12,
         mlp_ratio=4.0,
         qkv_bias=True,
+        qk_norm=False,
+        init_values=None,
         class_token=True,
+        reg_tokens=0,
+        no_embed_class=False,
+        pre_norm=False,
+        fc_norm=None,
+        dynamic_img_size=False,
+        act_layer="gelu",
+        mlp_layer="mlp",
+        scale_mlp_norm=False,
+        use_abs_pos_emb=True,
+        use_rot_pos_emb=False,
+        ref_feat_shape=None,
         drop_rate=0.0,
         attn_drop_rate=0.0,
         drop_path_rate=0.0,
@@ -42,56 +89,79 @@ class VisionTransformer(nn.Module):
         attn_backend="auto",
         loss_func=None,
         init_seed=0,
+        head_init_scale=1.0,
     ):
         super().__init__()
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool={global_pool!r} must be 'token' or 'avg'")
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool={global_pool!r} must be one of {GLOBAL_POOLS}")
         if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True (or use global_pool='avg')")
+            raise ValueError("global_pool='token' needs class_token=True (or use global_pool='avg' or 'map')")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate} must be in [0, 1)")
         img = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
         patch = patch_size if isinstance(patch_size, (tuple, list)) else (patch_size, patch_size)
         if img[0] % patch[0] or img[1] % patch[1]:
             raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
+        if use_rot_pos_emb and (embed_dim // num_heads) % 4:
+            raise ValueError(f"use_rot_pos_emb needs a head dim (embed_dim / num_heads = {embed_dim // num_heads}) "
+                             f"divisible by 4")
         parallel.ensure_setup(depth)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.embed_dim = embed_dim
         self.depth = depth
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_reg_tokens = reg_tokens
+        self.num_prefix_tokens = (1 if class_token else 0) + reg_tokens
+        self.no_embed_class = no_embed_class
+        self.init_values = init_values
+        self.head_init_scale = head_init_scale
 
         first = dict(placement=parallel.placement(parallel.FIRST), sbp=parallel.broadcast_sbp())
-        self.patch_embed = PatchEmbedding(img_size=tuple(img), patch_size=tuple(patch), in_chans=in_chans,
-                                          embed_dim=embed_dim, layer_idx=parallel.FIRST)
+        self.patch_embed = PatchEmbed(img_size=tuple(img), patch_size=tuple(patch), in_chans=in_chans,
+                                      embed_dim=embed_dim, bias=not pre_norm, dynamic_img_size=dynamic_img_size,
+                                      layer_idx=parallel.FIRST)
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(flow.zeros(1, 1, embed_dim, **first)) if class_token else None
-        self.pos_embed = nn.Parameter(flow.zeros(1, num_patches + self.num_prefix_tokens, embed_dim, **first))
+        self.reg_token = nn.Parameter(flow.zeros(1, reg_tokens, embed_dim, **first)) if reg_tokens else None
+        embed_len = num_patches if no_embed_class else num_patches + self.num_prefix_tokens
+        self.pos_embed = nn.Parameter(flow.zeros(1, embed_len, embed_dim, **first)) if use_abs_pos_emb else None
         self.pos_drop = nn.Dropout(p=drop_rate)
+        self.norm_pre = LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.FIRST) if pre_norm else nn.Identity()
+        self.rope = RotaryEmbedding2D(embed_dim // num_heads, ref_feat_shape,
+                                      num_prefix_tokens=self.num_prefix_tokens) if use_rot_pos_emb else None
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, int(embed_dim * mlp_ratio), num_heads, qkv_bias=qkv_bias,
-                  attn_backend=attn_backend, attention_dropout_prob=attn_drop_rate,
-                  output_dropout_prob=drop_rate, drop_path_prob=drop_path[i], layernorm_epsilon=norm_eps,
-                  layer_idx=i)
+            Block(embed_dim, int(embed_dim * mlp_ratio), num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
+                  init_values=init_values, act_layer=act_layer, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm,
+                  attn_backend=attn_backend, attention_dropout_prob=attn_drop_rate, output_dropout_prob=drop_rate,
+                  drop_path_prob=drop_path[i], layernorm_epsilon=norm_eps, layer_idx=i)
             for i in range(depth)
         ])
-        # timm: global average pooling normalises after pooling (fc_norm) instead of before
-        use_fc_norm = global_pool == "avg"
-        self.norm = nn.Identity() if use_fc_norm else LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.LAST)
-        self.fc_norm = LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.LAST) if use_fc_norm else nn.Identity()
+        # timm: average pooling normalises after pooling (fc_norm) instead of before
+        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        last = dict(eps=norm_eps, layer_idx=parallel.LAST)
+        self.norm = nn.Identity() if use_fc_norm else LayerNorm(embed_dim, **last)
+        self.attn_pool = AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, norm_eps=norm_eps,
+                                             act_layer=act_layer, attn_backend=attn_backend) \
+            if global_pool == "map" else None
+        self.fc_norm = LayerNorm(embed_dim, **last) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = Linear(embed_dim, num_classes, layer_idx=parallel.LAST) if num_classes > 0 else nn.Identity()
         self.loss_func = nn.CrossEntropyLoss() if loss_func is None else loss_func
         self.init_weights(init_seed)
 
+    def no_weight_decay(self):
+        """Parameters trained without weight decay besides biases and norms (timm's set)."""
+        return {"pos_embed", "cls_token", "reg_token"}
+
     # ---------------------------------------------------------------- initialisation
     @flow.no_grad()
     def init_weights(self, seed=0):
-        """timm's init (trunc-normal .02 Linears and pos_embed, cls_token N(0, 1e-6), LayerNorm 1/0,
-        conv as PyTorch's default), drawn on the host from (seed, parameter name): every layout,
-        split or not, gets the same values (OneFlow draws different numbers for split tensors)."""
+        """timm's init (trunc-normal .02 Linears and pos_embed, class/register tokens N(0, 1e-6), the
+        pooling latent trunc-normal dim^-0.5, LayerScale init_values, LayerNorm 1/0, conv as PyTorch's
+        default), drawn on the host from (seed, parameter name): every layout, split or not, gets the
+        same values (OneFlow draws different numbers for split tensors)."""
         kinds = {}
         for mod_name, module in self.named_modules():
             prefix = mod_name + "." if mod_name else ""
@@ -101,13 +171,19 @@ class VisionTransformer(nn.Module):
             module_type, p_name = kinds[name]
             rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             shape = tuple(param.shape)
-            if name == "cls_token":
+            if name in ("cls_token", "reg_token"):
                 value = rng.normal(0.0, 1e-6, shape)
+            elif name == "attn_pool.latent":
+                value = _trunc_normal(rng, shape, std=shape[-1] ** -0.5)
             elif name == "pos_embed" or (issubclass(module_type, Linear) and p_name == "weight"):
                 value = _trunc_normal(rng, shape, std=0.02)
+                if name == "head.weight":
+                    value *= self.head_init_scale
             elif issubclass(module_type, nn.Conv2d):
                 fan_in = int(np.prod(self.patch_embed.proj.weight.shape[1:]))
                 value = rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
+            elif issubclass(module_type, LayerScale):
+                value = np.full(shape, self.init_values)
             elif issubclass(module_type, LayerNorm) and p_name == "weight":
                 value = np.ones(shape)
             else:  # biases
@@ -115,26 +191,46 @@ class VisionTransformer(nn.Module):
             _assign(param, value)
 
     # ---------------------------------------------------------------- forward
+    def _pos_embed(self, x, grid):
+        """Add the position embedding (resampled when the grid is not the stored one) and prefix tokens."""
+        prefix = [_batch_like(t, x) for t in (self.cls_token, self.reg_token) if t is not None]
+        pos_embed = self.pos_embed
+        if pos_embed is not None:
+            pos_embed = _batch_like(resample_pos_embed_tensor(
+                pos_embed, self.patch_embed.grid_size, grid, 0 if self.no_embed_class else self.num_prefix_tokens), x)
+        if self.no_embed_class:  # DeiT III, DINOv2 with registers: the prefix tokens get no position
+            x = x if pos_embed is None else x + pos_embed
+            x = flow.cat(prefix + [x], dim=1) if prefix else x
+        else:
+            x = flow.cat(prefix + [x], dim=1) if prefix else x
+            x = x if pos_embed is None else x + pos_embed
+        return self.pos_drop(x)
+
     def forward_features(self, images, return_weights=False):
-        x = parallel.to_stage(images, parallel.FIRST)
-        x = self.patch_embed(x)
-        if self.cls_token is not None:
-            cls_token = self.cls_token.expand(x.shape[0], -1, -1).to_global(sbp=x.sbp)
-            x = flow.cat((cls_token, x), dim=1)
-        x = self.pos_drop(x + self.pos_embed.expand(x.shape[0], -1, -1).to_global(sbp=x.sbp))
+        x, grid = self.patch_embed(parallel.to_stage(images, parallel.FIRST))
+        x = self.norm_pre(self._pos_embed(x, grid))
+        rope = self.rope(grid, like=x) if self.rope is not None else None
         weights = []
         for block in self.blocks:
             if return_weights:
-                x, w = block(x, return_weights=True)
+                x, w = block(x, rope=rope, return_weights=True)
                 weights.append(w)
             else:
-                x = block(x)
+                x = block(x, rope=rope)
         x = self.norm(x.to_global(placement=parallel.placement(parallel.LAST)))
         return (x, weights) if return_weights else x
 
-    def forward_head(self, x):
-        x = x[:, self.num_prefix_tokens:].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
-        return self.head(self.head_drop(self.fc_norm(x)))
+    def pool(self, x):
+        """The pooled features of `forward_features`' tokens, before fc_norm."""
+        if self.attn_pool is not None:
+            return self.attn_pool(x[:, self.num_prefix_tokens:])
+        if self.global_pool == "avg":
+            return x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x[:, 0]
+
+    def forward_head(self, x, pre_logits=False):
+        x = self.head_drop(self.fc_norm(self.pool(x)))
+        return x if pre_logits else self.head(x)
 
     def forward(self, images, labels=None, return_weights=False):
         features = self.forward_features(images, return_weights=return_weights)
@@ -153,13 +249,14 @@ class VisionTransformer(nn.Module):
     @staticmethod
     def set_pipeline_stage_id(model):
         """`model` is the nn.Graph proxy of a VisionTransformer; called by LiBai's GraphBase."""
-        for name in ("patch_embed", "pos_drop", "cls_token", "pos_embed"):
+        for name in ("patch_embed", "pos_drop", "cls_token", "reg_token", "pos_embed", "norm_pre"):
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.FIRST)
         for i, block in enumerate(model.blocks):
             parallel.set_stage(block, i)
-        for name in ("norm", "fc_norm", "head_drop", "head", "loss_func"):
-            parallel.set_stage(getattr(model, name), parallel.LAST)
+        for name in ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func"):
+            if getattr(model, name, None) is not None:
+                parallel.set_stage(getattr(model, name), parallel.LAST)
 
 
 def _trunc_normal(rng, shape, std):
@@ -170,6 +267,11 @@ def _trunc_normal(rng, shape, std):
         value[out] = rng.normal(0.0, std, int(out.sum()))
         out = np.abs(value) > 2 * std
     return value
+
+
+def _batch_like(param, x):
+    """A (1, n, C) parameter expanded over `x`'s batch and given its SBP."""
+    return param.expand(x.shape[0], -1, -1).to_global(sbp=x.sbp)
 
 
 def _assign(param, value):

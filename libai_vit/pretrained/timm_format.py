@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from libai_vit.pretrained import resample
+from libai_vit.layers import pos_embed as resample
 from libai_vit.pretrained.torch_pickle import PretrainedError
 
 _BLOCK = {  # timm sub-module of blocks.i -> LiBai's

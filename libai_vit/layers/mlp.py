@@ -1,0 +1,77 @@
+"""The blocks' feed-forward layers, tensor-parallel as Megatron/LiBai split them: the input projections
+column-parallel (each rank owns a slice of the hidden units), the output projection row-parallel.
+
+- `Mlp`: LiBai's MLP (fc -> activation -> fc) with timm's `act_layer` choice;
+- `SwiGLU`: EVA-02's gated MLP, silu(x W_g) * (x W_x), then a LayerNorm over the hidden units
+  (timm's `scale_mlp`), then the output projection.
+"""
+import oneflow as flow
+from libai.layers import Linear
+from libai.layers import MLP as LiBaiMLP
+from oneflow import nn
+
+from libai_vit.layers.norm import LayerNorm
+
+
+def no_init(tensor):
+    """LiBai's Linear init hook, left empty: the model draws every weight layout-independently
+    afterwards (see VisionTransformer.init_weights)."""
+    return tensor
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation x * sigmoid(1.702 x) (timm's 'quick_gelu')."""
+
+    def forward(self, x):
+        return x * flow.sigmoid(1.702 * x)
+
+
+class GELUTanh(nn.Module):
+    def forward(self, x):
+        return flow.nn.functional.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {  # timm's act_layer names
+    "gelu": nn.GELU,
+    "quick_gelu": QuickGELU,
+    "gelu_tanh": GELUTanh,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+}
+
+
+def activation(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"act_layer={name!r} is not one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class Mlp(LiBaiMLP):
+    """LiBai's column/row-parallel MLP with the activation `act_layer`."""
+
+    def __init__(self, hidden_size, ffn_hidden_size, *, act_layer="gelu", **kwargs):
+        super().__init__(hidden_size, ffn_hidden_size, init_method=no_init, **kwargs)
+        if act_layer != "gelu":  # LiBai's default is exact GELU
+            self.activation_func = activation(act_layer)
+
+
+class SwiGLU(nn.Module):
+    """fc2(norm(silu(fc_g(x)) * fc_x(x))); `norm=False` drops the inner LayerNorm."""
+
+    def __init__(self, hidden_size, ffn_hidden_size, *, norm=True, norm_eps=1e-6, output_dropout_prob=0.0,
+                 layer_idx=0):
+        super().__init__()
+        self.dense_h_to_4h_gate = Linear(hidden_size, ffn_hidden_size, parallel="col", init_method=no_init,
+                                         layer_idx=layer_idx)
+        self.dense_h_to_4h = Linear(hidden_size, ffn_hidden_size, parallel="col", init_method=no_init,
+                                    layer_idx=layer_idx)
+        # normalises over hidden units that tensor parallelism splits: OneFlow reduces the row
+        # statistics across the ranks (the parameters are broadcast like every LayerNorm's)
+        self.norm = LayerNorm(ffn_hidden_size, eps=norm_eps, layer_idx=layer_idx) if norm else nn.Identity()
+        self.dense_4h_to_h = Linear(ffn_hidden_size, hidden_size, parallel="row", init_method=no_init,
+                                    layer_idx=layer_idx)
+        self.dropout = nn.Dropout(output_dropout_prob)
+
+    def forward(self, x):
+        hidden = flow.nn.functional.silu(self.dense_h_to_4h_gate(x)) * self.dense_h_to_4h(x)
+        return self.dropout(self.dense_4h_to_h(self.norm(hidden)))
