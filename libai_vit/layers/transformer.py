@@ -6,6 +6,8 @@ Parameter names, SBP and placement are LiBai's: `self_attention.query_key_value`
 with heads interleaved as [q_h | k_h | v_h] per head, so a tensor-parallel rank owns whole heads, and
 `dense` is row-parallel. What the timm families add sits beside what it changes:
 - `qk_norm`: a LayerNorm over each head's q and k (broadcast weights; a head never spans ranks);
+- `scale_attn_norm`: a LayerNorm over the heads' joined outputs before `dense` (EVA-02 CLIP's sub-LN);
+  tensor parallelism splits those channels, and OneFlow reduces the row statistics across ranks;
 - `rope`: EVA-02's 2D rotary embedding of q and k, applied on the rank that owns the head;
 - `ls1` / `ls2`: LayerScale (CaiT/DeiT III/DINOv2), a per-channel gain on the block's outputs,
   broadcast like the residual stream it scales;
@@ -36,7 +38,7 @@ class LayerScale(nn.Module):
 
 
 class Attention(MultiheadAttention):
-    def __init__(self, hidden_size, num_heads, *, qkv_bias=True, qk_norm=False, norm_eps=1e-6,
+    def __init__(self, hidden_size, num_heads, *, qkv_bias=True, qk_norm=False, scale_norm=False, norm_eps=1e-6,
                  attn_backend="math", layer_idx=0, **kwargs):
         super().__init__(hidden_size, num_heads, init_method=no_init, layer_idx=layer_idx, **kwargs)
         self.attention_dropout_prob = self.dropout.p
@@ -45,6 +47,7 @@ class Attention(MultiheadAttention):
             self.query_key_value.bias = None
         norm = (lambda: LayerNorm(self.head_size, eps=norm_eps, layer_idx=layer_idx)) if qk_norm else nn.Identity
         self.q_norm, self.k_norm = norm(), norm()
+        self.norm = LayerNorm(hidden_size, eps=norm_eps, layer_idx=layer_idx) if scale_norm else nn.Identity()
 
     def forward(self, hidden_states, rope=None, return_weights=False):
         bsz, seq = hidden_states.shape[:2]
@@ -60,21 +63,22 @@ class Attention(MultiheadAttention):
         weights = None
         if return_weights:
             out, weights = out
-        out = out.transpose(1, 2).reshape(bsz, seq, self.hidden_size)
+        out = self.norm(out.transpose(1, 2).reshape(bsz, seq, self.hidden_size))
         out = self.output_dropout(self.dense(out))
         return (out, weights) if return_weights else out
 
 
 class Block(nn.Module):
     def __init__(self, hidden_size, ffn_hidden_size, num_attention_heads, *, qkv_bias=True, qk_norm=False,
-                 init_values=None, act_layer="gelu", mlp_layer="mlp", scale_mlp_norm=False,
+                 scale_attn_norm=False, init_values=None, act_layer="gelu", mlp_layer="mlp", scale_mlp_norm=False,
                  attn_backend="math", attention_dropout_prob=0.0, output_dropout_prob=0.0, drop_path_prob=0.0,
                  layernorm_epsilon=1e-6, layer_idx=0):
         super().__init__()
         self.layer_idx = layer_idx
         self.input_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx)
         self.self_attention = Attention(
-            hidden_size, num_attention_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, norm_eps=layernorm_epsilon,
+            hidden_size, num_attention_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, scale_norm=scale_attn_norm,
+            norm_eps=layernorm_epsilon,
             attn_backend=attn_backend, attention_dropout_prob=attention_dropout_prob,
             output_dropout_prob=output_dropout_prob, layer_idx=layer_idx)
         self.ls1 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()

@@ -40,6 +40,7 @@ class VisionTransformer(nn.Module):
         (attention pooling with a learned latent, SigLIP); `fc_norm` overrides where the final norm goes.
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
     qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
+    scale_attn_norm: a LayerNorm over the attention's output before its projection (EVA-02 CLIP).
     init_values: LayerScale on both residual branches, initialised to this (None: no LayerScale).
     class_token, reg_tokens: prefix tokens (a class token; DINOv2's registers).
     no_embed_class: the position embedding covers the patches only (prefix tokens get none).
@@ -69,6 +70,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio=4.0,
         qkv_bias=True,
         qk_norm=False,
+        scale_attn_norm=False,
         init_values=None,
         class_token=True,
         reg_tokens=0,
@@ -133,7 +135,7 @@ class VisionTransformer(nn.Module):
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.Sequential(*[
             Block(embed_dim, int(embed_dim * mlp_ratio), num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
-                  init_values=init_values, act_layer=act_layer, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm,
+                  scale_attn_norm=scale_attn_norm, init_values=init_values, act_layer=act_layer, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm,
                   attn_backend=attn_backend, attention_dropout_prob=attn_drop_rate, output_dropout_prob=drop_rate,
                   drop_path_prob=drop_path[i], layernorm_epsilon=norm_eps, layer_idx=i)
             for i in range(depth)

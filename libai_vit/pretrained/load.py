@@ -9,7 +9,7 @@ from typing import List
 import numpy as np
 import oneflow as flow
 
-from libai_vit.pretrained import jax_format, libai_format, timm_format, torch_pickle
+from libai_vit.pretrained import jax_format, libai_format, original_formats, timm_format, torch_pickle
 from libai_vit.pretrained.torch_pickle import PretrainedError
 from libai_vit.models.vision_transformer import _assign
 
@@ -85,7 +85,9 @@ def convert(path, model, trust=False):
             arrays, unused, resized = timm_format.to_libai(jax_format.to_timm(content, path), model, path,
                                                            **jax_format.RESAMPLE)
         else:
-            arrays, unused, resized = timm_format.to_libai(timm_format.unwrap(content, path), model, path)
+            state, release = original_formats.to_timm(timm_format.unwrap(content, path), path)
+            fmt = f"{fmt}, {release} format" if release else fmt
+            arrays, unused, resized = timm_format.to_libai(state, model, path)
     except KeyError as e:
         raise PretrainedError(f"{path}: incomplete {fmt} checkpoint, no entry {e}") from None
     except (ValueError, IndexError) as e:
@@ -97,8 +99,9 @@ def convert(path, model, trust=False):
 
 @flow.no_grad()
 def load_pretrained(model, path, trust=False, strict=True):
-    """Load a timm / DeiT / MAE (.safetensors, .pth, .bin) or official JAX (.npz) ViT checkpoint into
-    `model`, whatever its parallel layout; every process reads the file.
+    """Load a timm (ViT, DeiT, DeiT III, DINOv2, CLIP, SigLIP, EVA-02), DeiT / MAE / DINOv2 / CLIP
+    release (.safetensors, .pth, .bin) or official JAX (.npz) ViT checkpoint into `model`, whatever
+    its parallel layout; every process reads the file.
 
     The position embedding is resampled to the model's grid, the patch embedding to its patch size, and
     a head whose num_classes differs is dropped (the model's own head initialisation stays), as timm

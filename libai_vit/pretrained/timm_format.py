@@ -1,29 +1,45 @@
-"""timm-named ViT state dicts (timm itself, DeiT's {"model": ...}, MAE's encoder) -> this ViT's names.
+"""timm-named ViT state dicts (timm itself, DeiT's {"model": ...}, MAE's encoder, and every format that
+`original_formats` renames to timm's) -> this ViT's names.
 
 timm's Linear weights are (out, in); LiBai's are (in, out). timm's fused qkv rows are [q | k | v], each
 all heads; LiBai's query_key_value columns are grouped per head, [q_h | k_h | v_h], so a tensor-parallel
-column split hands each rank whole heads.
+column split hands each rank whole heads (the attention pool's kv likewise, [k_h | v_h]). EVA keeps q, k
+and v as three projections with no k bias: they are stacked into the one projection, k's bias zero.
 """
 import re
 
 import numpy as np
 
 from libai_vit.layers import pos_embed as resample
+from libai_vit.layers.mlp import SwiGLU
 from libai_vit.pretrained.torch_pickle import PretrainedError
 
 _BLOCK = {  # timm sub-module of blocks.i -> LiBai's
     "norm1": "input_layernorm",
     "attn.qkv": "self_attention.query_key_value",
+    "attn.q_norm": "self_attention.q_norm",
+    "attn.k_norm": "self_attention.k_norm",
+    "attn.norm": "self_attention.norm",
     "attn.proj": "self_attention.dense",
+    "ls1": "ls1",
     "norm2": "post_attention_layernorm",
     "mlp.fc1": "mlp.dense_h_to_4h",
+    "mlp.fc1_x": "mlp.dense_h_to_4h",  # SwiGLU (EVA-02): the value branch
+    "mlp.fc1_g": "mlp.dense_h_to_4h_gate",  # and the gate
+    "mlp.norm": "mlp.norm",
     "mlp.fc2": "mlp.dense_4h_to_h",
+    "ls2": "ls2",
 }
-_TOP = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
-        "norm.bias", "fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
-_LINEAR_WEIGHTS = ("self_attention.dense.weight", "mlp.dense_h_to_4h.weight", "mlp.dense_4h_to_h.weight",
-                   "head.weight")
-_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias)$")
+_TOP = {  # timm name -> LiBai's, outside the blocks
+    **{k: k for k in ("cls_token", "reg_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
+                      "norm_pre.weight", "norm_pre.bias", "norm.weight", "norm.bias", "fc_norm.weight",
+                      "fc_norm.bias", "head.weight", "head.bias", "attn_pool.latent")},
+    **{f"attn_pool.{m}.{p}": f"attn_pool.{m}.{p}" for m in ("q", "kv", "proj", "norm") for p in ("weight", "bias")},
+    **{f"attn_pool.mlp.fc{i}.{p}": f"attn_pool.mlp.{n}.{p}"
+       for i, n in ((1, "dense_h_to_4h"), (2, "dense_4h_to_h")) for p in ("weight", "bias")},
+}
+_TRANSPOSED = re.compile(r".*(dense|dense_h_to_4h(_gate)?|dense_4h_to_h|head|attn_pool\.(q|proj))\.weight$")
+_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$")
 
 
 def unwrap(obj, path):
@@ -45,11 +61,48 @@ def unwrap(obj, path):
 def libai_name(key):
     """LiBai name of timm `key`, or None when this ViT has no such kind of parameter."""
     if key in _TOP:
-        return key
+        return _TOP[key]
     m = _BLOCK_KEY.fullmatch(key)
     if m and m.group(2) in _BLOCK:
         return f"blocks.{m.group(1)}.{_BLOCK[m.group(2)]}.{m.group(3)}"
     return None
+
+
+def from_eva_layout(state, packed_glu=False):
+    """EVA's attn.q_proj/k_proj/v_proj (or attn.qkv with q_bias, v_bias) -> one attn.qkv, k bias zero;
+    DeiT III's and EVA's block-level gamma_1/gamma_2 -> ls1/ls2.gamma; with `packed_glu` (the model
+    has a SwiGLU and the checkpoint timm's GluMlp, EVA-02 Ti/S), mlp.fc1's rows [gate | value] ->
+    mlp.fc1_g and mlp.fc1_x."""
+    out = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"(blocks\.\d+\.)(gamma_([12]))", key)
+        g = re.fullmatch(r"(blocks\.\d+\.mlp\.)fc1\.(weight|bias)", key) if packed_glu else None
+        if m:
+            out[f"{m.group(1)}ls{m.group(3)}.gamma"] = value
+        elif g:
+            gate, val = np.split(value, 2, axis=0)
+            out[f"{g.group(1)}fc1_g.{g.group(2)}"], out[f"{g.group(1)}fc1_x.{g.group(2)}"] = gate, val
+        elif not re.search(r"\.attn\.([qkv]_proj\.(weight|bias)|[qv]_bias)$", key):
+            out[key] = value
+    for key in state:
+        m = re.fullmatch(r"(blocks\.\d+\.attn\.)q_proj\.weight", key)
+        if m:
+            t = m.group(1)
+            out[t + "qkv.weight"] = np.concatenate([state[t + f"{n}_proj.weight"] for n in "qkv"])
+        m = re.fullmatch(r"(blocks\.\d+\.attn\.)(q_proj\.bias|q_bias)", key)
+        if m:
+            t, sep = m.group(1), "_proj.bias" if m.group(2) == "q_proj.bias" else "_bias"
+            q, v = state[t + "q" + sep], state[t + "v" + sep]
+            out[t + "qkv.bias"] = np.concatenate([q, np.zeros_like(q), v])
+    return out
+
+
+def _per_head(value, groups, heads):
+    """Rows [a (all heads) | b (all heads) ...] -> columns [a_h | b_h ...] per head, as LiBai's (in, out)."""
+    if value.ndim == 1:
+        return value.reshape(groups, heads, -1).transpose(1, 0, 2).reshape(-1)
+    c = value.shape[1]
+    return value.reshape(groups, heads, -1, c).transpose(1, 0, 2, 3).reshape(-1, c).T
 
 
 def to_libai(state, model, path, mode="bicubic", antialias=True):
@@ -59,19 +112,20 @@ def to_libai(state, model, path, mode="bicubic", antialias=True):
     position and patch embeddings are resampled to the model's grid and patch size with `mode`.
     """
     heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
+    pool_heads = model.attn_pool.num_heads if getattr(model, "attn_pool", None) is not None else heads
     out, unused, resized = {}, [], []
-    for key, value in state.items():
+    packed_glu = bool(len(model.blocks)) and isinstance(model.blocks[0].mlp, SwiGLU)
+    for key, value in from_eva_layout(state, packed_glu).items():
         name = libai_name(key)
         if name is None or not isinstance(value, np.ndarray):
             unused.append(key)
             continue
         value = value.astype(np.float32)
-        if name.endswith("query_key_value.weight"):
-            c = value.shape[1]
-            value = value.reshape(3, heads, -1, c).transpose(1, 0, 2, 3).reshape(-1, c).T
-        elif name.endswith("query_key_value.bias"):
-            value = value.reshape(3, heads, -1).transpose(1, 0, 2).reshape(-1)
-        elif name.endswith(_LINEAR_WEIGHTS):
+        if name.endswith("query_key_value.weight") or name.endswith("query_key_value.bias"):
+            value = _per_head(value, 3, heads)
+        elif name.startswith("attn_pool.kv."):
+            value = _per_head(value, 2, pool_heads)
+        elif _TRANSPOSED.fullmatch(name):
             value = value.T
         elif name == "patch_embed.proj.weight":
             value = _patch_embed(value, model, mode, antialias, resized)
@@ -92,8 +146,10 @@ def _patch_embed(value, model, mode, antialias, resized):
 
 
 def _pos_embed(value, model, mode, antialias, resized, path):
+    if model.pos_embed is None:
+        return value  # reported as unused by the loader: the model has no place for it
     target = tuple(model.pos_embed.shape)
-    prefix = model.num_prefix_tokens
+    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     side = int(round(np.sqrt(value.shape[1] - prefix)))
     if value.shape[1] == target[1] and side * side == value.shape[1] - prefix and \
             tuple(model.patch_embed.grid_size) == (side, side):

@@ -19,7 +19,7 @@ for case in CASES:
     c = MANIFEST["cases"][case]
     if c["kwargs"]["num_heads"] % tp:
         continue
-    model = build(c["kwargs"])
+    model = build(case)
     load_pretrained(model, fixture(c["file"]))
     ours = output(model, ORACLE[c["input"]], c["output"])
     checked += 1

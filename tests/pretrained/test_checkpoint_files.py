@@ -8,8 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from timm_oracle import MANIFEST, ORACLE, TOL, build, fixture, output
+from timm_oracle import MANIFEST, ORACLE, TOL, fixture, output
 
+from libai_vit import VisionTransformer
 from libai_vit.pretrained import PretrainedError, load_pretrained, read
 
 TINY = MANIFEST["fixtures"]["tiny16"]["timm_kwargs"]
@@ -18,7 +19,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 def _fails(path, match, **kwargs):
     with pytest.raises(PretrainedError, match=match) as e:
-        load_pretrained(build({**TINY, **kwargs.pop("model", {})}), str(path), **kwargs)
+        load_pretrained(VisionTransformer(**{**TINY, **kwargs.pop("model", {})}).eval(), str(path), **kwargs)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -65,7 +66,7 @@ def test_wrong_width():
 
 def test_deeper_model_strict_and_not():
     _fails(fixture("tiny16.safetensors"), r"does not fit the model.*blocks\.2\.", model=dict(depth=3))
-    report = load_pretrained(build({**TINY, "depth": 3}), fixture("tiny16.safetensors"), strict=False)
+    report = load_pretrained(VisionTransformer(**{**TINY, "depth": 3}).eval(), fixture("tiny16.safetensors"), strict=False)
     assert all(n.startswith("blocks.2.") for n in report.missing) and len(report.missing) == 12
 
 
@@ -104,7 +105,7 @@ def test_convert_tool_output_loads_with_libai_checkpointer(tmp_path):
                            "--model", "vit_tiny_patch16_224", "--img-size", "64", "--num-classes", "10",
                            "--set", *over], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    model = build(case["kwargs"])
+    model = VisionTransformer(**case["kwargs"]).eval()
     Checkpointer(model).load(str(dst))
     ours = output(model, ORACLE[case["input"]], "logits")
     assert np.abs(ours - ORACLE["tiny16.npz@64/output"]).max() < TOL

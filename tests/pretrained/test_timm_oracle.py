@@ -10,13 +10,14 @@ from libai_vit.pretrained import load_pretrained
 @pytest.mark.parametrize("case", CASES)
 def test_outputs_match_timm(case):
     diff, _ = run_case(case, load_pretrained)
+    print(f"{case}: max |ours - timm| = {diff:.3g}")
     assert diff < TOL, f"{case}: max |ours - timm| = {diff:.3g}"
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "@" in c or "/p16" in c])
 def test_resampled_embeddings_match_timm(case):
     c = MANIFEST["cases"][case]
-    model = build(c["kwargs"])
+    model = build(case)
     load_pretrained(model, fixture(c["file"]))
     np.testing.assert_allclose(model.pos_embed.numpy(), ORACLE[f"{case}/pos_embed"], atol=1e-5, rtol=0)
     if f"{case}/patch_embed" in ORACLE:

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import oneflow as flow
 
-from libai_vit import VisionTransformer
+from libai_vit import create_model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "timm")
 TOL = 1e-4
@@ -20,9 +20,10 @@ def fixture(name):
     return os.path.join(FIXTURES, name)
 
 
-def build(kwargs):
-    """Our ViT with the timm kwargs of a case (the same names)."""
-    return VisionTransformer(**kwargs).eval()
+def build(case):
+    """Our model of a case: timm's name and kwargs, as a timm user writes them."""
+    c = MANIFEST["cases"][case]
+    return create_model(c["timm_name"], **c["kwargs"]).eval()
 
 
 def output(model, images, kind):
@@ -32,16 +33,14 @@ def output(model, images, kind):
         if kind == "logits":
             y = model(x)["prediction_scores"]
         else:
-            f = model.forward_features(x)
-            f = f[:, model.num_prefix_tokens:].mean(dim=1) if model.global_pool == "avg" else f[:, 0]
-            y = model.fc_norm(f)
+            y = model.forward_head(model.forward_features(x), pre_logits=True)
         return y.to_global(sbp=[flow.sbp.broadcast] * len(y.sbp)).to_local().numpy()
 
 
 def run_case(case, load):
     """max |ours - timm| for `case`, loading with `load(model, path)`; also returns the load's result."""
     c = MANIFEST["cases"][case]
-    model = build(c["kwargs"])
+    model = build(case)
     result = load(model, fixture(c["file"]))
     ours = output(model, ORACLE[c["input"]], c["output"])
     return float(np.abs(ours - ORACLE[f"{case}/output"]).max()), result

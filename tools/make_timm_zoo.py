@@ -1,0 +1,134 @@
+"""Write libai_vit/models/timm_zoo.json: every timm ViT / DeiT / DeiT III / DINOv2 / CLIP / SigLIP /
+EVA-02 model name whose architecture libai_vit builds, with its kwargs in libai_vit's terms.
+
+Regenerate with the timm venv of tools/make_timm_fixtures.py (the project venv has no timm):
+
+    .venv-timm/bin/python tools/make_timm_zoo.py
+
+timm's entry points are called with its model-building functions replaced by one that records the
+kwargs, so no model is built. A model is left out when one of its kwargs has no counterpart here
+(the list of those is printed, with the reason).
+"""
+import functools
+import inspect
+import json
+import os
+import sys
+
+import torch
+
+# see make_timm_fixtures.py: timm imports torchvision, whose CPU ops are missing from the registry build
+_TV_LIB = torch.library.Library("torchvision", "DEF")
+for _op in ("nms", "qnms"):
+    _TV_LIB.define(f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+import timm  # noqa: E402
+from timm.models import deit, eva, vision_transformer  # noqa: E402
+from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
+FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
+SAME = {  # kwargs with the same name and meaning here
+    "vit": {"img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
+            "mlp_ratio", "qkv_bias", "qk_norm", "init_values", "class_token", "reg_tokens", "no_embed_class",
+            "pre_norm", "fc_norm", "dynamic_img_size", "scale_attn_norm"},
+    "eva": {"img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
+            "mlp_ratio", "qkv_bias", "qk_norm", "init_values", "class_token", "num_reg_tokens", "no_embed_class",
+            "use_abs_pos_emb", "use_rot_pos_emb", "ref_feat_shape", "swiglu_mlp", "scale_mlp", "qkv_fused",
+            "use_pre_transformer_norm", "dynamic_img_size", "scale_attn_inner"},
+}
+IGNORED = {"weight_init"}  # initialisation of a model trained from scratch in timm only
+
+
+class Unsupported(Exception):
+    pass
+
+
+def _norm_eps(norm_layer):
+    if isinstance(norm_layer, functools.partial):
+        if "eps" in norm_layer.keywords:
+            return norm_layer.keywords["eps"]
+        norm_layer = norm_layer.func
+    if isinstance(norm_layer, type) and issubclass(norm_layer, torch.nn.LayerNorm):
+        return inspect.signature(norm_layer).parameters["eps"].default
+    raise Unsupported(f"norm_layer={norm_layer!r}")
+
+
+def _act(act_layer):
+    if isinstance(act_layer, str):
+        name = act_layer
+    else:
+        name = {torch.nn.GELU: "gelu", torch.nn.SiLU: "silu", torch.nn.ReLU: "relu"}.get(act_layer)
+        if name is None and getattr(act_layer, "__name__", "") == "QuickGELU":
+            name = "quick_gelu"
+    if name not in ("gelu", "quick_gelu", "gelu_tanh", "silu", "relu"):
+        raise Unsupported(f"act_layer={act_layer!r}")
+    return name
+
+
+def translate(arch, kwargs):
+    ours = {}
+    for key, value in kwargs.items():
+        if key in IGNORED:
+            continue
+        if key in SAME[arch]:
+            ours[key] = list(value) if isinstance(value, tuple) else value
+        elif key == "norm_layer":
+            ours["norm_eps"] = _norm_eps(value)
+        elif key == "act_layer":
+            ours["act_layer"] = _act(value)
+        else:
+            raise Unsupported(f"{key}={value!r}")
+    return ours
+
+
+def record(arch, store):
+    def create(variant, pretrained=False, **kwargs):
+        store[variant] = (arch, kwargs)
+    return create
+
+
+def main():
+    store, skipped = {}, {}
+    vision_transformer._create_vision_transformer = record("vit", store)
+    eva._create_eva = record("eva", store)
+
+    def create_deit(variant, pretrained=False, distilled=False, **kwargs):
+        if distilled:
+            skipped[variant] = "distilled (dist_token)"
+        else:
+            store[variant] = ("vit", kwargs)
+    deit._create_deit = create_deit
+    zoo = {}
+    for name in sorted(_model_entrypoints):
+        if not name.startswith(FAMILIES) or name.startswith(("vit_relpos", "vit_srelpos")):
+            continue
+        try:
+            _model_entrypoints[name](pretrained=False)
+        except Exception as e:  # an entry point of another class (hybrid, NaFlex...) fails on the stub
+            skipped[name] = f"{type(e).__name__}: {e}"
+            continue
+        if name not in store:
+            skipped.setdefault(name, "not built by VisionTransformer or Eva")
+            continue
+        arch, kwargs = store.pop(name)
+        try:
+            ours = translate(arch, kwargs)
+        except Unsupported as e:
+            skipped[name] = str(e)
+            continue
+        cfg = get_pretrained_cfg(name)
+        if "img_size" not in ours and cfg is not None:
+            ours["img_size"] = cfg.input_size[-1]
+        zoo[name] = dict(arch=arch, kwargs=ours)
+    with open(OUT, "w") as f:
+        json.dump(zoo, f, indent=0, sort_keys=True)
+        f.write("\n")
+    print(f"{len(zoo)} models written to {os.path.normpath(OUT)}; {len(skipped)} left out:")
+    for name, why in sorted(skipped.items()):
+        print(f"  {name}: {why}", file=sys.stderr)
+    print(f"timm {timm.__version__}")
+
+
+if __name__ == "__main__":
+    main()
