@@ -26,3 +26,30 @@ def test_layer_decay_and_lr_scaling():
     assert large.optim.lr == pytest.approx(1e-3 * large.train.global_batch_size / 256)
     base = load_config(CONFIGS[0])
     assert base.optim.params.layer_decay == 0.65 and base.model.global_pool == "avg"
+
+
+FAMILY_CONFIGS = {  # config: (timm name, pooling, what its normalisation mean starts with)
+    "eva02_base_patch14_448.py": ("eva02_base_patch14_448", "avg", 0.4814),
+    "vit_base_patch16_clip_224.py": ("vit_base_patch16_clip_224", "token", 0.4814),
+    "vit_base_patch16_siglip_224.py": ("vit_base_patch16_siglip_224", "map", 0.5),
+    "vit_base_patch14_reg4_dinov2.py": ("vit_base_patch14_reg4_dinov2", "token", 0.485),
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILY_CONFIGS))
+def test_family_config_builds_the_timm_architecture(name):
+    from libai_vit.models.zoo import model_kwargs
+
+    timm_name, pool, mean = FAMILY_CONFIGS[name]
+    small = ["model.depth=2", "model.embed_dim=64", "model.num_heads=4", "model.num_classes=3"]
+    cfg = load_config("projects/imagenet_finetune/configs/" + name, small)
+    for key, value in model_kwargs(timm_name).items():  # every architecture key as timm's
+        if key not in ("depth", "embed_dim", "num_heads", "num_classes", "img_size"):  # img_size: the recipe's own
+            assert cfg.model[key] == (list(value) if isinstance(value, tuple) else value), key
+    model = instantiate(cfg.model)
+    assert model.global_pool == pool and type(model).__name__ == ("Eva" if "eva" in name else "VisionTransformer")
+    for transform in (cfg.dataloader.train.dataset[0].transform, cfg.dataloader.test[0].dataset.transform):
+        normalize = [t for t in instantiate(transform).transforms if type(t).__name__ == "Normalize"]
+        assert normalize[0].mean[0] == pytest.approx(mean, abs=1e-3)
+    tf = instantiate(cfg.dataloader.test[0].dataset.transform)
+    assert tf.transforms[1].size == (cfg.model.img_size, cfg.model.img_size)
