@@ -1,10 +1,12 @@
-"""Convert a timm / DeiT / MAE (.safetensors, .pth, .bin) or official JAX (.npz) ViT checkpoint into
-this project's format: a LiBai checkpoint directory DST whose DST/model is the model's state dict
-(flow.save), loadable by LiBai's Checkpointer(model).load(DST) or
-model.load_state_dict(flow.load(DST + "/model", global_src_rank=0)).
+"""Convert a checkpoint any loader here reads (timm, the families' release formats, DeiT / MAE,
+official JAX .npz, or this project's checkpoint directory) into this project's format: a LiBai
+checkpoint directory DST whose DST/model is the model's state dict (flow.save), loadable by LiBai's
+Checkpointer(model).load(DST) or model.load_state_dict(flow.load(DST + "/model", global_src_rank=0));
+or, with --to-timm, into a timm .safetensors file DST that timm.create_model(NAME, pretrained=True,
+pretrained_cfg_overlay=dict(file=DST)) loads.
 
     .venv/bin/python tools/convert_checkpoint.py SRC DST --model vit_base_patch16_224 \
-        [--num-classes N] [--img-size S] [--set embed_dim=48 depth=2 ...] [--trust]
+        [--num-classes N] [--img-size S] [--set embed_dim=48 depth=2 ...] [--trust] [--to-timm]
 
 --img-size resamples the position embedding, --num-classes drops a head of another size (the new
 one keeps the model's initialisation); --set overrides any other model kwarg (values in JSON).
@@ -19,8 +21,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import oneflow as flow  # noqa: E402
 
-from libai_vit.pretrained import PretrainedError, load_pretrained  # noqa: E402
 from libai_vit.models.zoo import create_model  # noqa: E402
+from libai_vit.pretrained import PretrainedError, load_pretrained  # noqa: E402
+from libai_vit.pretrained.timm_format import from_libai  # noqa: E402
 
 
 def parse_set(items):
@@ -45,6 +48,7 @@ def main(argv=None):
     p.add_argument("--img-size", type=int)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other model kwargs")
     p.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in SRC")
+    p.add_argument("--to-timm", action="store_true", help="write DST as a timm .safetensors file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -56,6 +60,14 @@ def main(argv=None):
     model = create_model(args.model, **kwargs)
     try:
         load_pretrained(model, args.src, trust=args.trust)
+        if args.to_timm:
+            from safetensors.numpy import save_file
+
+            state = {k: v.to_global(sbp=[flow.sbp.broadcast] * len(v.sbp)).to_local().numpy()
+                     for k, v in model.state_dict().items()}
+            save_file(from_libai(state, model), args.dst)
+            print(f"saved {args.dst}")
+            return
     except PretrainedError as e:
         raise SystemExit(f"error: {e}")
     os.makedirs(args.dst, exist_ok=True)

@@ -135,6 +135,40 @@ def to_libai(state, model, path, mode="bicubic", antialias=True):
     return out, unused, resized
 
 
+def _per_head_inverse(value, groups, heads):
+    """LiBai's (in, out) columns [a_h | b_h ...] per head -> timm's rows [a (all heads) | b ...]."""
+    if value.ndim == 1:
+        return value.reshape(heads, groups, -1).transpose(1, 0, 2).reshape(-1)
+    c = value.shape[0]
+    return value.T.reshape(heads, groups, -1, c).transpose(1, 0, 2, 3).reshape(-1, c)
+
+
+def from_libai(arrays, model):
+    """This ViT's {name: array} -> timm's VisionTransformer names and layouts (the inverse of
+    `to_libai`), e.g. to hand a model trained here to timm."""
+    if len(model.blocks) and isinstance(model.blocks[0].mlp, SwiGLU):
+        raise PretrainedError("export to timm's layout covers timm's VisionTransformer (ViT, DeiT III, DINOv2, "
+                              "CLIP, SigLIP); EVA-02's SwiGLU/RoPE models are not exported")
+    names = {**{v: k for k, v in _TOP.items()}}
+    heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
+    out = {}
+    for name, value in arrays.items():
+        m = re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)", name)
+        if m:
+            sub = next(k for k, v in _BLOCK.items() if v == m.group(2) and k != "mlp.fc1_x")
+            key = f"blocks.{m.group(1)}.{sub}.{m.group(3)}"
+        else:
+            key = names[name]
+        if name.endswith(("query_key_value.weight", "query_key_value.bias")):
+            value = _per_head_inverse(value, 3, heads)
+        elif name.startswith("attn_pool.kv."):
+            value = _per_head_inverse(value, 2, model.attn_pool.num_heads)
+        elif _TRANSPOSED.fullmatch(name):
+            value = value.T
+        out[key] = np.ascontiguousarray(value)
+    return out
+
+
 def _patch_embed(value, model, mode, antialias, resized):
     target = tuple(model.patch_embed.proj.weight.shape)
     if value.ndim != 4:  # timm's earliest ViTs patchified by hand into a Linear

@@ -76,3 +76,19 @@ def test_report_deit_and_resampling():
     assert _report("tiny16.npz@64").resized == ["pos_embed (3, 3) grid -> (4, 4) (bilinear)"]
     assert _report("tiny16.safetensors@32").resized == ["pos_embed (3, 3) grid -> (2, 2) (bicubic)"]
     assert _report("p14.safetensors/p16").resized[0].startswith("patch_embed.proj.weight (48, 3, 14, 14) ->")
+
+
+@pytest.mark.parametrize("name", ["tiny16", "deit3", "dinov2_reg4", "clip", "siglip", "qk_norm"])
+def test_export_to_timm_gives_back_timms_file(name):
+    from safetensors.numpy import load_file
+
+    from libai_vit.pretrained.timm_format import from_libai
+
+    fx = MANIFEST["fixtures"][name]
+    model = create_model(fx["timm_name"], **fx["timm_kwargs"])
+    load_pretrained(model, fixture(fx["files"]["safetensors"]))
+    ours = from_libai({k: v.numpy() for k, v in model.state_dict().items()}, model)
+    theirs = load_file(fixture(fx["files"]["safetensors"]))
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_array_equal(ours[key], value, err_msg=key)

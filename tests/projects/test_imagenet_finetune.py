@@ -1,8 +1,9 @@
 """The fine-tuning project end to end on real images (scikit-learn's digits as an ImageFolder), through
 the project's configs and tools/train.sh as a user runs them:
 
-1. pretrain a tiny ViT on digits 0-4 at 16 px (demo_digits_pretrain.py);
-2. fine-tune it on all 10 digits at 24 px with model.pretrained=<its checkpoint> (new head, resampled
+1. pretrain a tiny DINOv2-style ViT (4 registers, LayerScale, no_embed_class) on digits 0-4 at 16 px
+   (demo_digits_pretrain.py) and export it in timm's format (tools/convert_checkpoint.py --to-timm);
+2. fine-tune it on all 10 digits at 24 px with model.pretrained=<the timm file> (new head, resampled
    position embedding, layer decay, mixup/cutmix) and, in the same budget, from scratch: the
    fine-tuned top-1 must be far above chance and above the scratch run;
 3. evaluate the fine-tuned checkpoint with DP=1 and DP=2 (same top-1), predict with tools/predict.py;
@@ -24,12 +25,14 @@ pytestmark = pytest.mark.slow
 PRE = "projects/imagenet_finetune/configs/demo_digits_pretrain.py"
 FT = "projects/imagenet_finetune/configs/demo_digits_finetune.py"
 STEPS = 100
+# the family exercised end to end: DINOv2 with registers, as timm's vit_*_patch14_reg4_dinov2
+FAMILY = ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.1")
 
 
 def _train(config, out, root, *overrides, nproc=1, extra=()):
     # flags (--resume, --eval-only) go before the key=value overrides, which take the rest of the line
     return launch([os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, config), *extra,
-                   f"train.output_dir={out}", f"dataloader.root={root}", *overrides], nproc)
+                   f"train.output_dir={out}", f"dataloader.root={root}", *FAMILY, *overrides], nproc)
 
 
 def _acc(text):
@@ -51,7 +54,14 @@ def runs(digits_root, tmp_path_factory):
              f"train.checkpointer.period={STEPS}")
     pre, ft, scratch = (str(base / n) for n in ("pre", "ft", "scratch"))
     _train(PRE, pre, digits_root, *short)
-    _train(FT, ft, digits_root, *short, f"model.pretrained={pre}/model_final")
+    timm_file = str(base / "pre_timm.safetensors")
+    size = ["img_size=16", "patch_size=4", "embed_dim=64", "depth=4", "num_heads=4", "mlp_ratio=2.0",
+            "num_classes=5", "init_values=0.1"]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), f"{pre}/model_final",
+                           timm_file, "--model", "vit_small_patch14_reg4_dinov2", "--to-timm", "--set", *size],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _train(FT, ft, digits_root, *short, f"model.pretrained={timm_file}")
     _train(FT, scratch, digits_root, *short, "model.pretrained=null")
     return dict(root=digits_root, pre=pre, ft=ft, scratch=scratch, base=base)
 
