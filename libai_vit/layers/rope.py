@@ -7,7 +7,9 @@ onto `ref_feat_shape` (the pre-training grid) when the model runs at another siz
 
 The sin/cos tables depend on the grid only, so they are built on the host (float32, as timm does)
 and cached per grid. Prefix tokens (class, registers) are not rotated: their rows are cos 1, sin 0,
-so the rotation applies to the whole sequence at once, on whatever ranks hold the heads.
+so the rotation applies to the whole sequence at once, on whatever ranks hold the heads. The pair
+swap is a product with a constant signed permutation matrix: OneFlow 0.9's nn.Graph mis-infers the
+split of a stacked pair view under tensor parallelism (a physical shape mismatch at compile time).
 """
 import functools
 
@@ -35,15 +37,18 @@ def rope_tables(grid, head_dim, ref_feat_shape=None, temperature=10000.0, num_pr
     return sin, cos
 
 
-def rotate_pairs(x):
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) along the last dim."""
-    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
-    return flow.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).reshape(*x.shape)
+@functools.lru_cache(maxsize=8)
+def pair_swap_matrix(head_dim):
+    """R with x @ R = (-x1, x0, -x3, x2, ...) for x = (x0, x1, x2, x3, ...)."""
+    r = np.zeros((head_dim, head_dim), np.float32)
+    r[np.arange(1, head_dim, 2), np.arange(0, head_dim, 2)] = -1.0
+    r[np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)] = 1.0
+    return r
 
 
-def apply_rope(x, sin, cos):
+def apply_rope(x, sin, cos, swap):
     """Rotate (batch, heads, seq, head_dim) `x` by the (seq, head_dim) tables."""
-    return x * cos + rotate_pairs(x) * sin
+    return x * cos + flow.matmul(x, swap) * sin
 
 
 class RotaryEmbedding2D:
@@ -56,10 +61,10 @@ class RotaryEmbedding2D:
         self.num_prefix_tokens = num_prefix_tokens
 
     def __call__(self, grid, like):
-        sin, cos = rope_tables(tuple(grid), self.head_dim, self.ref_feat_shape, self.temperature,
-                               self.num_prefix_tokens)
+        tables = rope_tables(tuple(grid), self.head_dim, self.ref_feat_shape, self.temperature,
+                             self.num_prefix_tokens) + (pair_swap_matrix(self.head_dim),)
         if like.is_global:
             place = dict(placement=like.placement, sbp=[flow.sbp.broadcast] * len(like.sbp))
         else:
             place = dict(device=like.device)
-        return flow.tensor(sin, **place), flow.tensor(cos, **place)
+        return tuple(flow.tensor(t, **place) for t in tables)

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 def layer_id(name, depth):
     """0 for the embeddings, i + 1 for block i, depth + 1 for the final norm and the head."""
-    if name.startswith(("patch_embed.", "cls_token", "pos_embed")):
+    if name.startswith(("patch_embed.", "cls_token", "reg_token", "pos_embed", "norm_pre.")):  # timm's stem
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1

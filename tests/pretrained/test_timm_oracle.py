@@ -4,7 +4,7 @@ import pytest
 from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output, run_case
 
 from libai_vit import create_model
-from libai_vit.pretrained import load_pretrained
+from libai_vit.pretrained import PretrainedError, load_pretrained
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -92,3 +92,22 @@ def test_export_to_timm_gives_back_timms_file(name):
     assert sorted(ours) == sorted(theirs)
     for key, value in theirs.items():
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
+
+
+def test_report_release_formats():
+    r = _report("dinov2_reg4.release")  # no head in the release; mask_token dropped as timm does
+    assert r.format == "torch, DINOv2 format" and sorted(r.missing) == ["head.bias", "head.weight"]
+    assert r.unexpected == [] and r.resized == []
+    r = _report("clip.release/nc7")  # the image projection is CLIP's head: replaced for 7 classes
+    assert r.format == "torch, OpenAI/OpenCLIP CLIP format"
+    assert sorted(r.dropped) == ["head.bias", "head.weight"] and r.unexpected == []
+    assert _report("siglip.release").format == "torch, OpenCLIP (timm trunk) format"
+    assert _report("dinov2.release@42/nc7").resized == ["pos_embed (4, 4) grid -> (6, 6) (bicubic)"]
+
+
+def test_eva_checkpoint_into_a_plain_vit_is_refused_by_name():
+    c = MANIFEST["cases"]["eva02_b.safetensors"]
+    model = create_model("vit_small_patch16_224", **{k: c["kwargs"][k] for k in
+                                                   ("img_size", "patch_size", "embed_dim", "depth", "num_heads")})
+    with pytest.raises(PretrainedError, match="has shape .* the model expects"):
+        load_pretrained(model, fixture(c["file"]))
