@@ -10,6 +10,9 @@ from libai.layers import Linear
 from libai.layers import MLP as LiBaiMLP
 from oneflow import nn
 
+from libai.utils import distributed as dist
+
+from libai_vit import parallel
 from libai_vit.layers.norm import LayerNorm
 
 
@@ -65,9 +68,16 @@ class SwiGLU(nn.Module):
                                          layer_idx=layer_idx)
         self.dense_h_to_4h = Linear(hidden_size, ffn_hidden_size, parallel="col", init_method=no_init,
                                     layer_idx=layer_idx)
-        # normalises over hidden units that tensor parallelism splits: OneFlow reduces the row
-        # statistics across the ranks (the parameters are broadcast like every LayerNorm's)
+        # normalises over the hidden units that tensor parallelism splits (OneFlow reduces the row
+        # statistics across ranks); its scale and shift are split like those units, as a column-
+        # parallel bias is: broadcast, OneFlow 0.9's nn.Graph aborts at TP=2 ("Check failed:
+        # separated_header_mem_ptr() == nullptr" in its CommNet, measured)
         self.norm = LayerNorm(ffn_hidden_size, eps=norm_eps, layer_idx=layer_idx) if norm else nn.Identity()
+        if norm:
+            split = dict(placement=parallel.placement(layer_idx),
+                         sbp=dist.get_nd_sbp([flow.sbp.broadcast, flow.sbp.split(0)]))
+            self.norm.weight = nn.Parameter(flow.ones(ffn_hidden_size, **split))
+            self.norm.bias = nn.Parameter(flow.zeros(ffn_hidden_size, **split))
         self.dense_4h_to_h = Linear(ffn_hidden_size, hidden_size, parallel="row", init_method=no_init,
                                     layer_idx=layer_idx)
         self.dropout = nn.Dropout(output_dropout_prob)
