@@ -64,6 +64,43 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
     assert diff < 1e-4
 
 
+# the families' new pieces, each on the demo's small ViT: registers + LayerScale + no_embed_class
+# (DINOv2 with registers), no class token + attention pooling (SigLIP), RoPE + SwiGLU with its norm +
+# the attention's sub-LN + average pooling (EVA-02)
+FAMILIES = {
+    "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
+    "siglip": ("model.class_token=False", "model.global_pool=map"),
+    "eva02": ("model.use_rot_pos_emb=True", "model.ref_feat_shape=[4,4]", "model.mlp_layer=swiglu",
+              "model.scale_mlp_norm=True", "model.scale_attn_norm=True", "model.global_pool=avg"),
+}
+FAMILY_LAYOUTS = {"tp2": (1, 2, 1, 16, 1), "dp2_tp2_pp2": (2, 2, 2, 4, 2)}
+
+
+@pytest.fixture(scope="module")
+def family_reference(digits_root, tmp_path_factory):
+    cache = {}
+
+    def losses(family):
+        if family not in cache:
+            out = tmp_path_factory.mktemp(f"ref_{family}")
+            cache[family] = train_losses(out, CONFIG, 1, _overrides(digits_root, 1, 1, 1, GLOBAL_BATCH, 1,
+                                                                   extra=FAMILIES[family]))
+        return cache[family]
+    return losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", list(FAMILY_LAYOUTS))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_layout_matches_single_process(family, layout, family_reference, digits_root, tmp_path):
+    dp, tp, pp, micro, acc = FAMILY_LAYOUTS[layout]
+    losses = train_losses(tmp_path, CONFIG, dp * tp * pp,
+                          _overrides(digits_root, dp, tp, pp, micro, acc, extra=FAMILIES[family]))
+    diff = _max_rel_diff(losses, family_reference(family))
+    print(f"parity {family} {layout}: max relative loss difference {diff:.2e}")
+    assert diff < 1e-4
+
+
 @pytest.mark.slow
 def test_dropout_and_drop_path_train_and_stay_finite(digits_root, tmp_path):
     steps = 80
