@@ -18,6 +18,10 @@
    boundary) or resumed has another name, so `load_state_dict` parked the old values under the old
    names and the scale restarted at 2^30 (fp16 then skips steps after every checkpoint). Renamed to
    the loading graph's name.
+8. `train.zero_optimization.enabled=True` crashed every rank at graph build: LiBai's GraphBase calls
+   `config.set_zero_redundancy_optimizer_mode("distributed_split")`, which OneFlow 0.9 turned into a
+   RuntimeError in favour of `enable_zero`. It now calls `enable_zero(True, stage=1)` (the optimizer
+   states split over DP ranks); LiBai itself then adds stage 2's and 3's NCCL settings.
 """
 import oneflow as flow
 
@@ -36,6 +40,7 @@ def apply():
     _graph_proxy_origin_config()
     _data_parallel_rank()
     _loss_scale_follows_graph()
+    _zero_redundancy_optimizer()
 
 
 def _cpu_layer_norm():
@@ -140,3 +145,14 @@ def _loss_scale_follows_graph():
         return original(self, renamed, strict)
 
     nn.Graph.load_state_dict = load_state_dict
+
+
+def _zero_redundancy_optimizer():
+    from oneflow.nn.graph.graph_config import GraphConfig
+
+    def set_zero_redundancy_optimizer_mode(self, mode="distributed_split"):
+        if mode != "distributed_split":
+            raise ValueError(f"ZeRO mode {mode!r}: OneFlow 0.9 has only 'distributed_split'")
+        self.enable_zero(True, stage=1)
+
+    GraphConfig.set_zero_redundancy_optimizer_mode = set_zero_redundancy_optimizer_mode

@@ -7,6 +7,7 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
 - FLOPs: every Linear costs 2·m·n·k forward, attention 2·2·s²·h per layer; training = 3x forward.
 - Parameters / gradients / AdamW state: 4 + 4 + 8 bytes per parameter on each rank holding it;
   TP splits the Linears (not LayerNorms, row-parallel biases, embeddings), PP splits the blocks.
+  ZeRO (`zero_stage`) splits the AdamW state over the DP ranks (stage 1), and the gradients (stage 2).
 - Activations saved for backward per layer and micro-batch, in elements (Korthikanti et al.'s form):
   s·b·h·(c_r + c_s/t) + 2·a·s²·b/t, with c_r / c_s the s·b·h tensors TP replicates / splits in this
   implementation; nn.Graph on CPU holds GRAPH_ACT_FACTOR times more (no buffer reuse).
@@ -136,12 +137,20 @@ def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro:
     return worst * BYTES * (GRAPH_ACT_FACTOR if graph else 1.0)
 
 
+def optimizer_state_bytes(m: ViTShape, dp: int, tp: int, pp: int, zero_stage: int = 0) -> float:
+    """AdamW's exp_avg and exp_avg_sq on the worst rank; ZeRO splits them over the DP ranks."""
+    return max(parameter_counts(m, tp, pp)) * 2 * BYTES / (dp if zero_stage >= 1 else 1)
+
+
 def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: int,
-         core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True) -> Plan:
+         core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True,
+         zero_stage: int = 0) -> Plan:
     """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager."""
     params = parameter_counts(m, tp, pp)
-    # weights, grads, AdamW exp_avg and exp_avg_sq; plus the runtime's own
-    param_bytes = max(params) * BYTES * 4 + RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"]
+    # weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq; the runtime's own
+    grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
+    param_bytes = (max(params) * BYTES + grads + optimizer_state_bytes(m, dp, tp, pp, zero_stage)
+                   + RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"])
     act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1)
     s, h, b = m.tokens, m.embed_dim, micro_batch
     sbh = s * b * h * BYTES
@@ -172,7 +181,7 @@ def _divisors(n):
 
 def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int,
                     micro_batches: Optional[List[int]] = None, core_gflops: float = DEFAULT_CORE_GFLOPS,
-                    link_gbs: float = DEFAULT_LINK_GBS) -> Dict[str, List[Plan]]:
+                    link_gbs: float = DEFAULT_LINK_GBS, zero_stage: int = 0) -> Dict[str, List[Plan]]:
     """Every DP x TP x PP = world (and micro-batch) that the model allows, split into those that fit
     `mem_bytes` per rank and those that do not; the fitting ones fastest first."""
     fits, too_big = [], []
@@ -186,7 +195,8 @@ def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int
             for mb in micro_batches or [1, 2, 4, 8, 16, 32, 64]:
                 if global_batch % (mb * dp):
                     continue
-                p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs)
+                p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs,
+                         zero_stage=zero_stage)
                 (fits if p.mem_bytes <= mem_bytes else too_big).append(p)
     fits.sort(key=lambda p: (p.step_s, p.mem_bytes))
     too_big.sort(key=lambda p: p.mem_bytes)
