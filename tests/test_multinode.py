@@ -5,6 +5,7 @@ network namespace (unshare: a user + network namespace, nothing outside it chang
 also carries 127.0.0.2: node 0 reaches the master at 127.0.0.1, node 1 at 127.0.0.2, as two machines
 would reach node 0 from their own addresses.
 """
+import json
 import os
 import signal
 import subprocess
@@ -54,8 +55,6 @@ def _two_nodes(out, digits_root, node1_addr, timeout=600):
 
 
 def _losses(metrics):
-    import json
-
     with open(metrics) as f:
         return [json.loads(line)["total_loss"] for line in f if "total_loss" in line]
 
