@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, train_losses
+from conftest import ROOT, free_port, train_losses
 
 CONFIG = "configs/demo_digits_3d.py"
 STEPS = 3
@@ -80,3 +80,19 @@ def test_nodes_that_oneflow_cannot_tell_apart_fail_with_one_line(digits_root, tm
     assert len(errors) == 1 and "OneFlow sees 1 node(s) for 4 ranks but the launch asked for NODE=2" in errors[0], log[-3000:]
     assert "Traceback" not in log
     print(f"refused in {seconds:.0f} s: {errors[0]}")
+
+
+@pytest.mark.slow
+def test_a_node_that_never_starts_ends_the_run_with_one_line(digits_root, tmp_path):
+    """Node 1 is never started: OneFlow's start-up would wait forever; the ranks give up after
+    LIBAI_VIT_JOIN_TIMEOUT seconds with one line."""
+    env = dict(os.environ, NODE="2", NODE_RANK="0", ADDR="127.0.0.1", PORT=str(free_port()), LIBAI_VIT_JOIN_TIMEOUT="20")
+    start = time.monotonic()
+    proc = subprocess.run(["bash", "tools/train.sh", "tools/train_net.py", CONFIG, "2",
+                           f"train.output_dir={tmp_path}", *_overrides(digits_root)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and errors == ["error: not all 4 ranks joined within 20 s: start every node with "
+                                               "the same NODE, ADDR and PORT and its own NODE_RANK"], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Check failed" not in proc.stderr
+    print(f"gave up in {time.monotonic() - start:.0f} s")
