@@ -112,6 +112,8 @@ def check_nodes(environ=os.environ):
     master at 127.0.0.1 look like one node of 4 although each has LOCAL_RANK 0, 1: ranks 0 and 2 both
     claim (node 0, device 0), collectives cross and the run spins forever (measured)."""
     world, nodes = flow.env.get_world_size(), flow.env.get_node_size()
+    if world == 1:
+        return
     wanted = int(environ.get("NODE", nodes))
     per_node = world // nodes
     local = int(environ.get("LOCAL_RANK", flow.env.get_rank() % per_node))
