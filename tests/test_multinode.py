@@ -50,6 +50,9 @@ def _two_nodes(out, digits_root, node1_addr, timeout=600):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
+    missing = [r for r in (0, 1) if not (out / f"node{r}.rc").exists()]
+    assert not missing, (f"no node ran ({' '.join(NETNS[:4])} + ip exited {proc.returncode}): this test needs "
+                         f"unprivileged user and network namespaces and iproute2")
     rcs = [int((out / f"node{r}.rc").read_text()) for r in (0, 1)]
     return time.monotonic() - start, rcs
 
