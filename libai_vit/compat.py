@@ -13,6 +13,15 @@
    as properties over `to(nn.Module)` / `to(GraphModule)`.
 6. (silent) `dist.get_data_parallel_rank()` is `rank // (TP*PP)`, wrong when DP > 1 and PP > 1: first
    and last stages read different samples and the model learns nothing. Replaced by the layout's rule.
+7. (silent) AMP's dynamic loss scale and its good-step counter are graph variables named after the
+   graph (`System-Train-DynamicLossScale-<graph name>-LossScale`): a train graph rebuilt (checkpoint
+   boundary) or resumed has another name, so `load_state_dict` parked the old values under the old
+   names and the scale restarted at 2^30 (fp16 then skips steps after every checkpoint). Renamed to
+   the loading graph's name.
+8. `train.zero_optimization.enabled=True` crashed every rank at graph build: LiBai's GraphBase calls
+   `config.set_zero_redundancy_optimizer_mode("distributed_split")`, which OneFlow 0.9 turned into a
+   RuntimeError in favour of `enable_zero`. It now calls `enable_zero(True, stage=1)` (the optimizer
+   states split over DP ranks); LiBai itself then adds stage 2's and 3's NCCL settings.
 """
 import oneflow as flow
 
@@ -30,6 +39,8 @@ def apply():
     _device_aware_pad_batch()
     _graph_proxy_origin_config()
     _data_parallel_rank()
+    _loss_scale_follows_graph()
+    _zero_redundancy_optimizer()
 
 
 def _cpu_layer_norm():
@@ -110,3 +121,38 @@ def _data_parallel_rank():
     from libai_vit import parallel
 
     dist.get_data_parallel_rank = parallel.data_parallel_rank
+
+
+LOSS_SCALE_PREFIX = "System-Train-DynamicLossScale-"
+LOSS_SCALE_STATES = ("-LossScale", "-GoodStepCounter")
+
+
+def loss_scale_key(graph_name, state="-LossScale"):
+    return LOSS_SCALE_PREFIX + graph_name + state
+
+
+def _loss_scale_follows_graph():
+    from oneflow import nn
+
+    original = nn.Graph.load_state_dict
+
+    def load_state_dict(self, state_dict, strict=True):
+        renamed = {}
+        for key, value in state_dict.items():
+            if isinstance(key, str) and key.startswith(LOSS_SCALE_PREFIX):
+                key = next((loss_scale_key(self.name, end) for end in LOSS_SCALE_STATES if key.endswith(end)), key)
+            renamed[key] = value
+        return original(self, renamed, strict)
+
+    nn.Graph.load_state_dict = load_state_dict
+
+
+def _zero_redundancy_optimizer():
+    from oneflow.nn.graph.graph_config import GraphConfig
+
+    def set_zero_redundancy_optimizer_mode(self, mode="distributed_split"):
+        if mode != "distributed_split":
+            raise ValueError(f"ZeRO mode {mode!r}: OneFlow 0.9 has only 'distributed_split'")
+        self.enable_zero(True, stage=1)
+
+    GraphConfig.set_zero_redundancy_optimizer_mode = set_zero_redundancy_optimizer_mode

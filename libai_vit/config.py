@@ -122,7 +122,26 @@ def validate_values(cfg):
     if _get(cfg, "train.nonfinite_loss") == "skip" and _get(cfg, "graph.enabled", True):
         raise ConfigError("train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
                           "applies the update inside the step; use 'stop' and --resume instead")
+    check_cuda_only_features(cfg)
     weights = _get(cfg, "train.load_weight", "")
     if weights and not os.path.isdir(weights):
         raise ConfigError(f"train.load_weight={weights!r} is not a checkpoint directory "
                           f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})")
+
+
+def check_cuda_only_features(cfg, cuda_available=None):
+    """AMP and ZeRO need CUDA in OneFlow 0.9 (measured on CPU): AMP's graph pass leaves a CPU graph in
+    fp32 (the same losses; there are no fp16 CPU matmul/softmax kernels), and a ZeRO step aborts in the
+    CPU transport (register.cpp "separated_header_mem_ptr() == nullptr")."""
+    if cuda_available is None:
+        import oneflow as flow
+
+        cuda_available = flow.cuda.is_available()
+    if cuda_available:
+        return
+    if _get(cfg, "train.amp.enabled", False):
+        raise ConfigError("train.amp.enabled=True needs CUDA GPUs (OneFlow 0.9 runs no fp16 on CPU): "
+                          "set train.amp.enabled=False on CPU")
+    if _get(cfg, "train.zero_optimization.enabled", False):
+        raise ConfigError("train.zero_optimization.enabled=True needs CUDA GPUs (OneFlow 0.9's CPU "
+                          "transport aborts on ZeRO's split optimizer state): set it to False on CPU")

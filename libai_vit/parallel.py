@@ -7,6 +7,7 @@ functions below answer "which placement / SBP / stage" for the model, the data a
 Rank order (LiBai's): ranks are cut into PP contiguous stages; inside a stage the ranks form a
 (DP, TP) mesh, TP fastest. With DP=TP=PP=2: stage 0 = [[0, 1], [2, 3]], stage 1 = [[4, 5], [6, 7]].
 """
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -103,8 +104,29 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
                           f"set graph.enabled=True")
 
 
+def check_nodes(environ=os.environ):
+    """Every rank sits where OneFlow thinks it does, or a one-line LayoutError (instead of a hang).
+
+    OneFlow 0.9 counts a node per distinct address its ranks reach the master from, then maps rank r
+    to node r // (world / nodes) and device LOCAL_RANK. Two launches on one host that both reach the
+    master at 127.0.0.1 look like one node of 4 although each has LOCAL_RANK 0, 1: ranks 0 and 2 both
+    claim (node 0, device 0), collectives cross and the run spins forever (measured)."""
+    world, nodes = flow.env.get_world_size(), flow.env.get_node_size()
+    if world == 1:
+        return
+    wanted = int(environ.get("NODE", nodes))
+    per_node = world // nodes
+    local = int(environ.get("LOCAL_RANK", flow.env.get_rank() % per_node))
+    if nodes != wanted or flow.env.get_rank() % per_node != local:
+        raise LayoutError(
+            f"OneFlow sees {nodes} node(s) for {world} ranks but the launch asked for NODE={wanted} "
+            f"(this rank: LOCAL_RANK={local}): each node must reach the master from its own address "
+            f"(on one machine: ADDR=127.0.0.1 for node 0, ADDR=127.0.0.2 for node 1)")
+
+
 def setup(dist_cfg, depth: int):
     """Set up LiBai's dist state for `depth` blocks, honouring `pipeline_stage_layers` if given."""
+    check_nodes()
     pp = int(dist_cfg.pipeline_parallel_size)
     split = dist_cfg.get("pipeline_stage_layers", None) if isinstance(dist_cfg, DictConfig) else None
     # LiBai 0.1.1 only splits evenly and asserts depth % PP == 0: let it build the stage meshes for

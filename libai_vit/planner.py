@@ -7,6 +7,7 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
 - FLOPs: every Linear costs 2·m·n·k forward, attention 2·2·s²·h per layer; training = 3x forward.
 - Parameters / gradients / AdamW state: 4 + 4 + 8 bytes per parameter on each rank holding it;
   TP splits the Linears (not LayerNorms, row-parallel biases, embeddings), PP splits the blocks.
+  ZeRO (`zero_stage`) splits the AdamW state over the DP ranks (stage 1), and the gradients (stage 2).
 - Activations saved for backward per layer and micro-batch, in elements (Korthikanti et al.'s form):
   s·b·h·(c_r + c_s/t) + 2·a·s²·b/t, with c_r / c_s the s·b·h tensors TP replicates / splits in this
   implementation; nn.Graph on CPU holds GRAPH_ACT_FACTOR times more (no buffer reuse).
@@ -38,6 +39,23 @@ DEFAULT_CORE_GFLOPS = 40.0
 LAYER_OVERHEAD_S = 5e-3
 # Bytes/s between processes on one host (shared-memory transport), for the communication estimate.
 DEFAULT_LINK_GBS = 2.0
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the estimate assumes of a rank's device; only "cpu" is measured (the constants above)."""
+    act_factor: float  # nn.Graph's activation memory over eager's
+    overhead_bytes: float  # the runtime's own memory per rank
+    gflops: float  # sustained fp32 GFLOP/s
+    link_gbs: float  # GB/s between ranks
+
+
+DEVICES = {
+    "cpu": Device(GRAPH_ACT_FACTOR, RUNTIME_OVERHEAD["graph"], DEFAULT_CORE_GFLOPS, DEFAULT_LINK_GBS),
+    # NOT measured (no GPU runs OneFlow 0.9 here): nn.Graph on CUDA reuses activation buffers (factor 1),
+    # ~1 GiB of CUDA context and cuBLAS workspace, half of the 19.5 TFLOP/s fp32 peak, NVLink 300 GB/s.
+    "a100-80gb": Device(1.0, 2 ** 30, 9750.0, 300.0),
+}
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,8 @@ class Plan:
         return self.global_batch / self.step_s
 
 
-def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro: int, graph=True) -> float:
+def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro: int, graph=True,
+                     graph_act_factor: float = GRAPH_ACT_FACTOR) -> float:
     """Worst rank's activations: stage 0 keeps min(PP, M) micro-batches of its layers (1F1B)."""
     s, h, a, b = m.tokens, m.embed_dim, m.num_heads, micro_batch
     per_layer = s * b * h * (ACT_SBH_REPLICATED + ACT_SBH_SPLIT / tp) + 2 * a * s * s * b / tp
@@ -133,16 +152,26 @@ def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro:
         layers = base + (1 if p >= pp - extra else 0)
         in_flight = min(pp - p, num_micro) if pp > 1 else 1
         worst = max(worst, in_flight * layers * per_layer)
-    return worst * BYTES * (GRAPH_ACT_FACTOR if graph else 1.0)
+    return worst * BYTES * (graph_act_factor if graph else 1.0)
+
+
+def optimizer_state_bytes(m: ViTShape, dp: int, tp: int, pp: int, zero_stage: int = 0) -> float:
+    """AdamW's exp_avg and exp_avg_sq on the worst rank; ZeRO splits them over the DP ranks."""
+    return max(parameter_counts(m, tp, pp)) * 2 * BYTES / (dp if zero_stage >= 1 else 1)
 
 
 def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: int,
-         core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True) -> Plan:
-    """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager."""
+         core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True,
+         zero_stage: int = 0, device: str = "cpu") -> Plan:
+    """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager. `device`: a
+    key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`)."""
+    dev = DEVICES[device]
     params = parameter_counts(m, tp, pp)
-    # weights, grads, AdamW exp_avg and exp_avg_sq; plus the runtime's own
-    param_bytes = max(params) * BYTES * 4 + RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"]
-    act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1)
+    # weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq; the runtime's own
+    grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
+    overhead = RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"] if device == "cpu" else dev.overhead_bytes
+    param_bytes = max(params) * BYTES + grads + optimizer_state_bytes(m, dp, tp, pp, zero_stage) + overhead
+    act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor)
     s, h, b = m.tokens, m.embed_dim, micro_batch
     sbh = s * b * h * BYTES
     layers_per_stage = -(-m.depth // pp)
@@ -172,7 +201,8 @@ def _divisors(n):
 
 def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int,
                     micro_batches: Optional[List[int]] = None, core_gflops: float = DEFAULT_CORE_GFLOPS,
-                    link_gbs: float = DEFAULT_LINK_GBS) -> Dict[str, List[Plan]]:
+                    link_gbs: float = DEFAULT_LINK_GBS, zero_stage: int = 0, device: str = "cpu"
+                    ) -> Dict[str, List[Plan]]:
     """Every DP x TP x PP = world (and micro-batch) that the model allows, split into those that fit
     `mem_bytes` per rank and those that do not; the fitting ones fastest first."""
     fits, too_big = [], []
@@ -186,7 +216,8 @@ def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int
             for mb in micro_batches or [1, 2, 4, 8, 16, 32, 64]:
                 if global_batch % (mb * dp):
                     continue
-                p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs)
+                p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs,
+                         zero_stage=zero_stage, device=device)
                 (fits if p.mem_bytes <= mem_bytes else too_big).append(p)
     fits.sort(key=lambda p: (p.step_s, p.mem_bytes))
     too_big.sort(key=lambda p: p.mem_bytes)

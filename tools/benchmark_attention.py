@@ -1,7 +1,10 @@
 """Forward+backward time and peak memory of each attention backend against sequence length.
 
-Every (backend, N) case runs in its own process, so its peak RSS is its own: the child reports
-resource.getrusage's max RSS minus that of a baseline child which only imports and builds the inputs.
+Every (backend, N) case runs in its own process, so its peak memory is its own: minus that of a
+baseline child which only imports and builds the inputs. On CPU the peak is resource.getrusage's max
+RSS; on CUDA (--device cuda, the default when CUDA exists; every backend then runs there) it is the
+device memory the process holds after the run, as nvidia-smi reports it: OneFlow 0.9 has no
+allocator statistics, and its caching allocator keeps what it once needed, i.e. the peak.
 Writes results/attention/benchmark.csv (the command in its first line) and benchmark.png.
 
     python tools/benchmark_attention.py                          # ViT-B heads, N = 197 ... 8192
@@ -33,7 +36,7 @@ def child(args):
     shape = (args.batch, args.heads, args.n, args.head_dim)
     gen = flow.Generator()
     gen.manual_seed(0)
-    q, k, v, d_out = (flow.randn(*shape, generator=gen) for _ in range(4))
+    q, k, v, d_out = (flow.randn(*shape, generator=gen).to(args.device) for _ in range(4))
     d_out.numpy()  # eager ops are asynchronous: wait for them
     wall, cpu = [], []
     if args.backend != "baseline":
@@ -47,12 +50,24 @@ def child(args):
             wall.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
             del out, qq, kk, vv
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if args.device == "cuda":
+        flow.cuda.synchronize()
+        peak_mb = _cuda_memory_mb(os.getpid())
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(json.dumps({"time_s": min(wall, default=0.0), "cpu_s": min(cpu, default=0.0), "peak_mb": peak_mb}))
+
+
+def _cuda_memory_mb(pid):
+    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(float(mb) for p, mb in (line.split(",") for line in out.splitlines() if line.strip())
+               if int(p) == pid)
 
 
 def run_case(args, backend, n):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", backend, "--n", str(n),
+           "--device", args.device,
            "--batch", str(args.batch), "--heads", str(args.heads), "--head-dim", str(args.head_dim),
            "--repeats", str(args.repeats), "--block-q", str(args.block_q), "--block-k", str(args.block_k)]
     try:
@@ -66,14 +81,11 @@ def run_case(args, backend, n):
     return json.loads(lines[-1]), None
 
 
-def backends_to_run(requested):
-    import oneflow as flow
-
-    names = requested or ["math", "flash"] + (["fused"] if flow.cuda.is_available() else [])
-    return names
+def backends_to_run(requested, device):
+    return requested or ["math", "flash"] + (["fused"] if device == "cuda" else [])
 
 
-def plot(rows, path):
+def plot(rows, path, device):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +104,7 @@ def plot(rows, path):
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle("attention backends, CPU (OneFlow 0.9)")
+    fig.suptitle(f"attention backends, {device.upper()} (OneFlow 0.9)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -110,13 +122,21 @@ def main(argv=None):
     p.add_argument("--block-q", type=int, default=0, help="flash query block (default: flash.BLOCK_Q)")
     p.add_argument("--block-k", type=int, default=0, help="flash key block (default: flash.BLOCK_K)")
     p.add_argument("--max-math-n", type=int, default=None, help="skip math above this N (memory/time)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="where every backend runs (default: cuda when available, else cpu)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "attention"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.device is None:
+        import oneflow as flow
+
+        args.device = "cuda" if flow.cuda.is_available() else "cpu"
     if args.child:
         return child(args)
+    if "fused" in (args.backends or []) and args.device != "cuda":
+        sys.exit("the fused backend runs OneFlow's CUDA-only kernels: use --device cuda on a CUDA machine")
 
     os.makedirs(args.out, exist_ok=True)
     command = "python tools/benchmark_attention.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -125,7 +145,7 @@ def main(argv=None):
         base, err = run_case(args, "baseline", n)
         if err:
             sys.exit(f"baseline child for N={n} failed: {err}")
-        for backend in backends_to_run(args.backends):
+        for backend in backends_to_run(args.backends, args.device):
             if backend == "math" and args.max_math_n is not None and n > args.max_math_n:
                 rows.append(dict(backend=backend, seq_len=n, time_s="", cpu_s="", peak_mb="",
                                  note="skipped (--max-math-n)"))
@@ -143,11 +163,12 @@ def main(argv=None):
     with open(csv_path, "w", newline="") as f:
         f.write(f"# {command}  (batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, "
                 f"best of {args.repeats}; time_s wall, cpu_s process CPU time; "
-                f"peak_mb = peak RSS minus an inputs-only child's)\n")
+                f"peak_mb = peak {'RSS' if args.device == 'cpu' else 'CUDA memory held'} minus an inputs-only "
+                f"child's; device {args.device})\n")
         writer = csv.DictWriter(f, fieldnames=["backend", "seq_len", "time_s", "cpu_s", "peak_mb", "note"])
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, os.path.join(args.out, "benchmark.png"))
+    plot(rows, os.path.join(args.out, "benchmark.png"), args.device)
     print_ratios(rows)
     print(f"wrote {csv_path} and benchmark.png")
 

@@ -42,22 +42,34 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="a LazyConfig file with `model` (e.g. configs/common/models/vit/*.py)")
     ap.add_argument("--gpus", type=int, required=True, help="processes (devices) to lay out")
-    ap.add_argument("--mem-gb", type=float, required=True, help="memory per process for the model's tensors")
+    ap.add_argument("--mem-gb", type=float, help="memory per process for the model's tensors (a100-80gb: 80)")
+    ap.add_argument("--device", choices=sorted(planner.DEVICES), default="cpu",
+                    help="memory model and default speeds; only 'cpu' is measured, the others are estimates")
+    ap.add_argument("--zero", type=int, choices=[0, 1, 2], default=0, help="ZeRO stage (train.zero_optimization)")
     ap.add_argument("--global-batch", type=int, help="images per step (default: the config's, else 32 x gpus)")
     ap.add_argument("--micro-batches", type=int, nargs="+", help="micro-batch sizes to try (default 1..64)")
-    ap.add_argument("--gflops", type=float, default=planner.DEFAULT_CORE_GFLOPS,
-                    help="sustained GFLOP/s per process (tools/benchmark.py measures OneFlow's matmul)")
-    ap.add_argument("--link-gbs", type=float, default=planner.DEFAULT_LINK_GBS, help="GB/s between processes")
+    ap.add_argument("--gflops", type=float, default=None,
+                    help="sustained GFLOP/s per process (default: the device's; tools/benchmark.py measures "
+                         "OneFlow's CPU matmul)")
+    ap.add_argument("--link-gbs", type=float, default=None, help="GB/s between processes (default: the device's)")
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
 
+    dev = planner.DEVICES[args.device]
+    args.gflops = args.gflops or dev.gflops
+    args.link_gbs = args.link_gbs or dev.link_gbs
+    if args.mem_gb is None:
+        if args.device != "a100-80gb":
+            ap.error("--mem-gb is required")
+        args.mem_gb = 80.0
     m, cfg_batch = load_shape(args.config)
     gbs = args.global_batch or cfg_batch or 32 * args.gpus
     plans = planner.enumerate_plans(m, args.gpus, args.mem_gb * 2 ** 30, gbs, args.micro_batches,
-                                    args.gflops, args.link_gbs)
+                                    args.gflops, args.link_gbs, zero_stage=args.zero, device=args.device)
     print(f"{os.path.basename(args.config)}: embed {m.embed_dim}, depth {m.depth}, heads {m.num_heads}, "
           f"{m.tokens} tokens; {planner.train_flops_per_image(m) / 1e9:.1f} GFLOP per image per step; "
-          f"global batch {gbs} on {args.gpus} processes with {args.mem_gb:g} GB each")
+          f"global batch {gbs} on {args.gpus} processes with {args.mem_gb:g} GB each"
+          + (f"; device {args.device}: an ESTIMATE, not measured" if args.device != "cpu" else ""))
     fits = plans["fits"]
     if not fits:
         smallest = plans["too_big"][0] if plans["too_big"] else None

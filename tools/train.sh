@@ -16,7 +16,6 @@ NODE=${NODE:-1}; NODE_RANK=${NODE_RANK:-0}; ADDR=${ADDR:-127.0.0.1}; PORT=${PORT
 # OneFlow's CPU kernels are single-threaded matmuls: one process per core scales, threads do not.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export GLOG_minloglevel=${GLOG_minloglevel:-2}  # silence OneFlow's C++ warnings (no CUDA driver, no RDMA)
-export ONEFLOW_FUSE_OPTIMIZER_UPDATE_CAST=true
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" "$ROOT/tools/check_config.py" "$CONFIG" $((NPROC * NODE)) "$@" || exit $?
 # A failing rank already printed its one-line error; drop the launcher's own traceback about it.

@@ -5,10 +5,40 @@
 import logging
 import os
 import random
+import select
+import signal
 import sys
 
-import numpy as np
-import oneflow as flow
+
+def _bounded_join():
+    """OneFlow's start-up (at `import oneflow`) waits for every rank of every node, forever and holding
+    the GIL (a node never started: measured, no Python thread runs). A forked watchdog ends this rank
+    with one line if the import has not returned after LIBAI_VIT_JOIN_TIMEOUT seconds (default 600)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return lambda: None
+    seconds = float(os.environ.get("LIBAI_VIT_JOIN_TIMEOUT", "600"))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        speaker = os.environ.get("LOCAL_RANK", "0") == "0"  # one line per node
+        # the others go first: a rank outliving its node's first one dies in a glog stack trace
+        if not select.select([read_end], [], [], seconds + (0 if speaker else 1))[0]:  # closed: imported
+            if speaker:
+                print(f"error: not all {os.environ['WORLD_SIZE']} ranks joined within {seconds:g} s: start every "
+                      f"node with the same NODE, ADDR and PORT and its own NODE_RANK", file=sys.stderr, flush=True)
+                select.select([read_end], [], [], 2)
+            os.kill(os.getppid(), signal.SIGKILL)
+        os._exit(0)
+    os.close(read_end)
+    return lambda: (os.close(write_end), os.waitpid(pid, 0))
+
+
+_joined = _bounded_join()
+import numpy as np  # noqa: E402
+import oneflow as flow  # noqa: E402
+
+_joined()
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 import libai_vit  # noqa: F401,E402  (applies the LiBai 0.1.1 compatibility fixes)

@@ -70,8 +70,7 @@ def fused_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=
     keep = _keep_mask(q, k, mask, causal, scores)
     if keep is None:
         keep = ones_beside((q.shape[-2], k.shape[-2]), scores, dtype=flow.bool)
-    while keep.dim() < 4:  # the kernel broadcasts a 4-d mask only
-        keep = keep.unsqueeze(0)
+    keep = _fused_kernel_mask(keep, scores)
     if dropout_p > 0.0:
         weights = flow._C.fused_scale_mask_softmax_dropout(scores, keep, fill_value=-math.inf, scale=kernel_scale,
                                                            p=dropout_p, training=True)
@@ -163,6 +162,19 @@ def _keep_mask(q, k, mask, causal, scores):
     if mask is not None:
         mask = _like(mask, scores)
         keep = mask if keep is None else flow.logical_and(keep, mask)
+    return keep
+
+
+def _fused_kernel_mask(keep, scores):
+    """`keep` as OneFlow 0.9's fused softmax kernels take it (fused_scale_mask_softmax_op.cpp checks it):
+    bool, of the scores' rank, with the full key dimension. Math and flash also take 0/1 ints or floats
+    and a last dimension of 1."""
+    if keep.dtype != flow.bool:
+        keep = keep != 0
+    while keep.dim() < scores.dim():
+        keep = keep.unsqueeze(0)
+    if keep.shape[-1] != scores.shape[-1]:
+        keep = keep.expand(*keep.shape[:-1], scores.shape[-1])
     return keep
 
 

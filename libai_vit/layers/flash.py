@@ -24,8 +24,11 @@ import oneflow as flow
 from oneflow._oneflow_internal.autograd import AutogradFunctionBase
 
 # Masked scores are finite: a block whose row is fully masked must give a finite block logsumexp
-# (it then weighs exp(-1e30) = 0 against the others) instead of NaN.
+# (it then weighs exp(-1e30) = 0 against the others) instead of NaN. fp16 tops out at 65504, where
+# -1e30 is -inf and -inf * 0 (an allowed position) is NaN: there -2^14, which mask + causal + bias
+# still leave finite and exp() still turns into 0.
 MASKED = -1e30
+MASKED_FP16 = -2.0 ** 14
 # Default blocks, tuned on a 2-core CPU with ViT-B heads: a key block as long as 4096 keeps sequences
 # up to 4096 in one key block (no logsumexp bookkeeping, ~1.3x math's time); query blocks take as many
 # rows as fit BLOCK_SCORES scores over all batch x heads (25 MB in fp32), at least BLOCK_Q.
@@ -75,7 +78,7 @@ def flash_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=
         scale=q.shape[-1] ** -0.5 if scale is None else float(scale), causal=causal,
         dropout_p=float(dropout_p), seed=_call_seed(q) if dropout_p > 0 else 0,
         block_q=block_q, block_k=block_k,
-        mask_add=None if mask is None else _like(_as_4d(mask), q).logical_not().to(q.dtype) * MASKED,
+        mask_add=None if mask is None else _like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
         bias_grad=attn_bias is not None and attn_bias.requires_grad)
     inputs = (q, k, v) if attn_bias is None else (q, k, v, _like(_as_4d(attn_bias), q))
     return AutogradFunctionBase.apply("FlashAttention", partial(FlashAttentionFunction.forward, cfg=cfg),
@@ -171,7 +174,7 @@ def _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk):
     if causal_blk:
         # key j0+c is after row i0+r's last visible key i0+r+off  <=>  c > r + (i0 - j0 + off)
         after = ones_beside((i1 - i0, j1 - j0), s).triu(i0 - j0 + k_len - q_len + 1)
-        s = s + after * MASKED
+        s = s + after * masked(s.dtype)
     return s
 
 
@@ -205,10 +208,14 @@ def _rows(t, c, factor=1.0):
     return t * flow.matmul(c * factor if factor != 1.0 else c, ones_beside((1, 1, 1, t.shape[-1]), t))
 
 
+def masked(dtype):
+    """The score added where attention is forbidden, finite in `dtype` (see MASKED)."""
+    return MASKED_FP16 if dtype == flow.float16 else MASKED
+
+
 def _dropped(cfg, s, bi, bj):
     """The dropout mask of block (bi, bj): the same in forward and backward, new for every call."""
-    gen = flow.Generator(device=s.placement.type if s.is_global else s.device.type)
-    gen.manual_seed((cfg.seed * 1_000_003 + bi * 65_537 + bj) % (2 ** 63))
+    gen = block_generator(s, (cfg.seed * 1_000_003 + bi * 65_537 + bj) % (2 ** 63))
     if s.is_global:
         u = flow.rand(*s.shape, placement=s.placement, sbp=s.sbp, generator=gen)
     else:
@@ -216,14 +223,43 @@ def _dropped(cfg, s, bi, bj):
     return u < cfg.dropout_p
 
 
-_trace_calls = [0]
+_generators = {}
+
+
+def generator_device(t):
+    """The device of the generator that draws `t`'s dropout: a global tensor's is the CPU whatever its
+    placement (OneFlow 0.9's global `rand` takes the generator's CPU implementation to derive each
+    rank's seed, `gen->Get<CPUGeneratorImpl>(0)` in random_functor.cpp, and fails on a CUDA one);
+    a local tensor's is its own device."""
+    if t.is_global:
+        return "cpu"
+    return t.device.type if t.device.type == "cpu" else f"{t.device.type}:{t.device.index}"
+
+
+def block_generator(t, seed):
+    """A generator for `t`'s device seeded with `seed`: one per device, reseeded per block (making a
+    CUDA generator allocates and initialises curand states; reseeding only re-initialises them)."""
+    device = generator_device(t)
+    if device not in _generators:
+        _generators[device] = flow.Generator(device=device)
+    gen = _generators[device]
+    gen.manual_seed(seed)
+    return gen
+
+
+_trace_calls = {}
 
 
 def _call_seed(q):
-    """A fresh dropout seed per call, reproducible from flow.manual_seed."""
-    if q.is_lazy:  # nn.Graph tracing: a constant per call site (the graph's ops then advance it)
-        _trace_calls[0] += 1
-        return (flow.default_generator.initial_seed() + _trace_calls[0]) % (2 ** 62)
+    """A fresh dropout seed per call, reproducible from flow.manual_seed.
+
+    Traced into nn.Graph it is a constant per call site that the graph's ops then advance. Call sites
+    are counted per graph, so a graph rebuilt after reseeding (checkpoint boundary, resume) gets the
+    same seeds as a fresh process building its first graph: a resumed run draws the same masks."""
+    if q.is_lazy:
+        job = flow._oneflow_internal.JobBuildAndInferCtx_GetCurrentJobName()
+        _trace_calls[job] = _trace_calls.get(job, 0) + 1
+        return (flow.default_generator.initial_seed() + _trace_calls[job]) % (2 ** 62)
     return int(flow.randint(0, 2 ** 62, (1,), generator=flow.default_generator).item())
 
 

@@ -18,6 +18,11 @@ def layer_norm(x, weight, bias, eps):
                                              begin_params_axis=x.ndim - 1, epsilon=eps)
         return flow._C.layer_norm(x, begin_norm_axis=x.ndim - 1, begin_params_axis=x.ndim - 1,
                                   epsilon=eps)
+    return layer_norm_primitives(x, weight, bias, eps)
+
+
+def layer_norm_primitives(x, weight, bias, eps):
+    """The CPU path: the same arithmetic in primitive ops (any device; tools/gpu_check.py compares)."""
     mean = x.mean(dim=-1, keepdim=True)
     centered = x - flow.broadcast_like(mean, x)
     var = (centered * centered).mean(dim=-1, keepdim=True)
