@@ -115,6 +115,10 @@ class VisionTransformer(nn.Module):
             _assign(param, value)
 
     # ---------------------------------------------------------------- forward
+    def no_weight_decay(self):
+        """Parameter names that take no weight decay (besides 1-D tensors), as timm's models list them."""
+        return {"pos_embed", "cls_token"}
+
     def forward_features(self, images, return_weights=False):
         x = parallel.to_stage(images, parallel.FIRST)
         x = self.patch_embed(x)
