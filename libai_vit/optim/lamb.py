@@ -34,7 +34,7 @@ class Lamb(flow.optim.Optimizer):
             for p in group.parameters:
                 if p.grad is None:
                     continue
-                state = self._state[p]
+                state = self._state.setdefault(p, {})
                 if "exp_avg" not in state:
                     state["exp_avg"] = flow.zeros_like(p)
                     state["exp_avg_sq"] = flow.zeros_like(p)
@@ -45,7 +45,7 @@ class Lamb(flow.optim.Optimizer):
                 if wd != 0:
                     update = update + p * wd
                 if wd != 0 or group["always_adapt"]:
-                    w_norm, u_norm = p.norm(2.0), update.norm(2.0)
+                    w_norm, u_norm = flow.linalg.vector_norm(p, 2.0), flow.linalg.vector_norm(update, 2.0)
                     one = flow.ones_like(w_norm)
                     ratio = flow.where(w_norm > 0, flow.where(u_norm > 0, w_norm / u_norm, one), one)
                     if group["trust_clip"]:
