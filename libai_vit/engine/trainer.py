@@ -116,7 +116,12 @@ class Trainer(DefaultTrainer):
         self.checkpointer = ReliableCheckpointer(old.model, old.save_dir, config=self.cfg, layout=layout,
                                                  **old.checkpointables)
         if resume and self._resume_name:
-            extra = self.checkpointer.load(os.path.join(self.cfg.train.output_dir, self._resume_name))
+            path = os.path.join(self.cfg.train.output_dir, self._resume_name)
+            if self.model_ema is not None and not os.path.exists(os.path.join(path, "model_ema")):
+                raise CheckpointError(f"checkpoint {path} has no model EMA (it was trained with train.model_ema."
+                                      f"enabled=False): resume without it, or start from its weights with "
+                                      f"train.load_weight={path}")
+            extra = self.checkpointer.load(path)
             self.start_iter = extra["iter"] + 1
         else:
             self.checkpointer.load(self.cfg.train.load_weight, checkpointables=[])
