@@ -9,8 +9,9 @@ from collections import defaultdict
 
 
 def layer_id(name, depth):
-    """0 for the embeddings, i + 1 for block i, depth + 1 for the final norm and the head."""
-    if name.startswith(("patch_embed.", "cls_token", "pos_embed")):
+    """0 for the embeddings (timm's `group_matcher` stem: patch/position embeddings, class and register
+    tokens), i + 1 for block i, depth + 1 for the final norm and the head."""
+    if name.startswith(("patch_embed.", "cls_token", "pos_embed", "reg_token")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
