@@ -168,6 +168,7 @@ class Trainer(DefaultTrainer):
         def evaluate():
             results = dict(evaluate_model())
             ema = self.graph_eval_ema if self.cfg.graph.enabled else self.model_ema.module
+            logger.info("evaluating the model EMA (its metrics are logged as *_ema)")
             results.update({f"{k}_ema": v for k, v in self.test(self.cfg, self.test_loader, ema).items()})
             self._last_eval_results = results
             return results
