@@ -41,3 +41,22 @@ def test_update_moves_the_average_towards_the_model_and_leaves_the_model_alone()
         np.testing.assert_allclose(v.numpy(), start[k] + 1.1, rtol=1e-5)
         np.testing.assert_allclose(model.state_dict()[k].numpy(), start[k] + 2.0, rtol=1e-6)
     assert all(not p.requires_grad for p in ema.module.parameters())
+
+
+def test_hook_updates_after_each_optimizer_step_with_its_number():
+    """Eager LiBai steps the optimizer every num_accumulation_steps iterations: the EMA follows those."""
+    from types import SimpleNamespace
+
+    from libai_vit.engine.hooks import ModelEmaUpdate
+
+    calls = []
+    ema = SimpleNamespace(update=lambda model, step: calls.append(step))
+    hook = ModelEmaUpdate(ema, iterations_per_update=2)
+    hook.trainer = SimpleNamespace(model=None, iter=0)
+    for it in range(6):
+        hook.trainer.iter = it
+        hook.after_step()
+    assert calls == [1, 2, 3]
+    hook.trainer.iter = 9  # resumed at iteration 9: the 5th update, as in the uninterrupted run
+    hook.after_step()
+    assert calls[-1] == 5
