@@ -103,6 +103,8 @@ def validate_values(cfg):
     need(f"{t}.nonfinite_loss", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
     if _get(cfg, "train.evaluation.enabled", False):
         need(f"{t}.evaluation.eval_period", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    need("dataloader.train.num_repeats", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (1: no repeats)")
+    need("train.model_ema.decay", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
     for key, value, ok, must in checks:
         try:
             good = ok(value)
@@ -119,7 +121,17 @@ def validate_values(cfg):
         if any(not isinstance(v, int) or v < 1 for v in img + patch) or img[0] % patch[0] or img[1] % patch[1]:
             raise ConfigError(f"{m}.img_size={_get(cfg, f'{m}.img_size')} must be positive and divisible by "
                               f"{m}.patch_size={_get(cfg, f'{m}.patch_size')}")
-    if _get(cfg, "train.nonfinite_loss") == "skip" and _get(cfg, "graph.enabled", True):
+    graph = _get(cfg, "graph.enabled", True)
+    optimizer = _get(cfg, "optim._target_")
+    optimizer = locate(optimizer) if isinstance(optimizer, str) else optimizer
+    if graph and getattr(optimizer, "__name__", "") == "Lamb" and optimizer.__module__.startswith("libai_vit"):
+        raise ConfigError("optim._target_=libai_vit.optim.Lamb (DeiT III's LAMB) runs in eager mode only: set "
+                          "graph.enabled=False (OneFlow 0.9's compiled LAMB is another variant)")
+    if graph and _get(cfg, "optim.params.clip_grad_max_norm") is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
+        raise ConfigError(f"optim.params.clip_grad_max_norm={_get(cfg, 'optim.params.clip_grad_max_norm')} clips by the whole "
+                          f"model's norm, which OneFlow 0.9's nn.Graph cannot do across groups of different lr "
+                          f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): set graph.enabled=False")
+    if _get(cfg, "train.nonfinite_loss") == "skip" and graph:
         raise ConfigError("train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
                           "applies the update inside the step; use 'stop' and --resume instead")
     check_cuda_only_features(cfg)

@@ -38,6 +38,15 @@ train = DictConfig(dict(
         pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
         pipeline_num_layers=None,  # set from the model depth at start-up
     ),
+    model_ema=dict(  # a moving average of the weights (timm's ModelEmaV3), evaluated beside the model
+        enabled=False,  # True: metrics Acc@1_ema / Acc@5_ema at every evaluation; saved and resumed
+        decay=0.9999,  # the average's decay per optimizer step (DeiT: 0.99996)
+        min_decay=0.0,  # lower bound of the warm-up decay
+        update_after_step=0,  # steps before the average starts following (it copies the model until then)
+        use_warmup=False,  # True: decay = 1 - (1 + step / warmup_gamma) ** -warmup_power, capped at `decay`
+        warmup_gamma=1.0,
+        warmup_power=2 / 3,
+    ),
     nonfinite_loss="stop",  # NaN/Inf loss: "stop" the run (resume from the last checkpoint) or "skip" the step (eager)
     seed=1234,  # one seed for every rank (data order, dropout, drop path)
 ))

@@ -1,5 +1,5 @@
 """Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random streams,
-and a quieter OneFlow VM scheduler on CPU."""
+the model EMA's update, and a quieter OneFlow VM scheduler on CPU."""
 import json
 import os
 import shutil
@@ -116,6 +116,20 @@ class Checkpointing(PeriodicCheckpointer):
         if self.max_to_keep and dist.is_main_process():
             for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep:]:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+class ModelEmaUpdate(HookBase):
+    """Updates the model EMA after each optimizer step, with the step's number (1, 2, ...) as timm's
+    train.py does; the number follows from the iteration, so a resumed run continues it exactly."""
+
+    def __init__(self, model_ema, iterations_per_update=1):
+        self.model_ema = model_ema
+        self.per_update = int(iterations_per_update)
+
+    def after_step(self):
+        done = self.trainer.iter + 1
+        if done % self.per_update == 0:
+            self.model_ema.update(self.trainer.model, done // self.per_update)
 
 
 class QuietVMScheduler(HookBase):

@@ -1,5 +1,5 @@
-"""LiBai's DefaultTrainer with this project's writers and hooks, verified checkpoints, exact resume
-and a check for non-finite losses on every step."""
+"""LiBai's DefaultTrainer with this project's writers and hooks, verified checkpoints, exact resume,
+a check for non-finite losses on every step, whole-model gradient clipping and a model EMA."""
 import copy
 import json
 import logging
@@ -16,7 +16,9 @@ from libai.utils.events import CommonMetricPrinter, JSONWriter, get_event_storag
 from libai_vit.engine.checkpoint import (CheckpointError, ReliableCheckpointer, _broadcast, fault,
                                          select_resumable, write_atomic)
 from libai_vit.engine import vm_scheduler
-from libai_vit.engine.hooks import Checkpointing, CurvePlotter, QuietVMScheduler, RandomStreams
+from libai_vit.engine.ema import ModelEma
+from libai_vit.engine.hooks import Checkpointing, CurvePlotter, ModelEmaUpdate, QuietVMScheduler, RandomStreams
+from libai_vit.optim.clip import clip_whole_model
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +98,17 @@ class Trainer(DefaultTrainer):
         self._record_metrics = self._trainer.write_metrics
         self._trainer.write_metrics = self._checked_write_metrics
 
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return clip_whole_model(build_optimizer(cfg.optim, model), graph=cfg.graph.enabled)
+
     def resume_or_load(self, resume=True):
         old = self.checkpointer
+        ema_cfg = self.cfg.train.get("model_ema", None)
+        self.model_ema = None
+        if ema_cfg is not None and ema_cfg.enabled:
+            self.model_ema = ModelEma(self.model, **{k: v for k, v in ema_cfg.items() if k != "enabled"})
+            old.checkpointables["model_ema"] = self.model_ema
         d = self.cfg.train.dist
         layout = {k: (list(d[k]) if k == "pipeline_stage_layers" and d[k] is not None else d[k])
                   for k in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size",
@@ -105,10 +116,19 @@ class Trainer(DefaultTrainer):
         self.checkpointer = ReliableCheckpointer(old.model, old.save_dir, config=self.cfg, layout=layout,
                                                  **old.checkpointables)
         if resume and self._resume_name:
-            extra = self.checkpointer.load(os.path.join(self.cfg.train.output_dir, self._resume_name))
+            path = os.path.join(self.cfg.train.output_dir, self._resume_name)
+            if self.model_ema is not None and not os.path.exists(os.path.join(path, "model_ema")):
+                raise CheckpointError(f"checkpoint {path} has no model EMA (it was trained with train.model_ema."
+                                      f"enabled=False): resume without it, or start from its weights with "
+                                      f"train.load_weight={path}")
+            extra = self.checkpointer.load(path)
             self.start_iter = extra["iter"] + 1
         else:
             self.checkpointer.load(self.cfg.train.load_weight, checkpointables=[])
+            if self.model_ema is not None:  # the average starts from the weights training starts from
+                self.model_ema.set(self.model)
+        if self.model_ema is not None and self.cfg.graph.enabled:
+            self.graph_eval_ema = self.build_graph(self.cfg, self.model_ema.module, is_train=False)
 
     @classmethod
     def build_train_loader(cls, cfg, tokenizer=None):
@@ -129,11 +149,30 @@ class Trainer(DefaultTrainer):
             if type(hook) is libai_hooks.PeriodicCheckpointer:
                 hooks[i] = Checkpointing(self.checkpointer, ck.period, max_to_keep=ck.get("max_to_keep", None))
         hooks.insert(0, RandomStreams(ck.period, self.cfg.train.seed))
+        if self.model_ema is not None:
+            # eager LiBai steps the optimizer every num_accumulation_steps iterations; a graph step is one update
+            per_update = 1 if self.cfg.graph.enabled else self.cfg.train.num_accumulation_steps
+            # before the evaluation and checkpoint hooks of the same iteration
+            hooks.insert(1, ModelEmaUpdate(self.model_ema, per_update))
+            for hook in hooks:
+                if type(hook) is libai_hooks.EvalHook:
+                    hook._func = self._evaluate_with_ema(hook._func)
         if vm_scheduler.wanted(self.cfg.graph.enabled):
             hooks.insert(0, QuietVMScheduler())
         if dist.is_main_process():
             hooks.append(CurvePlotter(self.cfg.train.output_dir))
         return hooks
+
+    def _evaluate_with_ema(self, evaluate_model):
+        """The model's metrics and the EMA's beside them (`Acc@1_ema`, ...), at every evaluation."""
+        def evaluate():
+            results = dict(evaluate_model())
+            ema = self.graph_eval_ema if self.cfg.graph.enabled else self.model_ema.module
+            logger.info("evaluating the model EMA (its metrics are logged as *_ema)")
+            results.update({f"{k}_ema": v for k, v in self.test(self.cfg, self.test_loader, ema).items()})
+            self._last_eval_results = results
+            return results
+        return evaluate
 
     def restart_compiled_randomness(self):
         """A compiled train graph keeps the random seeds it was built with: build it again, with a new
@@ -144,7 +183,8 @@ class Trainer(DefaultTrainer):
         graph_state, scheduler_state = self.graph_train.state_dict(), self.lr_scheduler.state_dict()
         for p in self.model.parameters():
             p.grad = None  # the first trace left lazy tensors there, which a second trace refuses
-        self.optimizer = build_optimizer(copy.deepcopy(self._optim_cfg), self.model)
+        self.optimizer = clip_whole_model(build_optimizer(copy.deepcopy(self._optim_cfg), self.model),
+                                          graph=True)
         self.lr_scheduler = self.build_lr_scheduler(self.cfg, self.optimizer)
         self.lr_scheduler.load_state_dict(scheduler_state)
         self.graph_train = self.build_graph(self.cfg, self.model, self.optimizer, self.lr_scheduler, is_train=True)

@@ -1,5 +1,5 @@
 """Parameter groups for fine-tuning: layer-wise learning-rate decay (BEiT/MAE) and no weight decay on
-biases, norms, the position embedding and the class token.
+biases, norms and the names the model's `no_weight_decay()` returns (timm's and LiBai's convention).
 
 LiBai builds the optimizer as `LazyCall(flow.optim.AdamW)(params=LazyCall(f)(...))` and sets
 `params.model` first; OneFlow's optimizers and LiBai's schedulers keep each group's own "lr" and
@@ -9,8 +9,9 @@ from collections import defaultdict
 
 
 def layer_id(name, depth):
-    """0 for the embeddings, i + 1 for block i, depth + 1 for the final norm and the head."""
-    if name.startswith(("patch_embed.", "cls_token", "reg_token", "pos_embed", "norm_pre.")):  # timm's stem
+    """0 for the embeddings (timm's `group_matcher` stem: patch/position embeddings, class and register
+    tokens, the pre-norm), i + 1 for block i, depth + 1 for the final norm and the head."""
+    if name.startswith(("patch_embed.", "cls_token", "pos_embed", "reg_token", "norm_pre.")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
@@ -18,15 +19,18 @@ def layer_id(name, depth):
 
 
 def layer_decay_param_groups(model, lr, layer_decay=0.75, weight_decay=0.05,
-                             no_weight_decay_names=("pos_embed", "cls_token"),
+                             no_weight_decay_names=None,
                              clip_grad_max_norm=None, clip_grad_norm_type=2.0):
     """Groups of `model`'s trainable parameters with lr = lr * layer_decay ** (depth + 1 - layer)
-    and weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names`.
+    and weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names` (None: the
+    model's `no_weight_decay()`).
 
-    `clip_grad_max_norm`: clip each group's gradient norm (OneFlow clips per group, not over the
-    whole model); None: no clipping.
+    `clip_grad_max_norm`: clip by the norm of the whole model's gradient (the trainer applies it with
+    libai_vit.optim.clip); None: no clipping.
     """
     depth = model.depth
+    if no_weight_decay_names is None:
+        no_weight_decay_names = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
     groups = defaultdict(list)
     for name, param in model.named_parameters():
         if not param.requires_grad:

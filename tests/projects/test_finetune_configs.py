@@ -7,7 +7,8 @@ from libai_vit.config import load_config
 
 CONFIGS = ["projects/imagenet_finetune/configs/" + name for name in (
     "vit_base_patch16_224_mae.py", "vit_base_patch16_224_deit.py", "vit_large_patch16_224_mae.py",
-    "vit_base_patch16_384.py", "demo_digits_pretrain.py", "demo_digits_finetune.py")] + ["configs/vit_imagenet.py"]
+    "vit_base_patch16_384.py", "demo_digits_pretrain.py", "demo_digits_finetune.py",
+    "deit_base_patch16_224_scratch.py", "deit3_base_patch16_224.py")] + ["configs/vit_imagenet.py"]
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -53,3 +54,17 @@ def test_family_config_builds_the_timm_architecture(name):
         assert normalize[0].mean[0] == pytest.approx(mean, abs=1e-3)
     tf = instantiate(cfg.dataloader.test[0].dataset.transform)
     assert tf.transforms[1].size == (cfg.model.img_size, cfg.model.img_size)
+def test_recipes_pass_the_value_checks_and_name_their_parts():
+    from libai_vit.config import validate_values
+    from libai_vit.losses import BinaryCrossEntropy
+    from libai_vit.optim import Lamb
+
+    for path in CONFIGS:
+        validate_values(load_config(path))
+    deit = load_config(CONFIGS[6])
+    assert deit.train.model_ema.enabled and deit.train.model_ema.decay == 0.99996
+    assert deit.dataloader.train.num_repeats == 3 and deit.optim.params.layer_decay == 1.0
+    deit3 = load_config(CONFIGS[7])
+    assert deit3.optim._target_ is Lamb and deit3.model.loss_func._target_ is BinaryCrossEntropy
+    assert deit3.model.loss_func.target_threshold == 0.0 and deit3.graph.enabled is False
+    assert deit3.optim.params.clip_grad_max_norm == 1.0 and deit3.dataloader.train.mixup_func.label_smoothing == 0.0

@@ -28,6 +28,7 @@ dataloader.train = LazyCall(build_train_loader)(
         ),
     )],
     num_workers=4,  # processes decoding images, per rank
+    num_repeats=1,  # repeated augmentation (DeiT: 3): each image this many times per epoch, on different DP ranks
     mixup_func=LazyCall(Mixup)(
         mixup_alpha=0.8,
         cutmix_alpha=1.0,

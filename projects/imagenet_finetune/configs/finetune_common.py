@@ -20,15 +20,16 @@ model.strict = True  # refuse a file whose blocks do not fit (the head, norm and
 model.num_classes = 1000
 model.global_pool = "avg"  # MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
 model.drop_path_rate = 0.1
-model.loss_func = LazyCall(SoftTargetCrossEntropy)()  # mixup/cutmix give soft labels
+model.loss_func = LazyCall(SoftTargetCrossEntropy)()  # mixup/cutmix give soft labels; DeiT III: libai_vit.losses.BinaryCrossEntropy
 
-optim = LazyCall(flow.optim.AdamW)(
+optim = LazyCall(flow.optim.AdamW)(  # DeiT III: libai_vit.optim.Lamb (eager mode)
     params=LazyCall(layer_decay_param_groups)(
         # params.model is set to the model by LiBai before the optimizer is built
         lr="${optim.lr}",
         layer_decay=0.65,  # lr x 0.65 per block below the head (0.75 for ViT-L)
         weight_decay="${optim.weight_decay}",  # none on biases, norms, pos_embed, cls_token
-        clip_grad_max_norm=None,  # e.g. 1.0 to clip (OneFlow clips each parameter group)
+        clip_grad_max_norm=None,  # e.g. 1.0: clip the whole model's gradient norm (torch's clip_grad_norm_); with layer decay < 1 only in eager mode
+        clip_grad_norm_type=2.0,  # the norm's order
     ),
     lr=5e-4 * 1024 / 256,  # base lr per 256 samples x train.global_batch_size / 256: keep them in step
     weight_decay=0.05,
@@ -44,8 +45,8 @@ train.train_epoch = 100
 train.train_iter = 0
 train.warmup_ratio = 5 / 100  # 5 warm-up epochs
 train.scheduler = LazyCall(warmup_cosine_lr)(  # per-group lrs (layer decay) need this schedule
-    warmup_factor=0.001,  # first step's lr / lr
-    alpha=1e-3,  # final lr / lr (MAE: 1e-6 after 2e-3)
+    warmup_factor=0.0,  # first step's lr / lr (MAE's adjust_learning_rate starts at 0)
+    alpha=1e-6 / 2e-3,  # final lr / lr (MAE: min_lr 1e-6 under lr 2e-3)
     warmup_method="linear",
 )
 train.evaluation.eval_period = 1251  # steps per ImageNet epoch at 1024

@@ -1,0 +1,53 @@
+"""Pieces the recipe fidelity runs (tests/projects/fidelity/*.py) put in place of ImageNet: the
+reference's fixed images as a dataset, and flowvision's Mixup with the reference's fixed lambda and
+cutmix box (tools/make_recipe_fixtures.py does the same to timm's Mixup)."""
+import json
+import os
+
+import flowvision.data.mixup as flowvision_mixup
+import numpy as np
+import oneflow as flow
+from flowvision.data import Mixup
+from libai.data.structures import DistTensorData, Instance
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "recipes")
+
+
+def reference():
+    with open(os.path.join(FIXTURES, "reference.json")) as f:
+        return json.load(f)
+
+
+class NpzImages(flow.utils.data.Dataset):
+    """The reference's uint8 images, normalised as the reference normalises them; no augmentation."""
+
+    def __init__(self, path=os.path.join(FIXTURES, "data.npz"), normalize=(0.5, 0.25)):
+        data = np.load(path)
+        self.images = (data["images"].astype(np.float32) / 255 - normalize[0]) / normalize[1]
+        self.labels = data["labels"]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return Instance(images=DistTensorData(flow.tensor(self.images[i]), placement_idx=0),
+                        labels=DistTensorData(flow.tensor(int(self.labels[i]), dtype=flow.long), placement_idx=-1))
+
+
+class FixedMixup(Mixup):
+    """Mixup with `mixup_lam` on even calls and cutmix with `cutmix_lam` and the cutmix box `box` on odd ones."""
+
+    def __init__(self, mixup_lam, cutmix_lam, box, **kwargs):
+        super().__init__(**kwargs)
+        self.fixed = (mixup_lam, cutmix_lam, tuple(box))
+        self.calls = 0
+
+    def _params_per_batch(self):
+        cutmix = self.calls % 2 == 1
+        self.calls += 1
+        return (self.fixed[1] if cutmix else self.fixed[0]), cutmix
+
+    def __call__(self, x, target):
+        box = self.fixed[2]
+        flowvision_mixup.rand_bbox = lambda img_shape, lam, margin=0.0, count=None: box
+        return super().__call__(x, target)
