@@ -37,4 +37,6 @@ train.train_micro_batch_size = 32
 train.train_epoch = 30
 train.warmup_ratio = 3 / 30
 train.scheduler.alpha = 0.0  # cosine down to 0 (min_lr 0)
+train.model_ema.enabled = True  # EVA's --model_ema (BEiT code's default decay 0.9999)
+train.model_ema.decay = 0.9999
 train.output_dir = "./output/imagenet_finetune/eva02_base_patch14_448"

@@ -34,4 +34,6 @@ train.global_batch_size = 2048
 train.train_micro_batch_size = 64
 train.train_epoch = 50
 train.warmup_ratio = 10 / 50
+train.model_ema.enabled = True  # FT-CLIP's --model_ema_decay 0.9998
+train.model_ema.decay = 0.9998
 train.output_dir = "./output/imagenet_finetune/vit_base_patch16_clip_224"

@@ -32,4 +32,6 @@ train.global_batch_size = 2048
 train.train_micro_batch_size = 64
 train.train_epoch = 50
 train.warmup_ratio = 10 / 50
+train.model_ema.enabled = True  # as FT-CLIP
+train.model_ema.decay = 0.9998
 train.output_dir = "./output/imagenet_finetune/vit_base_patch16_siglip_224"
