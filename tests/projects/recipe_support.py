@@ -8,6 +8,8 @@ import flowvision.data.mixup as flowvision_mixup
 import numpy as np
 import oneflow as flow
 from flowvision.data import Mixup
+from libai.config import LazyCall
+from libai.data.build import build_image_test_loader
 from libai.data.structures import DistTensorData, Instance
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "recipes")
@@ -51,3 +53,31 @@ class FixedMixup(Mixup):
         box = self.fixed[2]
         flowvision_mixup.rand_bbox = lambda img_shape, lam, margin=0.0, count=None: box
         return super().__call__(x, target)
+
+
+def on_reference(dataloader, model, train):
+    """Point a recipe config at the reference's tiny model, fixed batches and step count (the recipe's
+    optimizer, schedule, loss and layout stay the config's)."""
+    ref = reference()
+    for key, value in ref["model"].items():
+        setattr(model, key, value)
+    model.drop_path_rate = 0.0  # random: no PyTorch run can draw the same
+
+    mixup = dataloader.train.mixup_func
+    dataloader.train.dataset = [LazyCall(NpzImages)(normalize=ref["normalize"])]
+    dataloader.train.mixup_func = LazyCall(FixedMixup)(
+        mixup_lam=ref["mix"]["mixup_lam"], cutmix_lam=ref["mix"]["cutmix_lam"], box=ref["mix"]["box"],
+        mixup_alpha=mixup.mixup_alpha, cutmix_alpha=mixup.cutmix_alpha, prob=mixup.prob, switch_prob=mixup.switch_prob,
+        mode=mixup.mode, label_smoothing=mixup.label_smoothing, num_classes="${model.num_classes}")
+    dataloader.train.shuffle = False  # the reference's order (timm's RepeatAugSampler, shuffle=False)
+    dataloader.train.num_workers = 0
+    dataloader.test = [LazyCall(build_image_test_loader)(dataset=LazyCall(NpzImages)(normalize=ref["normalize"]),
+                                                         num_workers=0)]
+
+    train.train_epoch = 0
+    train.train_iter = ref["steps"]
+    train.global_batch_size = ref["global_batch"]
+    train.test_micro_batch_size = 8
+    train.log_period = 1
+    train.checkpointer.period = ref["steps"]
+    train.evaluation.eval_period = ref["steps"]
