@@ -17,17 +17,19 @@ from libai.engine import default_setup  # noqa: E402
 from libai.utils.logger import setup_logger  # noqa: E402
 
 from libai_vit import parallel  # noqa: E402
-from libai_vit.config import ConfigError, load_config, validate_values  # noqa: E402
+from libai_vit.config import ConfigError, load_config, validate  # noqa: E402
+from libai_vit.data.folder import DatasetError  # noqa: E402
 from libai_vit.engine.checkpoint import CheckpointError, ReliableCheckpointer, select_resumable  # noqa: E402
 from libai_vit.engine.trainer import NonFiniteLossError, Trainer  # noqa: E402
+from libai_vit.pretrained import PretrainedError  # noqa: E402
 
 logger = logging.getLogger("libai_vit.train_net")
 
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
-    validate_values(cfg)
-    parallel.validate(cfg, flow.env.get_world_size())
+    # the file itself was read before launch (tools/check_config.py); here its load reports problems
+    validate(cfg, flow.env.get_world_size(), read_pretrained=False)
     depth = int(try_get_key(cfg, "model.depth", default=None) or cfg.model.cfg.depth)
     # LiBai 0.1.1 splits layers evenly only; parallel.setup installs the real per-layer stages
     cfg.train.dist.pipeline_num_layers = int(cfg.train.dist.pipeline_parallel_size)
@@ -56,17 +58,6 @@ def main(args):
     return Trainer(cfg).train()
 
 
-def _die_with_launcher():
-    """If the launcher is killed (even with -9), this rank dies too instead of training on alone."""
-    import ctypes
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the launcher died before prctl took effect
-        sys.exit(1)
-
-
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     # LiBai's parser takes everything after the first key=value as overrides: accept the flags there too
@@ -74,10 +65,9 @@ if __name__ == "__main__":
         if flag in args.opts:
             args.opts.remove(flag)
             setattr(args, flag[2:].replace("-", "_"), True)
-    _die_with_launcher()
     try:
         main(args)
-    except (ConfigError, parallel.LayoutError) as e:  # refused before training
+    except (ConfigError, parallel.LayoutError, PretrainedError, DatasetError) as e:  # refused before training
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
