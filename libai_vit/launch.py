@@ -145,8 +145,19 @@ _WRITE_LOCK = threading.Lock()
 
 
 def _write(line):
-    sys.stderr.buffer.write(line)
-    sys.stderr.buffer.flush()
+    try:
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+    except (OSError, ValueError):  # our stderr is gone: keep draining the ranks' pipes regardless
+        pass
+
+
+def _flush_held(ranks):
+    with _WRITE_LOCK:
+        for r in ranks:
+            if r.error_line is not None:
+                _write(r.error_line)
+                r.error_line = None
 
 
 def _exit_status(proc):
@@ -192,6 +203,9 @@ def launch(args):
             elif failed:
                 failure = _first_failure(ranks, failed)
             elif not running:
+                for r in ranks:
+                    r.finish_output()
+                _flush_held(ranks)
                 return 0
             elif args.timeout is not None and now > args.timeout:
                 failure = (None, f"the run exceeded its time limit of {args.timeout:g} s", 124)
@@ -203,11 +217,8 @@ def launch(args):
         _stop_all(ranks)
         rank, reason, status = failure
         stopped = f"; stopped all {len(ranks)} rank(s) of this node" if len(ranks) > 1 or not rank else ""
-        with _WRITE_LOCK:
-            for r in ranks:  # held-back error lines of ranks other than the one reported
-                if r.error_line is not None and r is not rank:
-                    _write(r.error_line)
-            _write(f"error: {reason}{stopped}\n".encode())
+        _flush_held(ranks)  # error lines of ranks other than the one reported
+        _write(f"error: {reason}{stopped}\n".encode())
         return status
     finally:
         _stop_all(ranks)

@@ -197,3 +197,11 @@ def test_a_master_port_in_use_is_refused_in_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"error: master port {port} on 127.0.0.1 is in use (Address already in use): "
                                    f"another run? choose another PORT, or leave PORT unset on one node")
+
+
+def test_config_values_are_refused_before_any_rank_starts():
+    proc = launch(["tools/train_net.py", "configs/demo_digits_3d.py", "model.drop_path_rate=1.5"], 8, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: model.drop_path_rate=1.5 must be in [0, 1)"
+    # OneFlow prints this line once per process that imports it: only the check's, no rank's
+    assert proc.stderr.count("ibv_fork_init skipped") <= 1
