@@ -59,15 +59,16 @@ class Run:
     def processes(self):
         return run_processes(self.tag)
 
-    def finish(self, timeout):
-        """Wait for the run; on timeout SIGTERM its top process, then SIGKILL all its processes, and
-        fail showing the last output. Also fails if the run left a process behind."""
+    def finish(self, timeout, term_grace=15):
+        """Wait for the run; on timeout SIGTERM its top process, SIGKILL all its processes
+        `term_grace` s later, and fail showing the last output. Also fails if the run left a process
+        behind."""
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGTERM)  # the launcher stops its ranks itself...
             try:
-                self.proc.wait(15)
+                self.proc.wait(term_grace)
             except subprocess.TimeoutExpired:
                 pass
             end_run(self.tag)  # ...or this ends everything

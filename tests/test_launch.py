@@ -205,3 +205,16 @@ def test_config_values_are_refused_before_any_rank_starts():
     assert proc.stderr.strip().splitlines()[-1] == "error: model.drop_path_rate=1.5 must be in [0, 1)"
     # OneFlow prints this line once per process that imports it: only the check's, no rank's
     assert proc.stderr.count("ibv_fork_init skipped") <= 1
+
+
+@pytest.mark.slow
+def test_the_test_helper_ends_a_hanging_run_and_shows_its_output(tmp_path):
+    run = Run(launcher(PROBE, 2), env=dict(os.environ, PROBE_OUT=str(tmp_path)))  # runs for a minute
+    with pytest.raises(AssertionError, match=r"(?s)timed out after 8 s; its last output:.*ibv_fork_init"):
+        run.finish(timeout=8)
+    assert not run.processes()
+    # a top process that ignores SIGTERM, and its child: killed all the same
+    run = Run(["bash", "-c", "trap '' TERM; sleep 120; exit 0"])
+    with pytest.raises(AssertionError, match="timed out after 1 s"):
+        run.finish(timeout=1, term_grace=1)
+    assert not run.processes()
