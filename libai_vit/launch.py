@@ -72,6 +72,7 @@ def _hold_port(port, addr):
     servers with SO_REUSEPORT would share the port and its connections) is refused."""
     if port is not None:
         probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a finished run's TIME_WAITs are no user
         try:
             probe.bind(("0.0.0.0", port))
         except OSError as e:
@@ -79,7 +80,7 @@ def _hold_port(port, addr):
                               f"choose another PORT, or leave PORT unset on one node") from None
         finally:
             probe.close()
-    held = socket.socket()
+    held = socket.socket()  # no SO_REUSEADDR: another launcher's probe must see it
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     held.bind(("0.0.0.0", port or 0))
     return held
