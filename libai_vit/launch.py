@@ -1,14 +1,16 @@
-"""Start the ranks of one node, watch them, and end them all when one fails: OneFlow 0.9's launcher
-in the form every multi-process run here uses (tools/train.sh, tests, tools).
+"""Start the ranks of one node, watch them, and end them all when one fails: our replacement for
+`python -m oneflow.distributed.launch` (same arguments and environment for the ranks), used by every
+multi-process run here (tools/train.sh, the tests' launch helper, tools/benchmark.py).
 
     python libai_vit/launch.py [--nproc_per_node N] [--nnodes K --node_rank R --master_addr A
                                --master_port P] [--timeout S] [--rendezvous_timeout S] SCRIPT [ARGS ...]
 
 Run as a file (not `-m`): it imports neither oneflow nor the package, so it costs no OneFlow
 environment of its own.  What it does that OneFlow's launcher does not:
-- each rank leads its own session, so its data-loader workers end with it, and the ranks are torn
-  down the same way whatever started the launcher (terminal, `bash -c`, a Python subprocess, nohup,
-  CI); OneFlow's `os.killpg(os.getpid())` reaches them only when the launcher leads a group;
+- each rank leads its own session, signalled whole (its data-loader workers end with it), so ranks
+  are torn down the same way whatever started the launcher (terminal, `bash -c`, a Python
+  subprocess, nohup, CI); OneFlow's `os.killpg(os.getpid())` reaches them only when the launcher
+  leads a process group;
 - when a rank fails (non-zero exit, a signal, the launcher's SIGINT/SIGTERM/SIGHUP, the run's time
   limit, or ranks that have not met their peers within the rendezvous limit), every rank is stopped
   (SIGTERM, then SIGKILL), within ``STOP_GRACE + TERM_GRACE`` seconds (under 10 s) of the failure,
