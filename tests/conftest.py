@@ -52,8 +52,8 @@ class Run:
         env = dict(os.environ if env is None else env, **{TAG: self.tag})
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("GLOG_minloglevel", "2")
-        for stream, default in (("stdin", subprocess.DEVNULL), ("stdout", subprocess.PIPE), ("stderr", subprocess.PIPE)):
-            popen.setdefault(stream, default)
+        for stream in ("stdin", "stdout", "stderr"):
+            popen.setdefault(stream, subprocess.DEVNULL if stream == "stdin" else subprocess.PIPE)
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, start_new_session=new_session, **popen)
 
     def processes(self):

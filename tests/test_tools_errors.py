@@ -107,8 +107,8 @@ def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_
     and tools/convert_checkpoint.py print the same one line for a bad model.pretrained file."""
     tmp = str(_files(tmp_path))
     src = os.path.join(tmp, bad)
-    over = [*ONE, f"model.pretrained={src}", f"train.output_dir={tmp}/out", f"dataloader.train.dataset.0.root={digits_root}",
-            f"dataloader.test.0.dataset.root={digits_root}"]
+    over = [*ONE, f"model.pretrained={src}", f"train.output_dir={tmp}/out",
+            f"dataloader.train.dataset.0.root={digits_root}", f"dataloader.test.0.dataset.root={digits_root}"]
     runs = {
         "check_config": [os.path.join(ROOT, "tools", "check_config.py"), FINETUNE, "1", *over],
         "train_net": _train("--config-file", FINETUNE, *over),
