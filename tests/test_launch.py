@@ -218,3 +218,18 @@ def test_the_test_helper_ends_a_hanging_run_and_shows_its_output(tmp_path):
     with pytest.raises(AssertionError, match="timed out after 1 s"):
         run.finish(timeout=1, term_grace=1)
     assert not run.processes()
+
+
+@pytest.mark.slow
+def test_a_master_port_held_by_another_run_is_refused(tmp_path):
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        port = s.getsockname()[1]
+    cmd = launcher(PROBE, 2)
+    cmd[2:2] = ["--master_port", str(port)]
+    first = Run(cmd, env=dict(os.environ, PROBE_OUT=str(tmp_path)))
+    _rank_pid(first, 0)  # the first run holds the port from before its ranks start
+    second = Run(cmd, env=dict(os.environ, PROBE_OUT=str(tmp_path))).finish(timeout=60)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.finish(timeout=60).returncode == 128 + signal.SIGTERM
+    assert second.returncode == 2 and f"error: master port {port} on 127.0.0.1 is in use" in second.stderr
