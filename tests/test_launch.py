@@ -233,3 +233,13 @@ def test_a_master_port_held_by_another_run_is_refused(tmp_path):
     first.proc.send_signal(signal.SIGTERM)
     assert first.finish(timeout=60).returncode == 128 + signal.SIGTERM
     assert second.returncode == 2 and f"error: master port {port} on 127.0.0.1 is in use" in second.stderr
+
+
+@pytest.mark.slow
+def test_the_launchers_time_limit_stops_every_rank(tmp_path):
+    cmd = launcher(PROBE, 2)
+    cmd[2:2] = ["--timeout", "5"]
+    run = Run(cmd, env=dict(os.environ, PROBE_OUT=str(tmp_path)))  # the probe runs for a minute
+    errors = _ended(run, time.time())
+    assert run.proc.returncode == 124
+    assert errors == ["error: the run exceeded its time limit of 5 s; stopped all 2 rank(s) of this node"]
