@@ -1,5 +1,6 @@
-"""Loading a LazyConfig with command-line overrides, refusing unknown keys and out-of-range values
-with a clear message."""
+"""Loading a LazyConfig with command-line overrides, and `validate`: every check of a config that can be
+made before a rank starts (keys, values, the layout for the launched processes, the pretrained file),
+run once by tools/check_config.py before tools/train.sh launches anything and again in each rank."""
 import difflib
 import inspect
 import math
@@ -157,3 +158,25 @@ def check_cuda_only_features(cfg, cuda_available=None):
     if _get(cfg, "train.zero_optimization.enabled", False):
         raise ConfigError("train.zero_optimization.enabled=True needs CUDA GPUs (OneFlow 0.9's CPU "
                           "transport aborts on ZeRO's split optimizer state): set it to False on CPU")
+
+
+def validate(cfg, world_size, read_pretrained=True):
+    """Refuse a config that cannot train: its values, its layout for `world_size` processes and (if
+    `read_pretrained`) its `model.pretrained` file, which is read as tools/convert_checkpoint.py
+    reads it. Raises ConfigError with the one line to print (the same line convert_checkpoint prints
+    for a bad file)."""
+    from libai_vit import parallel
+
+    validate_values(cfg)
+    try:
+        parallel.validate(cfg, world_size)
+    except parallel.LayoutError as e:
+        raise ConfigError(str(e)) from None
+    pretrained = _get(cfg, "model.pretrained")
+    if pretrained and read_pretrained:
+        from libai_vit.pretrained import PretrainedError, read
+
+        try:
+            read(pretrained, trust=bool(_get(cfg, "model.trust", False)))
+        except PretrainedError as e:
+            raise ConfigError(str(e)) from None

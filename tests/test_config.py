@@ -31,3 +31,21 @@ def test_malformed_override_and_missing_file():
         load_config(DEMO, ["train.train_iter"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("configs/nope.py", [])
+
+
+def test_validate_checks_values_layout_and_the_pretrained_file(tmp_path):
+    from libai_vit.config import validate
+
+    validate(load_config(DEMO), 8)
+    with pytest.raises(ConfigError, match="optim.lr=-1 must be"):
+        validate(load_config(DEMO, ["optim.lr=-1"]), 8)
+    with pytest.raises(ConfigError, match="= 8 processes, but 2 were launched"):
+        validate(load_config(DEMO), 2)
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"not a checkpoint")
+    finetune = "projects/imagenet_finetune/configs/demo_digits_finetune.py"
+    cfg = load_config(finetune, ["train.dist.data_parallel_size=1", "train.dist.tensor_parallel_size=1",
+                                 "train.dist.pipeline_parallel_size=1", f"model.pretrained={bad}"])
+    with pytest.raises(ConfigError, match=f"{bad}: not a safetensors, torch"):
+        validate(cfg, 1)
+    validate(cfg, 1, read_pretrained=False)  # in a rank: the load itself reports the file

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port, launch
+from conftest import ROOT, Run, launch
 
 from libai_vit.engine.checkpoint import verify
 
@@ -34,13 +34,7 @@ def _overrides(out, digits_root, nproc=2, steps=STEPS, extra=()):
 def _train(out, digits_root, nproc=2, extra=(), env=None, check=True, resume=False):
     args = [os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, CONFIG),
             *_overrides(out, digits_root, nproc, extra=extra), *(["--resume"] if resume else [])]
-    old = dict(os.environ)
-    os.environ.update(env or {})
-    try:
-        return launch(args, nproc, check=check)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return launch(args, nproc, check=check, env=dict(os.environ, **(env or {})))
 
 
 def _rows(out):
@@ -62,11 +56,10 @@ def _assert_same(losses, reference):
 
 
 def _start(out, digits_root, env=None):
-    """The 2-process run in its own session (so a failing test can clean up only its processes)."""
+    """The 2-process run, left running (the test kills a part of it)."""
     cmd = ["bash", os.path.join(ROOT, "tools", "train.sh"), os.path.join(ROOT, "tools", "train_net.py"),
            os.path.join(ROOT, CONFIG), "2", *_overrides(out, digits_root)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PORT=str(free_port()), **(env or {})),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return Run(cmd, env=dict(os.environ, **(env or {})), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _wait_for(condition, proc, timeout=300):
@@ -103,14 +96,12 @@ def test_kill9_one_rank_then_resume_and_fall_back_past_a_corrupt_checkpoint(refe
     ref_dir, ref = reference
     kill_at = random.Random().randint(3, STEPS - 2)
     print(f"kill -9 of rank 1 once iteration {kill_at} is logged")
-    proc = _start(tmp_path, digits_root)
+    run = _start(tmp_path, digits_root)
     try:
-        _wait_for(_reached(tmp_path, kill_at), proc)
-        os.kill(_ranks(proc.pid)[-1], signal.SIGKILL)
-        assert proc.wait(timeout=120) != 0  # the launcher notices and stops the other rank
+        _wait_for(_reached(tmp_path, kill_at), run.proc)
+        os.kill(_ranks(run.proc.pid)[-1], signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        assert run.finish(timeout=120).returncode != 0  # the launcher notices and stops the other rank
     _train(tmp_path, digits_root, resume=True)
     _assert_same(_losses(tmp_path), ref)
 
@@ -130,18 +121,12 @@ def test_kill9_one_rank_then_resume_and_fall_back_past_a_corrupt_checkpoint(refe
 def test_kill9_launcher_in_the_middle_of_a_save_then_resume(reference, digits_root, tmp_path):
     _, ref = reference
     # every rank sleeps inside each save after writing its data, before the checkpoint is published
-    proc = _start(tmp_path, digits_root, env={"LIBAI_VIT_FAULT": "save_sleep=3"})
+    run = _start(tmp_path, digits_root, env={"LIBAI_VIT_FAULT": "save_sleep=3"})
     try:
-        _wait_for(lambda: os.path.isdir(os.path.join(tmp_path, ".tmp-model_0000005")), proc)
-        ranks = _ranks(proc.pid)
-        os.kill(proc.pid, signal.SIGKILL)
-        deadline = time.time() + 60  # the ranks die with their launcher
-        while any(os.path.exists(f"/proc/{r}") and open(f"/proc/{r}/stat").read().split()[2] != "Z" for r in ranks):
-            assert time.time() < deadline, "ranks outlived their killed launcher"
-            time.sleep(0.2)
+        _wait_for(lambda: os.path.isdir(os.path.join(tmp_path, ".tmp-model_0000005")), run.proc)
+        os.kill(run.proc.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        run.finish(timeout=60)  # fails if a rank outlived its killed launcher
     assert not os.path.exists(os.path.join(tmp_path, "model_0000005"))
     with open(os.path.join(tmp_path, "last_checkpoint")) as f:
         assert f.read().strip() == "model_0000002"

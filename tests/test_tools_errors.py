@@ -96,3 +96,30 @@ def test_mixup_values_are_refused(key, value):
 
 def test_the_demo_config_is_valid():
     validate_values(load_config(CONFIG))
+
+
+FINETUNE = os.path.join(ROOT, "projects", "imagenet_finetune", "configs", "demo_digits_finetune.py")
+
+
+@pytest.mark.parametrize("bad", ["garbage.safetensors"])
+def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_in_a_rank(bad, tmp_path, digits_root):
+    """tools/check_config.py (train.sh's check before any rank starts), tools/train_net.py (in a rank)
+    and tools/convert_checkpoint.py print the same one line for a bad model.pretrained file."""
+    tmp = str(_files(tmp_path))
+    src = os.path.join(tmp, bad)
+    over = [*ONE, f"model.pretrained={src}", f"train.output_dir={tmp}/out",
+            f"dataloader.train.dataset.0.root={digits_root}", f"dataloader.test.0.dataset.root={digits_root}"]
+    runs = {
+        "check_config": [os.path.join(ROOT, "tools", "check_config.py"), FINETUNE, "1", *over],
+        "train_net": _train("--config-file", FINETUNE, *over),
+        "convert_checkpoint": [os.path.join(ROOT, "tools", "convert_checkpoint.py"), src, f"{tmp}/conv",
+                               "--model", "vit_tiny_patch16_224"],
+    }
+    lines = {}
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="3")
+    for name, argv in runs.items():
+        proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(errors) == 1, (name, proc.stderr[-3000:])
+        lines[name] = errors[0]
+    assert len(set(lines.values())) == 1 and src in lines["check_config"], lines

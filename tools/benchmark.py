@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -284,12 +283,6 @@ def run_worker(case_json, out_prefix):
 
 
 # ------------------------------------------------------------------------------------------ parent
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(case, timeout):
     """Run `case` in fresh process(es); returns the per-rank results (or raises with the log tail)."""
     nproc = case.get("nproc", 1)
@@ -298,8 +291,9 @@ def launch(case, timeout):
         py = TORCH_PY if case["impl"] == "torch" else OF_PY
         script = [os.path.abspath(__file__), "--worker", json.dumps(case), "--out", prefix]
         if nproc > 1:
-            cmd = [py, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(nproc),
-                   "--master_port", str(_free_port()), *script]
+            # our launcher: a failed rank ends the others, the port is held, timeout ends every rank
+            cmd = [py, os.path.join(ROOT, "libai_vit", "launch.py"), "--nproc_per_node", str(nproc),
+                   "--timeout", str(timeout), *script]
         else:
             cmd = [py, *script]
         env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2",

@@ -1,6 +1,7 @@
 """Pre-flight check run by tools/train.sh before it launches any process:
     python tools/check_config.py CONFIG WORLD_SIZE [key=value ...]
-Loads the config with its overrides and validates the layout; prints one line and exits 2 if not."""
+Loads the config with its overrides and validates it (values, layout, pretrained file) with
+libai_vit.config.validate; prints one line and exits 2 if it cannot train."""
 import os
 import sys
 
@@ -8,13 +9,12 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 
 
 def main(argv):
-    from libai_vit import parallel
-    from libai_vit.config import ConfigError, load_config
+    from libai_vit.config import ConfigError, load_config, validate
 
     config, world_size, overrides = argv[0], int(argv[1]), [a for a in argv[2:] if not a.startswith("--")]
     try:
-        parallel.validate(load_config(config, overrides), world_size)
-    except (ConfigError, parallel.LayoutError) as e:
+        validate(load_config(config, overrides), world_size)
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

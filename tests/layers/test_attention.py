@@ -2,14 +2,13 @@
 nn.Graph, and (slow) global tensors with heads split over 2 processes."""
 import logging
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import oneflow as flow
 import pytest
+
+from conftest import launch_script
 
 import libai_vit
 from libai_vit.layers.attention import FlashAttention, attention, sdp_kernel, select_backend
@@ -299,21 +298,11 @@ _GLOBAL_CHECK = textwrap.dedent('''
 ''')
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_flash_on_global_tensors_two_processes(tmp_path):
     script = tmp_path / "flash_global_check.py"
     script.write_text(_GLOBAL_CHECK)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2",
-                           "--master_port", str(_free_port()), str(script)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = launch_script(script, 2)
     assert proc.stdout.count("global flash ok") == 2, proc.stdout[-3000:]
 
 
