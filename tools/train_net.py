@@ -19,7 +19,7 @@ from libai.utils.logger import setup_logger  # noqa: E402
 from libai_vit import parallel  # noqa: E402
 from libai_vit.config import ConfigError, load_config, validate  # noqa: E402
 from libai_vit.data.folder import DatasetError  # noqa: E402
-from libai_vit.engine.checkpoint import CheckpointError, ReliableCheckpointer, select_resumable  # noqa: E402
+from libai_vit.engine.training_checkpoint import CheckpointError, ReliableCheckpointer, select_resumable  # noqa: E402
 from libai_vit.engine.trainer import NonFiniteLossError, Trainer  # noqa: E402
 from libai_vit.pretrained import PretrainedError  # noqa: E402
 

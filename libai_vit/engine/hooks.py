@@ -9,7 +9,7 @@ from libai.engine.hooks import PeriodicCheckpointer
 from libai.engine.trainer import HookBase
 from libai.utils import distributed as dist
 
-from libai_vit.engine.checkpoint import periodic_checkpoints
+from libai_vit.engine.training_checkpoint import periodic_checkpoints
 from libai_vit.engine.vm_scheduler import MIN_WINDOW_S, SpinningSchedulerWatch
 
 
