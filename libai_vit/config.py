@@ -17,6 +17,12 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
 
+def model_arguments(cfg):
+    """The model's arguments in a config: `cfg.model`, or its `cfg` node when the model is built from
+    one as LiBai's own configs do (`LazyCall(VisionTransformer)(cfg=...)`)."""
+    return cfg.model.cfg if "cfg" in cfg.model else cfg.model
+
+
 def _known_keys(node, prefix=""):
     keys = []
     if isinstance(node, DictConfig):
