@@ -29,10 +29,7 @@ import os
 import numpy as np
 import torch
 
-_TV_LIB = torch.library.Library("torchvision", "DEF")  # see tools/make_timm_fixtures.py
-for _op in ("nms", "qnms"):
-    _TV_LIB.define(f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
+import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 import safetensors.torch  # noqa: E402
 import timm  # noqa: E402
 import timm.data.mixup as timm_mixup  # noqa: E402
