@@ -6,14 +6,14 @@ Estimates per rank the parameter + gradient + AdamW memory, the activations kept
 (1F1B keeps up to PP micro-batches on the first stage) and the bytes each rank sends per step, for
 every layout the model allows on N processes ("gpus": CPU processes here); ranks those that fit by
 estimated step time (FLOPs at --gflops per rank, 1F1B bubble, communication at --link-gbs).
-The model: libai_vit.planner (Megatron papers' analytic model applied to this ViT, fp32).
+The model: libai_vit.engine.layout_planner (Megatron papers' analytic model applied to this ViT, fp32).
 """
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-from libai_vit import planner  # noqa: E402
+from libai_vit.engine import layout_planner as planner  # noqa: E402
 from libai_vit.config import model_arguments  # noqa: E402
 
 MB = 2 ** 20

@@ -129,6 +129,6 @@ def test_finetune_resumes(runs):
 
 
 def test_graph_training_quiets_oneflows_spinning_vm_scheduler(runs):
-    # libai_vit/engine/vm_scheduler.py: measured after the first step, the spinning thread goes to nice 19
+    # libai_vit/vm_scheduler.py: measured after the first step, the spinning thread goes to nice 19
     assert re.search(r"OneFlow's VM scheduler thread \d+ spun \d+% of a core in sched_yield while "
                      r"nn.Graph steps ran; lowered it to nice 19", _log(runs["ft"]))

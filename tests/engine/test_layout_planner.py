@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
-from libai_vit import planner
+from libai_vit.engine import layout_planner as planner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 

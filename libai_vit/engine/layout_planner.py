@@ -24,7 +24,7 @@ from libai_vit.parallel import stage_of_layers
 
 BYTES = 4  # fp32 everywhere on CPU
 # s·b·h activation tensors a block keeps for backward in eager mode, fitted to OneFlow 0.9 CPU peak
-# RSS (tests/test_planner.py): those TP replicates (block input, the primitive LayerNorms' tensors,
+# RSS (tests/engine/test_layout_planner.py): those TP replicates (block input, the primitive LayerNorms' tensors,
 # residuals, row-parallel outputs) and those it splits with the heads / MLP columns (qkv, q/k/v,
 # attention output, fc1 and GELU outputs); plus the 2·a·s²·b scores and softmax output.
 ACT_SBH_REPLICATED = 20
