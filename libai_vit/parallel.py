@@ -9,7 +9,7 @@ Rank order (LiBai's): ranks are cut into PP contiguous stages; inside a stage th
 """
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import oneflow as flow
 from libai.utils import distributed as dist

@@ -23,9 +23,10 @@ import os
 import sys
 
 import numpy as np
+import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 import torch
 
-import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
+# isort: split
 import safetensors.torch  # noqa: E402
 import timm  # noqa: E402
 
@@ -71,7 +72,8 @@ def build(seed, timm_name, sharp=False, **kwargs):
                 if name.endswith(("attn.q_proj.weight", "attn.k_proj.weight")):
                     p.mul_(4.0)
                 elif name.endswith("attn.qkv.weight"):
-                    p[: 2 * p.shape[0] // 3].mul_(4.0)  # timm zero-inits biases, cls_token ~0, LayerScale 1e-5: randomise so every mapping shows
+                    p[: 2 * p.shape[0] // 3].mul_(4.0)
+        # timm zero-inits biases, cls_token ~0, LayerScale 1e-5: randomise so every mapping shows
         for name, p in model.named_parameters():
             if name.endswith(("bias", "_bias")) or name in ("cls_token", "reg_token") or "norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
@@ -310,4 +312,5 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "timm"))
+    default_out = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "timm")
+    main(sys.argv[1] if len(sys.argv) > 1 else default_out)

@@ -15,9 +15,10 @@ import json
 import os
 import sys
 
+import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 import torch
 
-import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
+# isort: split
 import timm  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
 from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa: E402

@@ -13,8 +13,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-from libai_vit.engine import layout_planner as planner  # noqa: E402
 from libai_vit.config import model_arguments  # noqa: E402
+from libai_vit.engine import layout_planner as planner  # noqa: E402
 
 MB = 2 ** 20
 

@@ -178,7 +178,8 @@ def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: in
     # weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq; the runtime's own
     grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
     overhead = RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"] if device == "cpu" else dev.overhead_bytes
-    param_bytes = max(params) * BYTES + grads + optimizer_state_bytes(m, dp, tp, pp, zero_stage, stage_layers) + overhead
+    optimizer = optimizer_state_bytes(m, dp, tp, pp, zero_stage, stage_layers)
+    param_bytes = max(params) * BYTES + grads + optimizer + overhead
     act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor, stage_layers)
     s, h, b = m.tokens, m.embed_dim, micro_batch
     sbh = s * b * h * BYTES

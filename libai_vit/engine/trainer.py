@@ -13,13 +13,23 @@ from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.events import CommonMetricPrinter, JSONWriter, get_event_storage
 
-from libai_vit.engine.broadcast import broadcast_from_rank0
-from libai_vit.engine.faults import fault
-from libai_vit.engine.training_checkpoint import CheckpointError, ReliableCheckpointer, select_resumable
-from libai_vit.engine.atomic_files import write_atomic
 from libai_vit import vm_scheduler
+from libai_vit.engine.atomic_files import write_atomic
+from libai_vit.engine.broadcast import broadcast_from_rank0
 from libai_vit.engine.ema import ModelEma
-from libai_vit.engine.hooks import Checkpointing, CurvePlotter, ModelEmaUpdate, QuietVMScheduler, RandomStreams
+from libai_vit.engine.faults import fault
+from libai_vit.engine.hooks import (
+    Checkpointing,
+    CurvePlotter,
+    ModelEmaUpdate,
+    QuietVMScheduler,
+    RandomStreams,
+)
+from libai_vit.engine.training_checkpoint import (
+    CheckpointError,
+    ReliableCheckpointer,
+    select_resumable,
+)
 from libai_vit.optim.clip import clip_whole_model
 
 logger = logging.getLogger(__name__)

@@ -135,7 +135,8 @@ class VisionTransformer(nn.Module):
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.Sequential(*[
             Block(embed_dim, int(embed_dim * mlp_ratio), num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
-                  scale_attn_norm=scale_attn_norm, init_values=init_values, act_layer=act_layer, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm,
+                  scale_attn_norm=scale_attn_norm, init_values=init_values, act_layer=act_layer,
+                  mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm,
                   attn_backend=attn_backend, attention_dropout_prob=attn_drop_rate, output_dropout_prob=drop_rate,
                   drop_path_prob=drop_path[i], layernorm_epsilon=norm_eps, layer_idx=i)
             for i in range(depth)

@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
 from libai_vit.engine import layout_planner as planner
+
+from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 

@@ -8,11 +8,11 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from conftest import launch_script
-
 import libai_vit
 from libai_vit.layers.attention import FlashAttention, attention, sdp_kernel, select_backend
 from libai_vit.layers.flash import flash_attention
+
+from conftest import launch_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5

@@ -19,10 +19,15 @@ from libai.utils.checkpoint import Checkpointer
 from omegaconf import OmegaConf
 
 from libai_vit import parallel
+from libai_vit.engine.atomic_files import fsync_dir, write_atomic
 from libai_vit.engine.broadcast import broadcast_from_rank0
 from libai_vit.engine.faults import fault
-from libai_vit.engine.atomic_files import fsync_dir, write_atomic
-from libai_vit.engine.training_checkpoint.manifest import MANIFEST, CheckpointError, verify, write_manifest
+from libai_vit.engine.training_checkpoint.manifest import (
+    MANIFEST,
+    CheckpointError,
+    verify,
+    write_manifest,
+)
 from libai_vit.engine.training_checkpoint.nonfinite import nonfinite_entries
 from libai_vit.engine.training_checkpoint.resume import LAST, PERIODIC
 

@@ -6,8 +6,8 @@ import re
 
 from libai.utils import distributed as dist
 
-from libai_vit.engine.broadcast import broadcast_from_rank0
 from libai_vit.engine.atomic_files import write_atomic
+from libai_vit.engine.broadcast import broadcast_from_rank0
 from libai_vit.engine.training_checkpoint.manifest import CheckpointError, verify
 
 LAST = "last_checkpoint"
