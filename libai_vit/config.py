@@ -17,6 +17,12 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
 
+def model_arguments(cfg):
+    """The model's arguments in a config: `cfg.model`, or its `cfg` node when the model is built from
+    one as LiBai's own configs do (`LazyCall(VisionTransformer)(cfg=...)`)."""
+    return cfg.model.cfg if "cfg" in cfg.model else cfg.model
+
+
 def _known_keys(node, prefix=""):
     keys = []
     if isinstance(node, DictConfig):
@@ -97,7 +103,8 @@ def validate_values(cfg):
     t = "train"
     for key in ("train_micro_batch_size", "test_micro_batch_size", "log_period", "checkpointer.period"):
         need(f"{t}.{key}", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-    need(f"{t}.checkpointer.max_to_keep", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (or None: keep all)")
+    need(f"{t}.checkpointer.max_to_keep", lambda v: isinstance(v, int) and v >= 1,
+         "an integer >= 1 (or None: keep all)")
     need(f"{t}.train_iter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.train_epoch", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.warmup_ratio", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
@@ -128,10 +135,12 @@ def validate_values(cfg):
     if graph and getattr(optimizer, "__name__", "") == "Lamb" and optimizer.__module__.startswith("libai_vit"):
         raise ConfigError("optim._target_=libai_vit.optim.Lamb (DeiT III's LAMB) runs in eager mode only: set "
                           "graph.enabled=False (OneFlow 0.9's compiled LAMB is another variant)")
-    if graph and _get(cfg, "optim.params.clip_grad_max_norm") is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
-        raise ConfigError(f"optim.params.clip_grad_max_norm={_get(cfg, 'optim.params.clip_grad_max_norm')} clips by the whole "
+    clip = _get(cfg, "optim.params.clip_grad_max_norm")
+    if graph and clip is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
+        raise ConfigError(f"optim.params.clip_grad_max_norm={clip} clips by the whole "
                           f"model's norm, which OneFlow 0.9's nn.Graph cannot do across groups of different lr "
-                          f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): set graph.enabled=False")
+                          f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): "
+                          f"set graph.enabled=False")
     if _get(cfg, "train.nonfinite_loss") == "skip" and graph:
         raise ConfigError("train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
                           "applies the update inside the step; use 'stop' and --resume instead")

@@ -20,7 +20,8 @@ class BinaryCrossEntropy(nn.Module):
         if target.shape != logits.shape:  # class indices: one-hot, smoothed
             num_classes = logits.shape[-1]
             off = self.smoothing / num_classes
-            target = flow.nn.functional.one_hot(target.long(), num_classes).to(logits.dtype) * (1.0 - self.smoothing) + off
+            one_hot = flow.nn.functional.one_hot(target.long(), num_classes).to(logits.dtype)
+            target = one_hot * (1.0 - self.smoothing) + off
         if self.target_threshold is not None:
             target = (target > self.target_threshold).to(logits.dtype)
         return flow.nn.functional.binary_cross_entropy_with_logits(logits, target)

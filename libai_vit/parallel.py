@@ -9,11 +9,13 @@ Rank order (LiBai's): ranks are cut into PP contiguous stages; inside a stage th
 """
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import oneflow as flow
 from libai.utils import distributed as dist
 from omegaconf import DictConfig
+
+from libai_vit.config import model_arguments
 
 
 class LayoutError(ValueError):
@@ -67,7 +69,7 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
             f"the layout DP x TP x PP = {lay.data_parallel_size} x {lay.tensor_parallel_size} x "
             f"{lay.pipeline_parallel_size} = {lay.world_size} processes, but {world_size} were launched: "
             f"launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or change train.dist.*")
-    m = cfg.model.cfg if "cfg" in cfg.model else cfg.model
+    m = model_arguments(cfg)
     tp, pp = lay.tensor_parallel_size, lay.pipeline_parallel_size
     embed_dim, heads = int(m.embed_dim), int(m.num_heads)
     hidden = int(embed_dim * float(m.mlp_ratio))
@@ -183,6 +185,18 @@ def broadcast_sbp():
 def batch_sbp():
     """Activations and inputs: split over the batch across DP, replicated across TP."""
     return dist.get_nd_sbp([flow.sbp.split(0), flow.sbp.broadcast])
+
+
+def device_type(tensor) -> str:
+    """"cpu" or "cuda": where a local or a global tensor lives."""
+    return tensor.placement.type if tensor.is_global else tensor.device.type
+
+
+def replicate_like(small, ref):
+    """A local mask or bias placed beside a global reference tensor, replicated (eager only)."""
+    if ref.is_global and not small.is_global:
+        return small.to_global(placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
+    return small
 
 
 def to_stage(tensor, layer_idx: int):

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 import libai_vit  # noqa: F401  (applies the LiBai 0.1.1 compatibility fixes)
 from libai_vit import parallel
-from libai_vit.engine.checkpoint import ReliableCheckpointer
 from libai_vit.engine.trainer import Trainer
+from libai_vit.engine.training_checkpoint import ReliableCheckpointer
 
 run_dir, checkpoint, out = sys.argv[1], sys.argv[2], sys.argv[6]
 dp, tp, pp = map(int, sys.argv[3:6])

@@ -73,7 +73,8 @@ def test_nodes_that_oneflow_cannot_tell_apart_fail_with_one_line(digits_root, tm
     assert all(rc != 0 for rc in rcs)
     log = (tmp_path / "node0.log").read_text()
     errors = [line for line in log.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "OneFlow sees 1 node(s) for 4 ranks but the launch asked for NODE=2" in errors[0], log[-3000:]
+    expected = "OneFlow sees 1 node(s) for 4 ranks but the launch asked for NODE=2"
+    assert len(errors) == 1 and expected in errors[0], log[-3000:]
     assert "Traceback" not in log
     print(f"refused in {seconds:.0f} s: {errors[0]}")
 

@@ -24,8 +24,10 @@ def _cfg(*overrides):
     (("model.depth=1",), 8, "depth=1 < train.dist.pipeline_parallel_size=2"),
     (("train.dist.pipeline_stage_layers=[3,2]",), 8, "must list 2 positive layer counts"),
     (("train.dist.pipeline_stage_layers=[4,0]",), 8, "must list 2 positive layer counts"),
-    (("train.global_batch_size=100",), 8, "global_batch_size=100 != train_micro_batch_size x DP x num_accumulation_steps"),
-    (("train.global_batch_size=40", "train.num_accumulation_steps=null"), 8, "not divisible by train_micro_batch_size x DP"),
+    (("train.global_batch_size=100",), 8,
+     "global_batch_size=100 != train_micro_batch_size x DP x num_accumulation_steps"),
+    (("train.global_batch_size=40", "train.num_accumulation_steps=null"), 8,
+     "not divisible by train_micro_batch_size x DP"),
     (("graph.enabled=False",), 8, "runs only in graph mode"),
 ])
 def test_validation_names_the_problem(overrides, nproc, message):

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from conftest import ROOT, Run, launch
+from libai_vit.engine.training_checkpoint import verify
 
-from libai_vit.engine.checkpoint import verify
+from conftest import ROOT, Run, launch
 
 CONFIG = "configs/demo_digits_3d.py"
 STEPS, PERIOD = 8, 3  # checkpoints after iterations 2, 5 and 7

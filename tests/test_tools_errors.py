@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-
 from libai_vit.config import ConfigError, load_config, validate_values
+
+from conftest import ROOT
 
 CONFIG = os.path.join(ROOT, "configs", "demo_digits_3d.py")
 ONE = ["train.dist.data_parallel_size=1", "train.dist.tensor_parallel_size=1", "train.dist.pipeline_parallel_size=1"]

@@ -33,7 +33,7 @@ def _qkv(flow, shape=(2, 4, 197, 64), placement=None):
 def check_fused_attention(flow):
     from libai_vit.layers.attention import attention
 
-    b, h, n = 2, 4, 197
+    b, n = 2, 197
     masks = {
         "none": None,
         "bool 4-d": flow.rand(b, 1, n, n) > 0.2,
@@ -146,7 +146,8 @@ def check_launched_runs(flow, tmp):
         "train.amp.enabled=True"))
     finite = len(zero) == 6 and all(abs(x) < float("inf") for x in zero)
     return (len(pipe) == len(one) == 6 and diff < 1e-4 and finite,
-            f"1F1B PP 2 vs 1 GPU: max rel. loss diff {diff:.1e}; DP 2 ZeRO-2 + AMP: losses {zero[0]:.3f} -> {zero[-1]:.3f}")
+            f"1F1B PP 2 vs 1 GPU: max rel. loss diff {diff:.1e}; "
+            f"DP 2 ZeRO-2 + AMP: losses {zero[0]:.3f} -> {zero[-1]:.3f}")
 
 
 def main(argv=None):
@@ -161,13 +162,15 @@ def main(argv=None):
         return 0
     import libai_vit  # noqa: F401  (compat fixes)
 
-    checks = [("fused attention vs math", check_fused_attention), ("fused LayerNorm vs formula", check_fused_layer_norm),
+    checks = [("fused attention vs math", check_fused_attention),
+              ("fused LayerNorm vs formula", check_fused_layer_norm),
               ("flash attention with dropout", check_flash_dropout), ("AMP (fp16) train steps", check_amp_steps)]
     rows = []
     for name, check in checks:
         rows.append(_run(name, check, flow))
     if args.skip_launch or flow.cuda.device_count() < 2:
-        rows.append(("1F1B over 2 GPUs, ZeRO-2 + AMP", "skipped", "needs 2 GPUs" if not args.skip_launch else "--skip-launch"))
+        why = "needs 2 GPUs" if not args.skip_launch else "--skip-launch"
+        rows.append(("1F1B over 2 GPUs, ZeRO-2 + AMP", "skipped", why))
     else:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(_run("1F1B over 2 GPUs, ZeRO-2 + AMP", lambda f: check_launched_runs(f, tmp), flow))

@@ -27,12 +27,10 @@ import math
 import os
 
 import numpy as np
+import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 import torch
 
-_TV_LIB = torch.library.Library("torchvision", "DEF")  # see tools/make_timm_fixtures.py
-for _op in ("nms", "qnms"):
-    _TV_LIB.define(f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
+# isort: split
 import safetensors.torch  # noqa: E402
 import timm  # noqa: E402
 import timm.data.mixup as timm_mixup  # noqa: E402
@@ -50,7 +48,8 @@ STEPS, GLOBAL_BATCH = 12, 8
 # timm's RepeatAugSampler (shuffle=False: the same order on both sides) per rank, for the sampler test
 REPEAT_AUG = dict(size=40, num_repeats=3, micro_batch=4, replicas=(1, 2, 4))
 # timm's ModelEmaV3.get_decay per step, for the EMA test
-EMA_DECAYS = [dict(decay=0.999, use_warmup=True, warmup_gamma=1.0, warmup_power=0.75, min_decay=0.5, update_after_step=2),
+EMA_DECAYS = [dict(decay=0.999, use_warmup=True, warmup_gamma=1.0, warmup_power=0.75, min_decay=0.5,
+                   update_after_step=2),
               dict(decay=0.99, use_warmup=False, update_after_step=0)]
 # per case, the nearest wrong recipe: its losses must differ by far more than the test's tolerance
 VARIANTS = {"mae": dict(layer_decay=1.0), "deit3": dict(clip=None), "clip": dict(clip=None)}
@@ -134,7 +133,8 @@ def run(case, dp, images, labels):
         optimizer = torch.optim.AdamW(param_groups_lrd(model, case["weight_decay"], case["layer_decay"]),
                                       lr=case["lr"], betas=(0.9, 0.999), eps=1e-8)
     else:
-        optimizer = Lamb(param_groups_weight_decay(model, case["weight_decay"], no_weight_decay_list=model.no_weight_decay()),
+        groups = param_groups_weight_decay(model, case["weight_decay"], no_weight_decay_list=model.no_weight_decay())
+        optimizer = Lamb(groups,
                          lr=case["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=case["weight_decay"],
                          max_grad_norm=case["clip"])
     ema = ModelEmaV3(model, **case["ema"]) if case["ema"] else None
@@ -191,7 +191,8 @@ def lamb_steps():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("out", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "recipes"))
+    parser.add_argument("out", nargs="?",
+                        default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "recipes"))
     out = parser.parse_args().out
     os.makedirs(out, exist_ok=True)
     images, labels = make_data()
@@ -204,13 +205,14 @@ def main():
             if ema is not None:
                 safetensors.torch.save_file({k: v.contiguous() for k, v in ema.items()},
                                             os.path.join(out, f"{name}_dp{dp}_ema.safetensors"))
-        safetensors.torch.save_file({k: v.contiguous() for k, v in init.items()}, os.path.join(out, f"{name}_init.safetensors"))
+        safetensors.torch.save_file({k: v.contiguous() for k, v in init.items()},
+                                    os.path.join(out, f"{name}_init.safetensors"))
         dp = str(case["dp"][0])
         _, wrong, _ = run(dict(case, **VARIANTS[name]), int(dp), images, labels)
         variant = dict(change=VARIANTS[name], max_relative_difference=max(
             abs(a - b) / abs(b) for a, b in zip(wrong, losses[dp])))
         reference["cases"][name] = dict(case, losses=losses, variant=variant)
-        print(name, {dp: [round(v, 5) for v in l[:4]] for dp, l in losses.items()}, variant)
+        print(name, {dp: [round(v, 5) for v in per_step[:4]] for dp, per_step in losses.items()}, variant)
     reference["repeat_aug"] = dict(REPEAT_AUG, per_rank={
         str(w): [list(RepeatAugSampler(range(REPEAT_AUG["size"]), num_replicas=w, rank=r, shuffle=False,
                                        num_repeats=REPEAT_AUG["num_repeats"])) for r in range(w)]

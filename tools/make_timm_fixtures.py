@@ -23,14 +23,10 @@ import os
 import sys
 
 import numpy as np
+import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 import torch
 
-# The registry's torchvision is a CUDA build whose C ops do not load with the CPU torch; timm imports
-# torchvision, whose Python side registers fake kernels for these two ops and fails unless they exist.
-_TV_LIB = torch.library.Library("torchvision", "DEF")
-for _op in ("nms", "qnms"):
-    _TV_LIB.define(f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
+# isort: split
 import safetensors.torch  # noqa: E402
 import timm  # noqa: E402
 

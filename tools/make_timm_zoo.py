@@ -15,13 +15,10 @@ import json
 import os
 import sys
 
+import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 import torch
 
-# see make_timm_fixtures.py: timm imports torchvision, whose CPU ops are missing from the registry build
-_TV_LIB = torch.library.Library("torchvision", "DEF")
-for _op in ("nms", "qnms"):
-    _TV_LIB.define(f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
+# isort: split
 import timm  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
 from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa: E402

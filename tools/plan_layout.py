@@ -6,28 +6,31 @@ Estimates per rank the parameter + gradient + AdamW memory, the activations kept
 (1F1B keeps up to PP micro-batches on the first stage) and the bytes each rank sends per step, for
 every layout the model allows on N processes ("gpus": CPU processes here); ranks those that fit by
 estimated step time (FLOPs at --gflops per rank, 1F1B bubble, communication at --link-gbs).
-The model: libai_vit.planner (Megatron papers' analytic model applied to this ViT, fp32).
+The model: libai_vit.engine.layout_planner (Megatron papers' analytic model applied to this ViT, fp32).
 """
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-from libai_vit import planner  # noqa: E402
+from libai_vit.config import model_arguments  # noqa: E402
+from libai_vit.engine import layout_planner as planner  # noqa: E402
 
 MB = 2 ** 20
 
 
 def load_shape(path):
-    """The ViT dims of a LazyConfig file (a model file or a full training config)."""
+    """The ViT dims of a LazyConfig file (a model file or a full training config), its global batch
+    and its train.dist.pipeline_stage_layers (None when not set)."""
     from libai.config import LazyConfig
 
     cfg = LazyConfig.load(path)
-    model = cfg.model.cfg if "cfg" in cfg.model else cfg.model
-    batch = None
+    batch = split = None
     if "train" in cfg and cfg.train.get("global_batch_size"):
         batch = int(cfg.train.global_batch_size)
-    return planner.ViTShape.from_config(model), batch
+    if "train" in cfg and cfg.train.get("dist") and cfg.train.dist.get("pipeline_stage_layers"):
+        split = [int(n) for n in cfg.train.dist.pipeline_stage_layers]
+    return planner.ViTShape.from_config(model_arguments(cfg)), batch, split
 
 
 def explain(p, best):
@@ -62,10 +65,11 @@ def main():
         if args.device != "a100-80gb":
             ap.error("--mem-gb is required")
         args.mem_gb = 80.0
-    m, cfg_batch = load_shape(args.config)
+    m, cfg_batch, stage_layers = load_shape(args.config)
     gbs = args.global_batch or cfg_batch or 32 * args.gpus
     plans = planner.enumerate_plans(m, args.gpus, args.mem_gb * 2 ** 30, gbs, args.micro_batches,
-                                    args.gflops, args.link_gbs, zero_stage=args.zero, device=args.device)
+                                    args.gflops, args.link_gbs, zero_stage=args.zero, device=args.device,
+                                    stage_layers=stage_layers)
     print(f"{os.path.basename(args.config)}: embed {m.embed_dim}, depth {m.depth}, heads {m.num_heads}, "
           f"{m.tokens} tokens; {planner.train_flops_per_image(m) / 1e9:.1f} GFLOP per image per step; "
           f"global batch {gbs} on {args.gpus} processes with {args.mem_gb:g} GB each"

@@ -12,6 +12,8 @@ import oneflow as flow
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 import libai_vit  # noqa: F401,E402  (applies the LiBai 0.1.1 compatibility fixes)
+
+# isort: split
 from libai.config import default_argument_parser, try_get_key  # noqa: E402
 from libai.engine import default_setup  # noqa: E402
 from libai.utils.logger import setup_logger  # noqa: E402
@@ -19,8 +21,12 @@ from libai.utils.logger import setup_logger  # noqa: E402
 from libai_vit import parallel  # noqa: E402
 from libai_vit.config import ConfigError, load_config, validate  # noqa: E402
 from libai_vit.data.folder import DatasetError  # noqa: E402
-from libai_vit.engine.checkpoint import CheckpointError, ReliableCheckpointer, select_resumable  # noqa: E402
 from libai_vit.engine.trainer import NonFiniteLossError, Trainer  # noqa: E402
+from libai_vit.engine.training_checkpoint import (  # noqa: E402
+    CheckpointError,
+    ReliableCheckpointer,
+    select_resumable,
+)
 from libai_vit.pretrained import PretrainedError  # noqa: E402
 
 logger = logging.getLogger("libai_vit.train_net")

@@ -1,120 +1,30 @@
-"""Draw the class token's attention over the image, one panel per head of the last block.
+"""Draw the class token's attention over the image, one panel per head of one block (the last).
 
-    python tools/visualize_attention.py IMAGE CHECKPOINT [--model NAME --num-classes C --img-size S]
+    python tools/visualize_attention.py CHECKPOINT IMAGE [--model NAME --num-classes C --img-size S]
                                         [--out attention.png] [--block -1]
 
-CHECKPOINT is a LiBai checkpoint's model directory (output/model_final/model) or the directory
-holding it. The model is built from `--model` (a zoo name, with --num-classes/--img-size) or else
-from the config.yaml that LiBai saved in the training output directory. The image is resized to the
-model's input size and normalised with ImageNet's mean and std.
+CHECKPOINT is a run's checkpoint directory (OUTPUT/model_final, or its `model/` entry) or a
+pretrained file with --model NAME. The model is built from `--model` (a zoo name, with
+--num-classes/--img-size) or else from the run's config.yaml; the image is preprocessed as the
+config's evaluation does (libai_vit.inference).
 """
 import argparse
 import os
 import sys
 
-import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class InputError(Exception):
-    """A file that cannot be used; the message names it and says why."""
+from libai_vit import inference  # noqa: E402
 
 
-def find_model_dir(path):
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such checkpoint directory")
-    model_dir = os.path.join(path, "model") if os.path.isdir(os.path.join(path, "model")) else path
-    if not os.path.isdir(model_dir):
-        raise InputError(f"{path}: not a checkpoint directory (expected output/model_final/model)")
-    return model_dir
-
-
-def find_config(model_dir):
-    """config.yaml of the training run: LiBai writes it to the output dir, above model_final/model."""
-    here = os.path.abspath(model_dir)
-    for _ in range(3):
-        candidate = os.path.join(here, "config.yaml")
-        if os.path.isfile(candidate):
-            return candidate
-        here = os.path.dirname(here)
-    return None
-
-
-def build_model(args, model_dir):
-    from libai_vit.models.zoo import model_kwargs
-
-    if args.model:
-        overrides = {k: v for k, v in (("num_classes", args.num_classes), ("img_size", args.img_size)) if v}
-        try:
-            kwargs = model_kwargs(args.model, **overrides)
-        except ValueError as e:
-            raise InputError(f"--model {args.model}: {e}")
-        from libai_vit import VisionTransformer
-
-        # only the math backend forms attention weights; "auto" picks it when they are asked for
-        return VisionTransformer(**{**kwargs, "attn_backend": "auto"})
-    config = find_config(model_dir)
-    if config is None:
-        raise InputError(f"{model_dir}: no config.yaml above it: pass --model NAME (and --num-classes, --img-size)")
-    from libai.config import LazyConfig, instantiate
-
-    try:
-        cfg = LazyConfig.load(config)
-    except Exception as e:  # a config that does not load is bad input, whatever the parser raised
-        raise InputError(f"{config}: cannot load the config ({type(e).__name__}: {e})")
-    cfg.model.attn_backend = "auto"
-    for key, value in (("num_classes", args.num_classes), ("img_size", args.img_size)):
-        if value:
-            cfg.model[key] = value
-    return instantiate(cfg.model)
-
-
-def load_weights(model, model_dir):
-    import oneflow as flow
-
-    try:
-        state = flow.load(model_dir, global_src_rank=0)
-    except Exception as e:
-        raise InputError(f"{model_dir}: cannot load the weights ({type(e).__name__}: {str(e).splitlines()[0]})")
-    try:
-        model.load_state_dict(state)
-    except Exception as e:
-        raise InputError(f"{model_dir}: weights do not fit the model ({' '.join(str(e).split())[:300]})")
-
-
-def load_image(path, size):
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: cannot read the image ({e})")
-    resized = rgb.resize((size[1], size[0]), Image.BICUBIC)
-    pixels = np.asarray(resized, dtype=np.float32) / 255.0
-    normed = (pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-    return pixels, normed.transpose(2, 0, 1)[None].copy()
-
-
-def class_token_maps(model, batch, block):
-    """(heads, grid_h, grid_w): the class token's attention to each patch in `block`, per head."""
-    import oneflow as flow
-
-    model.eval()
-    with flow.no_grad():
-        weights = model(flow.tensor(batch), return_weights=True)["attention_weights"][block]
-    if weights.is_global:
-        weights = weights.to_global(sbp=[flow.sbp.broadcast] * len(weights.sbp)).to_local()
-    w = weights.numpy()[0]  # (heads, tokens, tokens)
+def class_token_maps(model, weights):
+    """(heads, grid_h, grid_w): the class token's attention to each patch, per head, from one
+    block's weights (heads, tokens, tokens)."""
     prefix = model.num_prefix_tokens
     # with a class token, its row; without one (global_pool="avg"), the attention each patch receives
-    rows = w[:, 0, prefix:] if prefix else w.mean(axis=1)
+    rows = weights[:, 0, prefix:] if prefix else weights.mean(axis=1)
     grid = model.patch_embed.grid_size
-    return rows.reshape(w.shape[0], grid[0], grid[1])
+    return rows.reshape(weights.shape[0], grid[0], grid[1])
 
 
 def draw(pixels, maps, out, title):
@@ -144,8 +54,9 @@ def draw(pixels, maps, out, title):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="output/model_final (or output/model_final/model)")
     p.add_argument("image")
-    p.add_argument("checkpoint", help="output/model_final/model (or output/model_final)")
+    p.add_argument("--config", help="the run's config (default: the config.yaml above CHECKPOINT)")
     p.add_argument("--model", help="zoo name, e.g. vit_base_patch16_224 (default: the run's config.yaml)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--img-size", type=int, default=None)
@@ -154,23 +65,24 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = args.out or f"attention_{os.path.splitext(os.path.basename(args.image))[0]}.png"
     try:
-        if not os.path.isfile(args.image):  # before building a model: a typo should fail fast
-            raise InputError(f"{args.image}: no such image file")
-        model_dir = find_model_dir(args.checkpoint)
-        import libai_vit  # noqa: F401  (compat fixes)
-
-        model = build_model(args, model_dir)
-        load_weights(model, model_dir)
-        size = model.patch_embed.img_size
-        pixels, batch = load_image(args.image, size)
+        checkpoint = inference.checkpoint_path(args.checkpoint)
+        image, = inference.read_images([args.image])
+        config = args.config or inference.find_config(checkpoint)
+        cfg = inference.load_config(config) if args.config or (config and not args.model) else None
+        model = inference.load_model(checkpoint, cfg, args.model, attention_weights=True,
+                                     num_classes=args.num_classes, img_size=args.img_size)
         if not -model.depth <= args.block < model.depth:
-            raise InputError(f"--block {args.block}: the model has {model.depth} blocks")
-        maps = class_token_maps(model, batch, args.block)
-    except InputError as e:
+            raise inference.InferenceError(f"--block {args.block}: the model has {model.depth} blocks")
+        transform = inference.preprocessing(cfg, model)
+    except inference.InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    pixels = transform(image)
+    _, weights = inference.predict(model, pixels[None], attention_weights=True)
+    maps = class_token_maps(model, weights[args.block][0])
     block = args.block % model.depth
-    draw(pixels, maps, out, f"{os.path.basename(args.image)}: class-token attention, block {block}")
+    draw(inference.undo_normalize(transform, pixels), maps, out,
+         f"{os.path.basename(args.image)}: class-token attention, block {block}")
     print(f"wrote {out}")
     return 0
 

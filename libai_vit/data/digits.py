@@ -6,8 +6,9 @@ import shutil
 import tempfile
 
 import numpy as np
-from libai.data.datasets import ImageNetDataset
 from PIL import Image
+
+from libai_vit.data.folder import ImageFolder
 
 
 def write_digits_imagefolder(root, img_size=32, val_fraction=0.25, seed=0):
@@ -37,9 +38,9 @@ def write_digits_imagefolder(root, img_size=32, val_fraction=0.25, seed=0):
     return root
 
 
-class DigitsDataset(ImageNetDataset):
-    """LiBai's ImageFolder dataset over the digits, written first if missing (one process writes,
-    the others wait on a file lock)."""
+class DigitsDataset(ImageFolder):
+    """The project's ImageFolder over the digits, written first (at `img_size` px) if missing: one
+    process writes, the others wait on a file lock."""
 
     def __init__(self, root, train=True, transform=None, img_size=32):
         os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)

@@ -9,8 +9,8 @@ from libai.engine.hooks import PeriodicCheckpointer
 from libai.engine.trainer import HookBase
 from libai.utils import distributed as dist
 
-from libai_vit.engine.checkpoint import periodic_checkpoints
-from libai_vit.engine.vm_scheduler import MIN_WINDOW_S, SpinningSchedulerWatch
+from libai_vit.engine.training_checkpoint import periodic_checkpoints
+from libai_vit.vm_scheduler import MIN_WINDOW_S, SpinningSchedulerWatch
 
 
 def read_metrics(path):

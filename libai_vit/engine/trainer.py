@@ -13,11 +13,23 @@ from libai.optim import build_optimizer
 from libai.utils import distributed as dist
 from libai.utils.events import CommonMetricPrinter, JSONWriter, get_event_storage
 
-from libai_vit.engine.checkpoint import (CheckpointError, ReliableCheckpointer, _broadcast, fault,
-                                         select_resumable, write_atomic)
-from libai_vit.engine import vm_scheduler
+from libai_vit import vm_scheduler
+from libai_vit.engine.atomic_files import write_atomic
+from libai_vit.engine.broadcast import broadcast_from_rank0
 from libai_vit.engine.ema import ModelEma
-from libai_vit.engine.hooks import Checkpointing, CurvePlotter, ModelEmaUpdate, QuietVMScheduler, RandomStreams
+from libai_vit.engine.faults import fault
+from libai_vit.engine.hooks import (
+    Checkpointing,
+    CurvePlotter,
+    ModelEmaUpdate,
+    QuietVMScheduler,
+    RandomStreams,
+)
+from libai_vit.engine.training_checkpoint import (
+    CheckpointError,
+    ReliableCheckpointer,
+    select_resumable,
+)
 from libai_vit.optim.clip import clip_whole_model
 
 logger = logging.getLogger(__name__)
@@ -210,7 +222,7 @@ class Trainer(DefaultTrainer):
         others), before the step's metrics and checkpoint are written."""
         values = {k: dist.tton(v, local_only=False, ranks=[0] if v.placement.ranks.ndim == 1 else [[0]])
                   for k, v in loss_dict.items()}
-        total = _broadcast(float(sum(values.values())) if dist.is_main_process() else None)
+        total = broadcast_from_rank0(float(sum(values.values())) if dist.is_main_process() else None)
         if not math.isfinite(total):
             message = f"non-finite loss ({total}) at iteration {self.iter}"
             if self.cfg.train.get("nonfinite_loss", "stop") == "skip":

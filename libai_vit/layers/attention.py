@@ -16,6 +16,7 @@ import oneflow as flow
 from oneflow import nn
 
 from libai_vit.layers.flash import flash_attention, ones_beside
+from libai_vit.parallel import device_type, replicate_like
 
 BACKENDS = ("auto", "math", "fused", "flash")
 # On CPU "auto" runs flash from this many keys on: below, math's N^2 activations are small and it is
@@ -43,7 +44,7 @@ def math_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = flow.matmul(q, k, transpose_b=True, alpha=scale)
     if attn_bias is not None:
-        scores = scores + _like(attn_bias, scores)
+        scores = scores + replicate_like(attn_bias, scores)
     keep = _keep_mask(q, k, mask, causal, scores)
     if keep is not None:
         scores = flow.masked_fill(scores, keep.logical_not(), -math.inf)
@@ -57,16 +58,16 @@ def math_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0
 def fused_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None,
                     return_weights=False):
     """Scale, mask, softmax (and dropout) in one OneFlow CUDA kernel; fully masked rows as math (NaN)."""
-    if _device_type(q) != "cuda":
+    if device_type(q) != "cuda":
         raise ValueError(f"attention backend 'fused' runs OneFlow's CUDA-only fused softmax kernels, but the "
-                         f"tensors are on {_device_type(q)!r}: use backend='flash', 'math' or 'auto'")
+                         f"tensors are on {device_type(q)!r}: use backend='flash', 'math' or 'auto'")
     if return_weights:
         raise ValueError("attention backend 'fused' cannot return the weights: use backend='math' or 'auto'")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if attn_bias is None:
         scores, kernel_scale = flow.matmul(q, k, transpose_b=True), scale
     else:  # the bias is added after scaling, so the kernel must not scale again
-        scores, kernel_scale = flow.matmul(q, k, transpose_b=True, alpha=scale) + _like(attn_bias, q), 1.0
+        scores, kernel_scale = flow.matmul(q, k, transpose_b=True, alpha=scale) + replicate_like(attn_bias, q), 1.0
     keep = _keep_mask(q, k, mask, causal, scores)
     if keep is None:
         keep = ones_beside((q.shape[-2], k.shape[-2]), scores, dtype=flow.bool)
@@ -95,7 +96,7 @@ def select_backend(q, k, return_weights=False):
     enabled = _enabled.get()
     if return_weights:
         candidates = ["math"]  # only math forms the weights
-    elif _device_type(q) == "cuda":
+    elif device_type(q) == "cuda":
         candidates = ["fused", "flash", "math"]
     elif k.shape[-2] >= AUTO_FLASH_MIN_KEYS:
         candidates = ["flash", "math"]
@@ -105,7 +106,7 @@ def select_backend(q, k, return_weights=False):
         if name in enabled:
             return name
     raise ValueError(f"no enabled attention backend can run this call (weights requested: {return_weights}, "
-                     f"device {_device_type(q)!r}; enabled: {sorted(enabled)}): widen sdp_kernel(...)")
+                     f"device {device_type(q)!r}; enabled: {sorted(enabled)}): widen sdp_kernel(...)")
 
 
 def attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None,
@@ -120,7 +121,7 @@ def attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, s
     if backend == "auto":
         backend = select_backend(q, k, return_weights)
         logger.debug("attention backend auto -> %s (device %s, q %s, k %s, weights %s)", backend,
-                     _device_type(q), tuple(q.shape), tuple(k.shape), return_weights)
+                     device_type(q), tuple(q.shape), tuple(k.shape), return_weights)
     return _IMPLS[backend](q, k, v, mask=mask, attn_bias=attn_bias, causal=causal, dropout_p=dropout_p,
                            scale=scale, return_weights=return_weights)
 
@@ -160,7 +161,7 @@ def _keep_mask(q, k, mask, causal, scores):
         # aligned to the last key, as when q is a suffix of k
         keep = ones_beside((q_len, k_len), scores, dtype=flow.bool).tril(k_len - q_len)
     if mask is not None:
-        mask = _like(mask, scores)
+        mask = replicate_like(mask, scores)
         keep = mask if keep is None else flow.logical_and(keep, mask)
     return keep
 
@@ -176,14 +177,3 @@ def _fused_kernel_mask(keep, scores):
     if keep.shape[-1] != scores.shape[-1]:
         keep = keep.expand(*keep.shape[:-1], scores.shape[-1])
     return keep
-
-
-def _device_type(t):
-    return t.placement.type if t.is_global else t.device.type
-
-
-def _like(small, ref):
-    """Place a local mask or bias beside a global reference tensor, replicated (eager only)."""
-    if ref.is_global and not small.is_global:
-        return small.to_global(placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
-    return small

@@ -23,6 +23,8 @@ from typing import Optional
 import oneflow as flow
 from oneflow._oneflow_internal.autograd import AutogradFunctionBase
 
+from libai_vit.parallel import replicate_like
+
 # Masked scores are finite: a block whose row is fully masked must give a finite block logsumexp
 # (it then weighs exp(-1e30) = 0 against the others) instead of NaN. fp16 tops out at 65504, where
 # -1e30 is -inf and -inf * 0 (an allowed position) is NaN: there -2^14, which mask + causal + bias
@@ -78,9 +80,9 @@ def flash_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=
         scale=q.shape[-1] ** -0.5 if scale is None else float(scale), causal=causal,
         dropout_p=float(dropout_p), seed=_call_seed(q) if dropout_p > 0 else 0,
         block_q=block_q, block_k=block_k,
-        mask_add=None if mask is None else _like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
+        mask_add=None if mask is None else replicate_like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
         bias_grad=attn_bias is not None and attn_bias.requires_grad)
-    inputs = (q, k, v) if attn_bias is None else (q, k, v, _like(_as_4d(attn_bias), q))
+    inputs = (q, k, v) if attn_bias is None else (q, k, v, replicate_like(_as_4d(attn_bias), q))
     return AutogradFunctionBase.apply("FlashAttention", partial(FlashAttentionFunction.forward, cfg=cfg),
                                       partial(FlashAttentionFunction.backward, cfg=cfg), *inputs)
 
@@ -313,10 +315,3 @@ def ones_beside(shape, ref, dtype=None):
     if ref.is_global:
         return flow.ones(*shape, dtype=dtype, placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
     return flow.ones(*shape, dtype=dtype, device=ref.device)
-
-
-def _like(small, ref):
-    """A local mask or bias placed beside a global reference tensor, replicated (eager only)."""
-    if ref.is_global and not small.is_global:
-        return small.to_global(placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
-    return small

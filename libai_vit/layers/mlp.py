@@ -6,11 +6,10 @@ column-parallel (each rank owns a slice of the hidden units), the output project
   (timm's `scale_mlp`), then the output projection.
 """
 import oneflow as flow
-from libai.layers import Linear
 from libai.layers import MLP as LiBaiMLP
-from oneflow import nn
-
+from libai.layers import Linear
 from libai.utils import distributed as dist
+from oneflow import nn
 
 from libai_vit import parallel
 from libai_vit.layers.norm import LayerNorm

@@ -9,9 +9,15 @@ from typing import List
 import numpy as np
 import oneflow as flow
 
-from libai_vit.pretrained import jax_format, libai_format, original_formats, timm_format, torch_pickle
-from libai_vit.pretrained.torch_pickle import PretrainedError
 from libai_vit.models.vision_transformer import _assign
+from libai_vit.pretrained import (
+    jax_format,
+    libai_format,
+    original_formats,
+    timm_format,
+    torch_pickle,
+)
+from libai_vit.pretrained.torch_pickle import PretrainedError
 
 logger = logging.getLogger(__name__)
 

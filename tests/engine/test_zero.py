@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from libai_vit.engine import layout_planner as planner
+
 from conftest import launch_script
-from libai_vit import planner
 
 PROBE = os.path.join(os.path.dirname(__file__), "zero_probe.py")
 DEMO = planner.ViTShape(img_size=32, patch_size=8, num_classes=10, embed_dim=64, depth=4, num_heads=4,

@@ -8,11 +8,11 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from conftest import launch_script
-
 import libai_vit
 from libai_vit.layers.attention import FlashAttention, attention, sdp_kernel, select_backend
 from libai_vit.layers.flash import flash_attention
+
+from conftest import launch_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5
@@ -323,10 +323,10 @@ def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
     Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(image)
     ckpt = str(tmp_path / "out" / "model_final" / "model")
     png = tmp_path / "attn.png"
-    assert visualize_attention.main([str(image), ckpt, "--out", str(png)]) == 0
+    assert visualize_attention.main([ckpt, str(image), "--out", str(png)]) == 0
     assert png.stat().st_size > 0
     (tmp_path / "bad.png").write_text("not an image")
-    assert visualize_attention.main([str(tmp_path / "bad.png"), ckpt]) == 2
+    assert visualize_attention.main([ckpt, str(tmp_path / "bad.png")]) == 2
     assert "bad.png: cannot read the image" in capsys.readouterr().err
-    assert visualize_attention.main([str(image), str(tmp_path / "missing")]) == 2
+    assert visualize_attention.main([str(tmp_path / "missing"), str(image)]) == 2
     assert "missing: no such checkpoint directory" in capsys.readouterr().err

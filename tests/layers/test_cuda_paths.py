@@ -34,7 +34,7 @@ MASKS = {
 
 @pytest.fixture
 def forced_cuda(monkeypatch):
-    monkeypatch.setattr(attention_mod, "_device_type", lambda t: "cuda")
+    monkeypatch.setattr(attention_mod, "device_type", lambda t: "cuda")
 
 
 def _qkv(global_heads_split=False):
@@ -82,7 +82,7 @@ def test_cuda_layer_norm_reaches_the_kernel(affine, is_global):
         import oneflow as flow
         import libai_vit
         from libai_vit.layers import norm
-        norm._device_type = lambda x: "cuda"
+        norm.device_type = lambda x: "cuda"
         x, w, b = flow.randn(2, 5, 8), flow.ones(8), flow.zeros(8)
         if {is_global}:
             p = flow.placement("cpu", [0])

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import oneflow as flow
 from libai.models.utils import GraphBase
-from oneflow.nn.graph import GraphModule
 from omegaconf import DictConfig
+from oneflow.nn.graph import GraphModule
 
 import libai_vit
 from libai_vit import parallel

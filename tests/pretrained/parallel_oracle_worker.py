@@ -3,8 +3,8 @@ fits the layout and compare with timm's outputs. argv: TP PP. Exits non-zero on 
 import sys
 
 import numpy as np
-from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output
 from omegaconf import DictConfig
+from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output
 
 from libai_vit import parallel
 from libai_vit.pretrained import load_pretrained

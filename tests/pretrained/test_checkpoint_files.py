@@ -66,7 +66,8 @@ def test_wrong_width():
 
 def test_deeper_model_strict_and_not():
     _fails(fixture("tiny16.safetensors"), r"does not fit the model.*blocks\.2\.", model=dict(depth=3))
-    report = load_pretrained(VisionTransformer(**{**TINY, "depth": 3}).eval(), fixture("tiny16.safetensors"), strict=False)
+    report = load_pretrained(VisionTransformer(**{**TINY, "depth": 3}).eval(), fixture("tiny16.safetensors"),
+                             strict=False)
     assert all(n.startswith("blocks.2.") for n in report.missing) and len(report.missing) == 12
 
 

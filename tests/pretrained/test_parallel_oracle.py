@@ -2,9 +2,9 @@
 import os
 
 import pytest
+from timm_oracle import CASES, MANIFEST
 
 from conftest import launch_script
-from timm_oracle import CASES, MANIFEST
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -97,14 +97,14 @@ def test_predict_prints_top5_and_refuses_bad_input(runs, tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "tools", "predict.py"), ckpt, image]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith(image)][0]
+    line = [out for out in proc.stdout.splitlines() if out.startswith(image)][0]
     names = [part.split()[0] for part in line[len(image) + 2:].split(", ")]
     assert len(names) == 5 and set(names) <= {str(d) for d in range(10)}
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
     proc = subprocess.run(cmd[:-1] + [image, str(bad)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    errors = [err for err in proc.stderr.splitlines() if err.startswith("error:")]
     assert len(errors) == 1 and str(bad) in errors[0]
 
 
@@ -124,11 +124,11 @@ def test_finetune_resumes(runs):
     log = _log(out)
     assert re.search(r"Starting training from iteration 10\b", log), log[-3000:]
     with open(os.path.join(out, "metrics.json")) as f:
-        iters = [json.loads(l)["iteration"] for l in f if '"total_loss"' in l]
+        iters = [json.loads(row)["iteration"] for row in f if '"total_loss"' in row]
     assert iters[-10:] == list(range(10, 20))
 
 
 def test_graph_training_quiets_oneflows_spinning_vm_scheduler(runs):
-    # libai_vit/engine/vm_scheduler.py: measured after the first step, the spinning thread goes to nice 19
+    # libai_vit/vm_scheduler.py: measured after the first step, the spinning thread goes to nice 19
     assert re.search(r"OneFlow's VM scheduler thread \d+ spun \d+% of a core in sched_yield while "
                      r"nn.Graph steps ran; lowered it to nice 19", _log(runs["ft"]))

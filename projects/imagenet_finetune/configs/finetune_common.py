@@ -20,7 +20,8 @@ model.strict = True  # refuse a file whose blocks do not fit (the head, norm and
 model.num_classes = 1000
 model.global_pool = "avg"  # MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
 model.drop_path_rate = 0.1
-model.loss_func = LazyCall(SoftTargetCrossEntropy)()  # mixup/cutmix give soft labels; DeiT III: libai_vit.losses.BinaryCrossEntropy
+# mixup/cutmix give soft labels; DeiT III: libai_vit.losses.BinaryCrossEntropy
+model.loss_func = LazyCall(SoftTargetCrossEntropy)()
 
 optim = LazyCall(flow.optim.AdamW)(  # DeiT III: libai_vit.optim.Lamb (eager mode)
     params=LazyCall(layer_decay_param_groups)(
@@ -28,7 +29,9 @@ optim = LazyCall(flow.optim.AdamW)(  # DeiT III: libai_vit.optim.Lamb (eager mod
         lr="${optim.lr}",
         layer_decay=0.65,  # lr x 0.65 per block below the head (0.75 for ViT-L)
         weight_decay="${optim.weight_decay}",  # none on biases, norms, pos_embed, cls_token
-        clip_grad_max_norm=None,  # e.g. 1.0: clip the whole model's gradient norm (torch's clip_grad_norm_); with layer decay < 1 only in eager mode
+        # e.g. 1.0: clip the whole model's gradient norm (torch's clip_grad_norm_); with layer decay < 1
+        # only in eager mode
+        clip_grad_max_norm=None,
         clip_grad_norm_type=2.0,  # the norm's order
     ),
     lr=5e-4 * 1024 / 256,  # base lr per 256 samples x train.global_batch_size / 256: keep them in step

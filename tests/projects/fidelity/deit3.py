@@ -3,7 +3,13 @@
 # the test sets the case's numbers (lr, schedule, layout, ...) on the command line.
 from tests.projects.recipe_support import on_reference
 
-from ....projects.imagenet_finetune.configs.deit3_base_patch16_224 import dataloader, graph, model, optim, train  # noqa: F401
+from ....projects.imagenet_finetune.configs.deit3_base_patch16_224 import (  # noqa: F401
+    dataloader,
+    graph,
+    model,
+    optim,
+    train,
+)
 
 model.init_values = None  # the reference is timm's plain ViT (LayerScale is proven against timm elsewhere)
 model.no_embed_class = False

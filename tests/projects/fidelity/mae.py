@@ -3,6 +3,12 @@
 # the test sets the case's numbers (lr, schedule, layout, ...) on the command line.
 from tests.projects.recipe_support import on_reference
 
-from ....projects.imagenet_finetune.configs.vit_base_patch16_224_mae import dataloader, graph, model, optim, train  # noqa: F401
+from ....projects.imagenet_finetune.configs.vit_base_patch16_224_mae import (  # noqa: F401
+    dataloader,
+    graph,
+    model,
+    optim,
+    train,
+)
 
 on_reference(dataloader, model, train)

@@ -7,7 +7,7 @@ import time
 
 import oneflow as flow
 
-from libai_vit.engine.vm_scheduler import SpinningSchedulerWatch, thread_cpu_seconds
+from libai_vit.vm_scheduler import SpinningSchedulerWatch, thread_cpu_seconds
 
 
 class Step(flow.nn.Graph):

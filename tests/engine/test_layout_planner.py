@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from libai_vit import planner
+from libai_vit.engine import layout_planner as planner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 
@@ -32,6 +33,23 @@ def test_parameter_counts_match_the_model(tp, pp):
         assert sum(per_rank) == total
     else:  # TP splits only the Linear weights and column biases; each rank also holds the replicated rest
         assert sum(per_rank) * tp > total > sum(per_rank)
+
+
+def test_planner_places_blocks_as_training_does():
+    """The planner's stages are parallel.stage_of_layers', including train.dist.pipeline_stage_layers."""
+    from libai_vit import parallel
+
+    shape = planner.ViTShape(img_size=32, patch_size=8, embed_dim=64, depth=6, num_heads=4, num_classes=10)
+    even = parallel.stage_of_layers(6, 2)
+    assert planner.blocks_per_stage(shape, 2) == [even.count(0), even.count(1)]
+    assert planner.blocks_per_stage(shape, 2, [5, 1]) == [5, 1]
+    per_block = planner.parameter_counts(shape, 1, 1, None)[0] - planner.parameter_counts(
+        planner.ViTShape(img_size=32, patch_size=8, embed_dim=64, depth=5, num_heads=4, num_classes=10), 1, 1)[0]
+    uneven, balanced = planner.parameter_counts(shape, 1, 2, [5, 1]), planner.parameter_counts(shape, 1, 2)
+    assert uneven[0] - balanced[0] == pytest.approx(2 * per_block)
+    slow = planner.plan(shape, 1, 1, 2, 4, 4, stage_layers=[5, 1])
+    assert slow.step_s > planner.plan(shape, 1, 1, 2, 4, 4).step_s  # the 5-block stage sets the pace
+    assert slow.act_bytes > planner.plan(shape, 1, 1, 2, 4, 4).act_bytes
 
 
 def test_planner_ranks_only_layouts_the_model_allows_and_explains_them():

@@ -1,6 +1,7 @@
 """Analytic cost model of this ViT under a DP x TP x PP layout: FLOPs, per-rank memory, communication.
 
-Pure Python (no OneFlow), so tools can plan before anything is launched. The model follows the
+Arithmetic only (no tensor is built), so tools can plan before anything is launched; blocks go to
+pipeline stages by `parallel.stage_of_layers`, the rule training uses. The model follows the
 Megatron papers (Narayanan et al. 2021, "Efficient large-scale language model training";
 Korthikanti et al. 2022, "Reducing activation recomputation") applied to this ViT in fp32:
 
@@ -17,11 +18,13 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
   direction per stage boundary.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
+
+from libai_vit.parallel import stage_of_layers
 
 BYTES = 4  # fp32 everywhere on CPU
 # s·b·h activation tensors a block keeps for backward in eager mode, fitted to OneFlow 0.9 CPU peak
-# RSS (tests/test_planner.py): those TP replicates (block input, the primitive LayerNorms' tensors,
+# RSS (tests/engine/test_layout_planner.py): those TP replicates (block input, the primitive LayerNorms' tensors,
 # residuals, row-parallel outputs) and those it splits with the heads / MLP columns (qkv, q/k/v,
 # attention output, fc1 and GELU outputs); plus the 2·a·s²·b scores and softmax output.
 ACT_SBH_REPLICATED = 20
@@ -95,17 +98,21 @@ def train_flops_per_image(m: ViTShape) -> float:
     return 3 * forward_flops_per_image(m)
 
 
-def parameter_counts(m: ViTShape, tp: int, pp: int) -> List[float]:
-    """Parameters held by one rank of each pipeline stage (even split, extra blocks on the last ones)."""
+def blocks_per_stage(m: ViTShape, pp: int, stage_layers: Optional[Sequence[int]] = None) -> List[int]:
+    """Blocks on each pipeline stage: `stage_layers` (train.dist.pipeline_stage_layers) or the even split."""
+    stages = stage_of_layers(m.depth, pp, stage_layers)
+    return [stages.count(p) for p in range(pp)]
+
+
+def parameter_counts(m: ViTShape, tp: int, pp: int, stage_layers: Optional[Sequence[int]] = None) -> List[float]:
+    """Parameters held by one rank of each pipeline stage."""
     h, f = m.embed_dim, m.hidden
     split = 3 * h * h + 3 * h + h * h + h * f + f + f * h  # column/row-parallel weights, column biases
     replicated = 4 * h + 2 * h  # two LayerNorms, row-parallel biases (dense, fc2)
     per_block = split / tp + replicated
     first = h * m.in_chans * m.patch_size ** 2 + h + h + m.tokens * h  # patch conv, cls, pos
     last = 2 * h + h * m.num_classes + m.num_classes  # norm, head (replicated in LiBai's Linear)
-    base, extra = divmod(m.depth, pp)
-    layers = [base + (1 if p >= pp - extra else 0) for p in range(pp)]
-    counts = [n * per_block for n in layers]
+    counts = [n * per_block for n in blocks_per_stage(m, pp, stage_layers)]
     counts[0] += first
     counts[-1] += last
     return counts
@@ -142,39 +149,41 @@ class Plan:
 
 
 def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro: int, graph=True,
-                     graph_act_factor: float = GRAPH_ACT_FACTOR) -> float:
+                     graph_act_factor: float = GRAPH_ACT_FACTOR,
+                     stage_layers: Optional[Sequence[int]] = None) -> float:
     """Worst rank's activations: stage 0 keeps min(PP, M) micro-batches of its layers (1F1B)."""
     s, h, a, b = m.tokens, m.embed_dim, m.num_heads, micro_batch
     per_layer = s * b * h * (ACT_SBH_REPLICATED + ACT_SBH_SPLIT / tp) + 2 * a * s * s * b / tp
-    base, extra = divmod(m.depth, pp)
     worst = 0.0
-    for p in range(pp):
-        layers = base + (1 if p >= pp - extra else 0)
+    for p, layers in enumerate(blocks_per_stage(m, pp, stage_layers)):
         in_flight = min(pp - p, num_micro) if pp > 1 else 1
         worst = max(worst, in_flight * layers * per_layer)
     return worst * BYTES * (graph_act_factor if graph else 1.0)
 
 
-def optimizer_state_bytes(m: ViTShape, dp: int, tp: int, pp: int, zero_stage: int = 0) -> float:
+def optimizer_state_bytes(m: ViTShape, dp: int, tp: int, pp: int, zero_stage: int = 0,
+                          stage_layers: Optional[Sequence[int]] = None) -> float:
     """AdamW's exp_avg and exp_avg_sq on the worst rank; ZeRO splits them over the DP ranks."""
-    return max(parameter_counts(m, tp, pp)) * 2 * BYTES / (dp if zero_stage >= 1 else 1)
+    return max(parameter_counts(m, tp, pp, stage_layers)) * 2 * BYTES / (dp if zero_stage >= 1 else 1)
 
 
 def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: int,
          core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True,
-         zero_stage: int = 0, device: str = "cpu") -> Plan:
+         zero_stage: int = 0, device: str = "cpu", stage_layers: Optional[Sequence[int]] = None) -> Plan:
     """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager. `device`: a
-    key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`)."""
+    key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`). `stage_layers`:
+    blocks per pipeline stage (train.dist.pipeline_stage_layers; default the even split)."""
     dev = DEVICES[device]
-    params = parameter_counts(m, tp, pp)
+    params = parameter_counts(m, tp, pp, stage_layers)
     # weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq; the runtime's own
     grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
     overhead = RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"] if device == "cpu" else dev.overhead_bytes
-    param_bytes = max(params) * BYTES + grads + optimizer_state_bytes(m, dp, tp, pp, zero_stage) + overhead
-    act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor)
+    optimizer = optimizer_state_bytes(m, dp, tp, pp, zero_stage, stage_layers)
+    param_bytes = max(params) * BYTES + grads + optimizer + overhead
+    act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor, stage_layers)
     s, h, b = m.tokens, m.embed_dim, micro_batch
     sbh = s * b * h * BYTES
-    layers_per_stage = -(-m.depth // pp)
+    layers_per_stage = max(blocks_per_stage(m, pp, stage_layers))  # the slowest stage sets the pace
     comm_dp = 2 * (dp - 1) / dp * max(params) * BYTES
     comm_tp = 4 * 2 * (tp - 1) / tp * sbh * layers_per_stage * num_micro
     comm_pp = 2 * sbh * num_micro if pp > 1 else 0.0
@@ -201,10 +210,12 @@ def _divisors(n):
 
 def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int,
                     micro_batches: Optional[List[int]] = None, core_gflops: float = DEFAULT_CORE_GFLOPS,
-                    link_gbs: float = DEFAULT_LINK_GBS, zero_stage: int = 0, device: str = "cpu"
-                    ) -> Dict[str, List[Plan]]:
+                    link_gbs: float = DEFAULT_LINK_GBS, zero_stage: int = 0, device: str = "cpu",
+                    stage_layers: Optional[Sequence[int]] = None) -> Dict[str, List[Plan]]:
     """Every DP x TP x PP = world (and micro-batch) that the model allows, split into those that fit
-    `mem_bytes` per rank and those that do not; the fitting ones fastest first."""
+    `mem_bytes` per rank and those that do not; the fitting ones fastest first. `stage_layers`
+    (train.dist.pipeline_stage_layers) applies to the layouts with as many stages; the others split
+    evenly."""
     fits, too_big = [], []
     for tp in _divisors(world):
         if m.num_heads % tp or m.embed_dim % tp or m.hidden % tp:
@@ -216,8 +227,9 @@ def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int
             for mb in micro_batches or [1, 2, 4, 8, 16, 32, 64]:
                 if global_batch % (mb * dp):
                     continue
+                split = stage_layers if stage_layers is not None and len(stage_layers) == pp else None
                 p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs,
-                         zero_stage=zero_stage, device=device)
+                         zero_stage=zero_stage, device=device, stage_layers=split)
                 (fits if p.mem_bytes <= mem_bytes else too_big).append(p)
     fits.sort(key=lambda p: (p.step_s, p.mem_bytes))
     too_big.sort(key=lambda p: p.mem_bytes)
