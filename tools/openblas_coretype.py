@@ -64,10 +64,11 @@ def runnable(flags):
     return [core for core, need in CANDIDATES.items() if flags.issuperset(need)]
 
 
-def core_in_use():
-    """The core type OneFlow's OpenBLAS selected in this process (oneflow must be imported)."""
+def core_in_use(library="liboneflow"):
+    """The core type the OpenBLAS in `library` (OneFlow's, or "openblas": numpy's) selected in this
+    process; the library must be loaded (`import oneflow` / `import numpy`)."""
     with open("/proc/self/maps") as f:
-        libs = {line.split()[-1] for line in f if "liboneflow" in line and line.rstrip().endswith(".so")}
+        libs = {line.split()[-1] for line in f if library in line.split("/")[-1] and ".so" in line}
     if not libs:
         return None
     name = ctypes.CDLL(libs.pop()).gotoblas_corename
