@@ -6,7 +6,6 @@ head, so a tensor-parallel rank owns whole heads; `dense` is row-parallel.
 import oneflow as flow
 from libai.layers import MultiheadAttention, TransformerLayer
 
-from libai_vit.layers.activation import GELU
 from libai_vit.layers.attention import attention
 
 
@@ -48,7 +47,6 @@ class Block(TransformerLayer):
         self._attn_backend = attn_backend
         super().__init__(hidden_size, ffn_hidden_size, num_attention_heads, init_method=_no_init,
                          layer_idx=layer_idx, **kwargs)
-        self.mlp.activation_func = GELU()  # same values, one erf pass fewer on CPU (activation.py)
 
     def build_attention(self, is_cross_attention=False):
         return Attention(
