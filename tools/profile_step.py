@@ -10,6 +10,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # kernel family <- a pattern of the symbols perf reports for it (the first match wins)
 FAMILIES = [
     ("matmul (OpenBLAS)", r"sgemm|gemm_|dnnl.*gemm"),
-    ("erf (GELU)", r"erf"),
+    ("erf (GELU forward and backward)", r"erf"),
     ("exp (GELU backward, softmax)", r"exp"),
     ("GELU backward loop", r"BinaryOp\)26"),
     ("broadcast copies (LayerNorm broadcast_like, expand)", r"XpuBroadcastNdarray|Broadcast"),
@@ -107,7 +108,8 @@ def main():
     cpu = (compute_cpu() - c0) / args.steps
     walls.sort()
     print(f"{args.model} batch {args.batch} {'eager' if args.eager else 'nn.Graph'}: compute CPU {cpu:.3f} s per "
-          f"step, wall median {walls[len(walls) // 2]:.3f} s ({args.batch / walls[len(walls) // 2]:.2f} img/s)")
+          f"step, wall median {walls[len(walls) // 2]:.3f} s ({args.batch / walls[len(walls) // 2]:.2f} img/s), "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GB")
     if args.perf:
         sampler.join()
         shares = result["shares"]
