@@ -64,6 +64,15 @@ def launch(case, timeout, script=WORKERS, torch_python=TORCH_PY):
             env["LIBAI_VIT_OPENBLAS_PTH"] = "0"
         elif core:
             env["OPENBLAS_CORETYPE"] = core
+        if case.get("independent"):
+            # `independent` lone processes at once, no communication: DP's ceiling on this machine
+            procs = [subprocess.Popen([py, script, json.dumps(case), f"{prefix}{k}"], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for k in range(case["independent"])]
+            outs = [p.communicate(timeout=timeout) for p in procs]
+            if any(p.returncode for p in procs):
+                raise RuntimeError(f"{case['name']} failed:\n" + "".join(o[1][-2000:] for o in outs))
+            return [json.load(open(f"{prefix}{k}.0.json")) for k in range(case["independent"])]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"{case['name']} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -100,6 +109,11 @@ def build_cases(args):
                                         model=model, graph=mode == "graph", layout=[dp, tp, pp], nproc=dp * tp * pp,
                                         micro_batch=micro, num_micro=acc, attn=attn, quiet_vm=True, **common)
                             cases.append(case)
+                            if dp == 2 and tp == pp == 1 and args.independent_too:
+                                # two lone 1x1x1 processes at once, the same images each: DP=2 minus
+                                # its all-reduce and synchronisation
+                                cases.append(dict(case, name=case["name"].replace("/2x1x1/", "/2x1x1-independent/"),
+                                                  layout=[1, 1, 1], nproc=1, independent=2))
                             if args.spin_too and mode == "graph":
                                 cases.append(dict(case, name=case["name"] + "/spin", quiet_vm=False))
                     if pp > 1 and "graph" in args.modes:
@@ -140,10 +154,11 @@ def row_of(case, ranks, rnd, load, core_gflops):
             row["gflops_per_proc"] = round(statistics.mean(r["gflops"] for r in ranks), 2)
             row["threads"] = case.get("threads", 1)
         return row
-    nproc = case.get("nproc", 1)
+    nproc = case.get("nproc", 1) * case.get("independent", 1)
     step_s = max(statistics.median(r["times"]) for r in ranks)  # the slowest rank sets the pace
     images = case["micro_batch"] * case["num_micro"] * case.get("layout", [1])[0] if case["impl"] != "torch" \
         else case["micro_batch"]
+    images *= case.get("independent", 1)
     kw = model_kwargs(case["model"])
     flops = train_flops_per_image(ViTShape(**{k: kw[k] for k in ("img_size", "patch_size", "embed_dim", "depth",
                                                                  "num_heads")}))
@@ -182,6 +197,7 @@ def ratios(best, size, mb, num_micros, attn):
                        ips(f"libai/eager/{size}/mb{mb}/1x1x1/acc1/naive-ln")) if x is not None]
     dp2 = max((x for x in (ips(f"ours/graph/{size}/mb{mb}/2x1x1/acc1/{attn}"),
                            ips(f"ours/eager/{size}/mb{mb}/2x1x1/acc1/{attn}")) if x is not None), default=None)
+    lone2 = ips(f"ours/graph/{size}/mb{mb}/2x1x1-independent/acc1/{attn}")
     torch1, torch2 = ips(f"torch/eager/{size}/mb{mb}/1thr"), ips(f"torch/eager/{size}/mb{mb}/2thr")
     mfu = max((best[n]["mfu"] for n in best
                if n.startswith("ours/") and f"/{size}/mb{mb}/1x1x1/" in n and "@" not in n), default=None)
@@ -193,6 +209,8 @@ def ratios(best, size, mb, num_micros, attn):
         "ours / LiBai stock (1 proc, best mode each)": ratio(ours1, max(lib) if lib else None),
         "ours DP=2 / PyTorch eager 2 threads": ratio(dp2, torch2),
         "ours DP=2 / ours 1 proc": ratio(dp2, ours1),
+        "two lone processes at once / ours 1 proc": ratio(lone2, g1),
+        "ours DP=2 nn.Graph / two lone processes at once": ratio(ips(f"ours/graph/{size}/mb{mb}/2x1x1/acc1/{attn}"), lone2),
     }
     for m in num_micros:
         pp = ips(f"ours/graph/{size}/mb{mb // m}/1x1x2/acc{m}/{attn}")
@@ -234,6 +252,8 @@ def parser():
                    help="micro-batches per step of the 1x1x2 pipeline")
     p.add_argument("--spin-too", action="store_true",
                    help="also run every nn.Graph case of ours with OneFlow's VM scheduler left spinning at full priority")
+    p.add_argument("--independent-too", action="store_true",
+                   help="with layout 2x1x1: also two lone 1x1x1 processes at once (DP=2 without communication)")
     p.add_argument("--torch-threads", nargs="+", type=int, default=[2, 1])
     p.add_argument("--no-libai", action="store_true")
     p.add_argument("--libai-norms", nargs="+", default=["naive", "ours"], choices=["naive", "ours"],
