@@ -169,6 +169,10 @@ def row_of(case, ranks, rnd, load, core_gflops):
                step_s=round(step_s, 3), images_per_s=round(images / step_s, 3),
                gflops_per_proc=round(images / step_s * flops / 1e9 / cores, 2),
                mfu=round(images / step_s * flops / 1e9 / cores / core_gflops, 3))
+    if all("cpu_s" in r for r in ranks):
+        cpu_s = sum(r["cpu_s"] for r in ranks)  # every process's compute CPU seconds per step
+        row.update(cpu_s=round(cpu_s, 3), images_per_cpu_s=round(images / cpu_s, 3),
+                   mfu_cpu=round(images / cpu_s * flops / 1e9 / core_gflops, 3))
     return row
 
 
@@ -190,6 +194,9 @@ def ratios(best, size, mb, num_micros, attn):
     def ratio(a, b):
         return None if a is None or b is None else a / b
 
+    def per_cpu(name):
+        return best[name].get("images_per_cpu_s") if name in best else None
+
     g1 = ips(f"ours/graph/{size}/mb{mb}/1x1x1/acc1/{attn}")
     e1 = ips(f"ours/eager/{size}/mb{mb}/1x1x1/acc1/{attn}")
     ours1 = max(x for x in (g1, e1) if x is not None) if g1 or e1 else None
@@ -204,6 +211,9 @@ def ratios(best, size, mb, num_micros, attn):
     out = {
         "ours 1 proc MFU (of OneFlow matmul)": mfu,
         "ours nn.Graph 1 proc / PyTorch 1 thread": ratio(g1, torch1),
+        "the same, by images per CPU second": ratio(per_cpu(f"ours/graph/{size}/mb{mb}/1x1x1/acc1/{attn}"),
+                                                    per_cpu(f"torch/eager/{size}/mb{mb}/1thr")),
+        "ours 1 proc MFU by CPU time": best.get(f"ours/graph/{size}/mb{mb}/1x1x1/acc1/{attn}", {}).get("mfu_cpu"),
         "ours nn.Graph 1 proc, OpenBLAS default kernel / PyTorch 1 thread":
             ratio(ips(f"ours/graph/{size}/mb{mb}/1x1x1/acc1/{attn}@default"), torch1),
         "ours / LiBai stock (1 proc, best mode each)": ratio(ours1, max(lib) if lib else None),
@@ -306,6 +316,7 @@ def main():
                   f"(peak {row['peak_rss_mb']} MB, load {load:.1f}, {time.time() - t0:.0f}s)", flush=True)
             fields = ["case", "impl", "openblas", "model", "mode", "layout", "nproc", "threads", "micro_batch",
                       "num_micro", "attn", "round", "load_1min", "step_s", "images_per_s", "gflops_per_proc", "mfu",
+                      "cpu_s", "images_per_cpu_s", "mfu_cpu",
                       "peak_rss_mb", "error"]
             with open(csv_path, "w", newline="") as f:  # rewritten after every case: a cut run keeps its rows
                 w = csv.DictWriter(f, fieldnames=fields)
