@@ -3,9 +3,8 @@ sample's augmentation draws from its own seed, so loader workers change neither 
 
 OneFlow's DataLoader seeds each worker once, from the main process's generator, when the iterator
 starts: a run resumed mid-epoch would restart the workers' streams at another sample, and which worker
-gets which batch depends on their number. Here each sample is fetched as (index, seed), the seed
-derived from (seed, step, data-parallel rank, position in the batch), and Python's `random`, numpy
-and OneFlow's generator are reseeded from it before the transforms run: an image's augmentation is a
+gets which batch depends on their number. Here the random streams are reseeded before each batch
+from (seed, step, data-parallel rank) in whichever process loads it: an image's augmentation is a
 function of where it sits in the sample stream, with 0, 1 or 8 workers, uninterrupted or resumed.
 """
 import random
@@ -22,7 +21,7 @@ from libai_vit.data.sampler import GlobalBatchSampler
 
 
 class SeededBatches:
-    """Wraps the batch sampler: each index comes with the seed of its augmentation."""
+    """Wraps the batch sampler: each index comes with its batch's augmentation key and its place in it."""
 
     def __init__(self, sampler, seed, data_parallel_rank):
         self.sampler, self.seed, self.rank = sampler, int(seed), int(data_parallel_rank)
@@ -30,42 +29,51 @@ class SeededBatches:
     def __iter__(self):
         for indices in self.sampler:
             # the sampler counts consumed samples after a batch is taken: this batch's step
-            step = self.sampler.consumed_samples // self.sampler.global_batch
-            yield [(i, (self.seed, step, self.rank, j)) for j, i in enumerate(indices)]
+            key = (self.seed, self.sampler.consumed_samples // self.sampler.global_batch, self.rank)
+            yield [(i, key, j, len(indices)) for j, i in enumerate(indices)]
 
     def __len__(self):
         return len(self.sampler)
 
 
 class SeededSamples(Dataset):
-    """Fetches (index, key): Python's `random`, numpy's and OneFlow's default generators are reseeded
-    from `key` before the sample is made (flowvision's crop and flip draw from OneFlow's, RandAugment
-    from Python's). In the main process (no workers) the streams then continue from where they were:
-    mixup and the model draw from them there. OneFlow's generator state does not round-trip on CPU,
-    so it is reseeded from a number drawn from it before."""
+    """Fetches (index, key, position, batch length). A batch is fetched whole, in order, by one
+    process (a worker, or the main one): before its first sample Python's `random`, numpy's and
+    OneFlow's default generators are reseeded from the key (flowvision's crop and flip draw from
+    OneFlow's, RandAugment from Python's). Once per batch: reseeding OneFlow's generator waits for its
+    pending ops (about a millisecond). In the main process (no workers) the streams are handed back
+    after the last sample: Python's and numpy's as they were (mixup draws from them there), OneFlow's
+    (whose state does not round-trip on CPU) reseeded from (seed, step), the same on every rank."""
 
     def __init__(self, dataset):
         self.dataset = dataset
+        self._saved = None
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, item):
-        index, key = item
-        py_seed, np_seed, flow_seed = np.random.SeedSequence(list(key)).generate_state(3)
+        index, key, position, batch_len = item
         in_main = get_worker_info() is None
-        if in_main:
-            saved = random.getstate(), np.random.get_state(), int(flow.randint(0, 2 ** 62, (1,)).item())
-        random.seed(int(py_seed))
-        np.random.seed(int(np_seed))
-        flow.manual_seed(int(flow_seed))
+        if position == 0:
+            if in_main:
+                self._saved = random.getstate(), np.random.get_state()
+            py_seed, np_seed, flow_seed = np.random.SeedSequence(list(key)).generate_state(3)
+            random.seed(int(py_seed))
+            np.random.seed(int(np_seed))
+            flow.default_generator.manual_seed(int(flow_seed))
         try:
             return self.dataset[index]
         finally:
-            if in_main:
-                random.setstate(saved[0])
-                np.random.set_state(saved[1])
-                flow.manual_seed(saved[2])
+            if in_main and position == batch_len - 1 and self._saved is not None:
+                random.setstate(self._saved[0])
+                np.random.set_state(self._saved[1])
+                self._saved = None
+                after = np.random.SeedSequence([key[0], key[1], _AFTER_BATCH]).generate_state(1)[0]
+                flow.default_generator.manual_seed(int(after))
+
+
+_AFTER_BATCH = 0x5EED  # keys OneFlow's main-process stream after a batch, apart from any batch's key
 
 
 def seeded_loader_inputs(dataset, sampler, seed):
