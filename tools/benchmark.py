@@ -277,6 +277,7 @@ def parser():
     p.add_argument("--openblas", nargs="+", default=["chosen"], choices=["chosen", "default"],
                    help="OneFlow's OpenBLAS kernel: the one set-up chose (tools/openblas_coretype.py) and/or the "
                         "one the library detects by itself ('default': every OneFlow case again, named @default)")
+    p.add_argument("--roofline-only", action="store_true", help="only the matmul cases")
     p.add_argument("--torch-python", default=TORCH_PY, help="the timm venv's python")
     return p
 
@@ -295,6 +296,8 @@ def main():
     print(f"OpenBLAS core type for OneFlow: {core or '(the library default)'}; load {os.getloadavg()}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     cases = build_cases(args)
+    if args.roofline_only:
+        cases = [c for c in cases if "matmul" in c["impl"]]
     rows, core_gflops = [], None
     csv_path = os.path.join(args.out, "benchmark.csv")
     for rnd in range(args.rounds):
@@ -324,7 +327,7 @@ def main():
                 w.writerows(rows)
     best = summarize(rows)
     lines = [f"OneFlow 1-thread matmul: {core_gflops:.1f} GFLOP/s per process" if core_gflops else "matmul: n/a"]
-    for name in sorted(n for n in best if n.startswith(("matmul@", "numpy_matmul/"))):
+    for name in sorted(n for n in best if n == "matmul" or n.startswith(("matmul@", "numpy_matmul/"))):
         lines.append(f"{name}: {best[name]['gflops_per_proc']:.1f} GFLOP/s ({best[name]['threads']} thread(s), "
                      f"{best[name]['openblas'] or 'own detection'})")
     sustained = [best.get(f"matmul/{p}proc-sustained", {}).get("gflops_per_proc") for p in (1, 2)]

@@ -103,8 +103,14 @@ def run_timm(root, workers, batch, batches):
     lib = torch.library.Library("torchvision", "DEF")  # as tools/make_timm_fixtures.py: CPU torch, no C ops
     for op in ("nms", "qnms"):
         lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    from PIL import ImageOps
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
+
+    # timm's RandAugment "inc1" with magnitude noise can ask Posterize for 0 bits, which the timm venv's
+    # Pillow rejects (older Pillow returned a black image): clamp, so the loader runs at all
+    posterize = ImageOps.posterize
+    ImageOps.posterize = lambda image, bits: posterize(image, min(max(int(bits), 1), 8))
 
     torch.set_num_threads(1)
     transform = create_transform(input_size=RECIPE["img_size"], is_training=True, scale=RECIPE["scale"],

@@ -46,6 +46,7 @@ def worker_matmul(case):
         return {"gflops": 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9, "times": []}
     times = _time_steps(lambda: flow.matmul(a, b).numpy(), 2, case["steps"])
     # the fastest repetition: a roofline is what the kernel can do, not what a loaded machine lets it do
+    # (not per CPU second: OneFlow's VM threads spin beside the kernel)
     return {"gflops": 2 * n ** 3 / min(times) / 1e9, "times": times, "core": core_in_use()}
 
 
@@ -57,6 +58,7 @@ def worker_numpy_matmul(case):
     a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
     times = _time_steps(lambda: a @ b, 2, case["steps"])
     return {"gflops": 2 * n ** 3 / min(times) / 1e9, "times": times, "core": core_in_use("openblas")}
+
 
 def worker_baseline(case):
     """What a launched OneFlow rank costs before any model: subtracted from peak RSS by the planner test."""
