@@ -4,10 +4,18 @@
 # 1. An active environment that already imports oneflow, libai and flowvision is used as it is.
 # 2. Otherwise .venv/ is made from a Python 3.10 (PATH, then pyenv) and the exact pins installed.
 # A stamp holding the hash of the pins makes a second run take about a second.
+# 3. OneFlow's OpenBLAS core type: the fastest one this CPU can run is measured once per machine
+#    (tools/openblas_coretype.py, ~40 s, cached in ~/.cache/libai_vit) and written as a .pth file into
+#    .venv, so that every python of it applies it; train.sh and test.sh also export it. An active
+#    environment is not written to: `python tools/openblas_coretype.py --install-pth` does it (README).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 say() { echo "[setup] $*" >&2; }
+
+openblas_choice() {  # $1: a python with the stack; the rest: tools/openblas_coretype.py's flags
+  "$1" "$ROOT/tools/openblas_coretype.py" "${@:2}" >/dev/null || say "warning: could not choose an OpenBLAS core type"
+}
 
 stack_ok() {  # $1: a python; true when it imports the whole stack
   "$1" - <<'PY' >/dev/null 2>&1
@@ -19,12 +27,14 @@ active="${VIRTUAL_ENV:-${CONDA_PREFIX:-}}"
 if [ -n "$active" ] && [ "$active" != "$VENV" ] && [ -x "$active/bin/python" ] && stack_ok "$active/bin/python"; then
   # nothing is installed into it: train.sh and test.sh put the repository on PYTHONPATH
   say "using the active environment $active (it already has oneflow + libai + flowvision)"
+  openblas_choice "$active/bin/python"
   echo "$active/bin/python"
   exit 0
 fi
 
 stamp_want="$(cat "$ROOT/requirements/stack.txt" "$ROOT/tools/setup.sh" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.libai_vit_stamp" 2>/dev/null)" = "$stamp_want" ]; then
+  openblas_choice "$VENV/bin/python" --install-pth
   echo "$VENV/bin/python"
   exit 0
 fi
@@ -62,6 +72,7 @@ say "installing the pinned stack (first run downloads ~1.3 GB; later runs take s
 if ! out="$("$VENV/bin/python" -c 'import oneflow, libai, flowvision, libai_vit' 2>&1)"; then
   echo "[setup] error: the stack installed but does not import:" >&2; echo "$out" | tail -5 >&2; exit 1
 fi
+openblas_choice "$VENV/bin/python" --install-pth
 echo "$stamp_want" > "$VENV/.libai_vit_stamp"
 say "ready: $VENV"
 echo "$VENV/bin/python"

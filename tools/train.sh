@@ -15,6 +15,7 @@ FILE=$1; CONFIG=$2; NPROC=$3; shift 3
 [ -f "$CONFIG" ] || { echo "error: config $CONFIG does not exist" >&2; exit 2; }
 [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || { echo "error: NPROC must be a positive number of processes, got '$NPROC'" >&2; exit 2; }
 PY="$(bash "$ROOT/tools/setup.sh" | tail -n 1)"
+eval "$("$PY" "$ROOT/tools/openblas_coretype.py" --export)"  # OneFlow's fastest matmul kernel here
 NODE=${NODE:-1}; NODE_RANK=${NODE_RANK:-0}; ADDR=${ADDR:-127.0.0.1}; PORT=${PORT:-}
 # OneFlow's CPU kernels are single-threaded matmuls: one process per core scales, threads do not.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

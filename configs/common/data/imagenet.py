@@ -27,7 +27,8 @@ dataloader.train = LazyCall(build_train_loader)(
             interpolation="bicubic",
         ),
     )],
-    num_workers=4,  # processes decoding images, per rank
+    num_workers=4,  # processes decoding and augmenting images while the rank computes, per rank
+    prefetch_factor=2,  # batches each worker keeps ready ahead of the trainer
     num_repeats=1,  # repeated augmentation (DeiT: 3): each image this many times per epoch, on different DP ranks
     mixup_func=LazyCall(Mixup)(
         mixup_alpha=0.8,
