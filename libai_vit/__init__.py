@@ -1,4 +1,5 @@
 """libai_vit: a 3D-parallel Vision Transformer for OneFlow/LiBai."""
+
 from libai_vit import compat
 
 compat.apply()

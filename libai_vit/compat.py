@@ -23,6 +23,7 @@
    RuntimeError in favour of `enable_zero`. It now calls `enable_zero(True, stage=1)` (the optimizer
    states split over DP ranks); LiBai itself then adds stage 2's and 3's NCCL settings.
 """
+
 import oneflow as flow
 
 _applied = False
@@ -140,7 +141,14 @@ def _loss_scale_follows_graph():
         renamed = {}
         for key, value in state_dict.items():
             if isinstance(key, str) and key.startswith(LOSS_SCALE_PREFIX):
-                key = next((loss_scale_key(self.name, end) for end in LOSS_SCALE_STATES if key.endswith(end)), key)
+                key = next(
+                    (
+                        loss_scale_key(self.name, end)
+                        for end in LOSS_SCALE_STATES
+                        if key.endswith(end)
+                    ),
+                    key,
+                )
             renamed[key] = value
         return original(self, renamed, strict)
 

@@ -1,6 +1,7 @@
 """Loading a LazyConfig with command-line overrides, and `validate`: every check of a config that can be
 made before a rank starts (keys, values, the layout for the launched processes, the pretrained file),
 run once by tools/check_config.py before tools/train.sh launches anything and again in each rank."""
+
 import difflib
 import inspect
 import math
@@ -28,7 +29,9 @@ def _known_keys(node, prefix=""):
     if isinstance(node, DictConfig):
         for k in node.keys():
             keys.append(prefix + str(k))
-            keys += _known_keys(node[k] if not OmegaConf.is_missing(node, k) else None, prefix + str(k) + ".")
+            keys += _known_keys(
+                node[k] if not OmegaConf.is_missing(node, k) else None, prefix + str(k) + "."
+            )
     return keys
 
 
@@ -60,7 +63,9 @@ def load_config(path, overrides=()):
         cfg = LazyConfig.load(path)
     except Exception as e:  # noqa: BLE001  (a config runs arbitrary code: say which file failed)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ConfigError(f"config file {path!r} cannot be loaded: {type(e).__name__}: {first}") from None
+        raise ConfigError(
+            f"config file {path!r} cannot be loaded: {type(e).__name__}: {first}"
+        ) from None
     for override in overrides:
         check_override(cfg, override)
     return LazyConfig.apply_overrides(cfg, list(overrides))
@@ -87,31 +92,62 @@ def validate_values(cfg):
     need("optim.lr", lambda v: finite(v) and v > 0, "a finite number > 0")
     need("optim.weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")
     need("optim.eps", lambda v: finite(v) and v > 0, "> 0")
-    need("optim.betas", lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)")
-    need("optim.params.clip_grad_max_norm", lambda v: finite(v) and v > 0, "> 0 (or None: no clipping)")
+    need(
+        "optim.betas",
+        lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1)",
+    )
+    need(
+        "optim.params.clip_grad_max_norm",
+        lambda v: finite(v) and v > 0,
+        "> 0 (or None: no clipping)",
+    )
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         need(f"{m}.{key}", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
     for key in ("embed_dim", "depth", "num_heads", "num_classes", "in_chans"):
-        need(f"{m}.{key}", lambda v: isinstance(v, int) and v >= (0 if key == "num_classes" else 1),
-             ">= 1" if key != "num_classes" else ">= 0")
+        need(
+            f"{m}.{key}",
+            lambda v: isinstance(v, int) and v >= (0 if key == "num_classes" else 1),
+            ">= 1" if key != "num_classes" else ">= 0",
+        )
     need(f"{m}.mlp_ratio", lambda v: finite(v) and v > 0, "> 0")
     mixup = "dataloader.train.mixup_func"
     for key, lo, hi in (("prob", 0, 1), ("switch_prob", 0, 1), ("label_smoothing", 0, 1)):
-        need(f"{mixup}.{key}", lambda v, lo=lo, hi=hi: finite(v) and lo <= v <= hi, f"in [{lo}, {hi}]")
+        need(
+            f"{mixup}.{key}",
+            lambda v, lo=lo, hi=hi: finite(v) and lo <= v <= hi,
+            f"in [{lo}, {hi}]",
+        )
     for key in ("mixup_alpha", "cutmix_alpha"):
         need(f"{mixup}.{key}", lambda v: finite(v) and v >= 0, ">= 0")
     t = "train"
-    for key in ("train_micro_batch_size", "test_micro_batch_size", "log_period", "checkpointer.period"):
+    for key in (
+        "train_micro_batch_size",
+        "test_micro_batch_size",
+        "log_period",
+        "checkpointer.period",
+    ):
         need(f"{t}.{key}", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-    need(f"{t}.checkpointer.max_to_keep", lambda v: isinstance(v, int) and v >= 1,
-         "an integer >= 1 (or None: keep all)")
+    need(
+        f"{t}.checkpointer.max_to_keep",
+        lambda v: isinstance(v, int) and v >= 1,
+        "an integer >= 1 (or None: keep all)",
+    )
     need(f"{t}.train_iter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.train_epoch", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.warmup_ratio", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
     need(f"{t}.nonfinite_loss", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
     if _get(cfg, "train.evaluation.enabled", False):
-        need(f"{t}.evaluation.eval_period", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-    need("dataloader.train.num_repeats", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (1: no repeats)")
+        need(
+            f"{t}.evaluation.eval_period",
+            lambda v: isinstance(v, int) and v >= 1,
+            "an integer >= 1",
+        )
+    need(
+        "dataloader.train.num_repeats",
+        lambda v: isinstance(v, int) and v >= 1,
+        "an integer >= 1 (1: no repeats)",
+    )
     need("train.model_ema.decay", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
     for key, value, ok, must in checks:
         try:
@@ -126,29 +162,47 @@ def validate_values(cfg):
     if img is not None and patch is not None:
         img = list(img) if not isinstance(img, int) else [img, img]
         patch = list(patch) if not isinstance(patch, int) else [patch, patch]
-        if any(not isinstance(v, int) or v < 1 for v in img + patch) or img[0] % patch[0] or img[1] % patch[1]:
-            raise ConfigError(f"{m}.img_size={_get(cfg, f'{m}.img_size')} must be positive and divisible by "
-                              f"{m}.patch_size={_get(cfg, f'{m}.patch_size')}")
+        if (
+            any(not isinstance(v, int) or v < 1 for v in img + patch)
+            or img[0] % patch[0]
+            or img[1] % patch[1]
+        ):
+            raise ConfigError(
+                f"{m}.img_size={_get(cfg, f'{m}.img_size')} must be positive and divisible by "
+                f"{m}.patch_size={_get(cfg, f'{m}.patch_size')}"
+            )
     graph = _get(cfg, "graph.enabled", True)
     optimizer = _get(cfg, "optim._target_")
     optimizer = locate(optimizer) if isinstance(optimizer, str) else optimizer
-    if graph and getattr(optimizer, "__name__", "") == "Lamb" and optimizer.__module__.startswith("libai_vit"):
-        raise ConfigError("optim._target_=libai_vit.optim.Lamb (DeiT III's LAMB) runs in eager mode only: set "
-                          "graph.enabled=False (OneFlow 0.9's compiled LAMB is another variant)")
+    if (
+        graph
+        and getattr(optimizer, "__name__", "") == "Lamb"
+        and optimizer.__module__.startswith("libai_vit")
+    ):
+        raise ConfigError(
+            "optim._target_=libai_vit.optim.Lamb (DeiT III's LAMB) runs in eager mode only: set "
+            "graph.enabled=False (OneFlow 0.9's compiled LAMB is another variant)"
+        )
     clip = _get(cfg, "optim.params.clip_grad_max_norm")
     if graph and clip is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
-        raise ConfigError(f"optim.params.clip_grad_max_norm={clip} clips by the whole "
-                          f"model's norm, which OneFlow 0.9's nn.Graph cannot do across groups of different lr "
-                          f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): "
-                          f"set graph.enabled=False")
+        raise ConfigError(
+            f"optim.params.clip_grad_max_norm={clip} clips by the whole "
+            f"model's norm, which OneFlow 0.9's nn.Graph cannot do across groups of different lr "
+            f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): "
+            f"set graph.enabled=False"
+        )
     if _get(cfg, "train.nonfinite_loss") == "skip" and graph:
-        raise ConfigError("train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
-                          "applies the update inside the step; use 'stop' and --resume instead")
+        raise ConfigError(
+            "train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
+            "applies the update inside the step; use 'stop' and --resume instead"
+        )
     check_cuda_only_features(cfg)
     weights = _get(cfg, "train.load_weight", "")
     if weights and not os.path.isdir(weights):
-        raise ConfigError(f"train.load_weight={weights!r} is not a checkpoint directory "
-                          f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})")
+        raise ConfigError(
+            f"train.load_weight={weights!r} is not a checkpoint directory "
+            f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})"
+        )
 
 
 def check_cuda_only_features(cfg, cuda_available=None):
@@ -162,11 +216,15 @@ def check_cuda_only_features(cfg, cuda_available=None):
     if cuda_available:
         return
     if _get(cfg, "train.amp.enabled", False):
-        raise ConfigError("train.amp.enabled=True needs CUDA GPUs (OneFlow 0.9 runs no fp16 on CPU): "
-                          "set train.amp.enabled=False on CPU")
+        raise ConfigError(
+            "train.amp.enabled=True needs CUDA GPUs (OneFlow 0.9 runs no fp16 on CPU): "
+            "set train.amp.enabled=False on CPU"
+        )
     if _get(cfg, "train.zero_optimization.enabled", False):
-        raise ConfigError("train.zero_optimization.enabled=True needs CUDA GPUs (OneFlow 0.9's CPU "
-                          "transport aborts on ZeRO's split optimizer state): set it to False on CPU")
+        raise ConfigError(
+            "train.zero_optimization.enabled=True needs CUDA GPUs (OneFlow 0.9's CPU "
+            "transport aborts on ZeRO's split optimizer state): set it to False on CPU"
+        )
 
 
 def validate(cfg, world_size, read_pretrained=True):

@@ -7,6 +7,7 @@ A checkpoint is a run's checkpoint directory (OUTPUT/model_final, OUTPUT/model_b
 comes from a zoo name when one is given, else from the run's config (OUTPUT/config.yaml, found above
 the checkpoint). Every failure is an InferenceError whose message names the file and the cause.
 """
+
 import os
 
 import numpy as np
@@ -69,7 +70,9 @@ def load_model(checkpoint, cfg=None, model_name=None, attention_weights=False, *
             raise InferenceError(f"--model {model_name}: {e}") from None
     else:
         if cfg is None:
-            raise InferenceError(f"{checkpoint}: no config.yaml above it: name the model (--model NAME)")
+            raise InferenceError(
+                f"{checkpoint}: no config.yaml above it: name the model (--model NAME)"
+            )
         if "pretrained" in cfg.model:
             cfg.model.pretrained = None  # the checkpoint below has every weight
         for key, value in overrides.items():
@@ -84,7 +87,9 @@ def load_model(checkpoint, cfg=None, model_name=None, attention_weights=False, *
 
 def preprocessing(cfg, model):
     """The config's evaluation transform; without one, the eval transform at the model's input size."""
-    test_transform = OmegaConf.select(cfg, "dataloader.test.0.dataset.transform", default=None) if cfg else None
+    test_transform = (
+        OmegaConf.select(cfg, "dataloader.test.0.dataset.transform", default=None) if cfg else None
+    )
     if test_transform is not None:
         return instantiate(test_transform)
     return eval_transform(tuple(model.patch_embed.img_size))
@@ -108,7 +113,9 @@ def read_images(paths):
         try:
             images.append(load_rgb(path))
         except (OSError, SyntaxError, ValueError) as e:
-            raise InferenceError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
+            raise InferenceError(
+                f"{path}: cannot read the image ({type(e).__name__}: {e})"
+            ) from None
     return images
 
 
@@ -120,7 +127,9 @@ def class_names(cfg, classes_file=None):
             with open(classes_file) as f:
                 return [line.strip() for line in f if line.strip()]
         except OSError as e:
-            raise InferenceError(f"{classes_file}: cannot read the class names ({e.strerror})") from None
+            raise InferenceError(
+                f"{classes_file}: cannot read the class names ({e.strerror})"
+            ) from None
     dataset = OmegaConf.select(cfg, "dataloader.train.dataset.0", default=None) if cfg else None
     if dataset is None:
         raise InferenceError("the config has no training ImageFolder: pass --classes FILE")

@@ -20,6 +20,7 @@ environment of its own.  What it does that OneFlow's launcher does not:
   server also sets) for the whole run, so a concurrent run cannot take it before rank 0 binds it
   (see _hold_port).
 """
+
 import argparse
 import os
 import signal
@@ -44,12 +45,21 @@ def parse_args(argv):
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node_rank", type=int, default=0)
     p.add_argument("--master_addr", default="127.0.0.1")
-    p.add_argument("--master_port", type=int, default=None,
-                   help="default: a free port held for the run (one node); 12345 with several nodes")
-    p.add_argument("--timeout", type=float, default=None, help="end the run after this many seconds")
-    p.add_argument("--rendezvous_timeout", type=float,
-                   default=float(os.environ.get("LIBAI_VIT_RENDEZVOUS_TIMEOUT", 600)),
-                   help="end the run if a rank has not met its peers (import oneflow) within this many s")
+    p.add_argument(
+        "--master_port",
+        type=int,
+        default=None,
+        help="default: a free port held for the run (one node); 12345 with several nodes",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="end the run after this many seconds"
+    )
+    p.add_argument(
+        "--rendezvous_timeout",
+        type=float,
+        default=float(os.environ.get("LIBAI_VIT_RENDEZVOUS_TIMEOUT", 600)),
+        help="end the run if a rank has not met its peers (import oneflow) within this many s",
+    )
     p.add_argument("script")
     p.add_argument("script_args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
@@ -74,12 +84,16 @@ def _hold_port(port, addr):
     servers with SO_REUSEPORT would share the port and its connections) is refused."""
     if port is not None:
         probe = socket.socket()
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a finished run's TIME_WAITs are no user
+        probe.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # a finished run's TIME_WAITs are no user
         try:
             probe.bind(("0.0.0.0", port))
         except OSError as e:
-            raise LaunchError(f"master port {port} on {addr} is in use ({e.strerror}): another run? "
-                              f"choose another PORT, or leave PORT unset on one node") from None
+            raise LaunchError(
+                f"master port {port} on {addr} is in use ({e.strerror}): another run? "
+                f"choose another PORT, or leave PORT unset on one node"
+            ) from None
         finally:
             probe.close()
     held = socket.socket()  # no SO_REUSEADDR: another launcher's probe must see it
@@ -93,8 +107,14 @@ class _Rank:
         met_r, met_w = os.pipe()
         env = dict(env, RANK=str(rank), **{_MET_FD: str(met_w)})
         self.rank, self.met, self.error_line, self.last_line = rank, False, None, b""
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True, pass_fds=(met_w,))
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            pass_fds=(met_w,),
+        )
         os.close(met_w)
         os.set_blocking(met_r, False)
         self._met_r = met_r
@@ -177,14 +197,28 @@ def launch(args):
         held = _hold_port(port, args.master_addr)
         port = held.getsockname()[1]
     world = args.nproc_per_node * args.nnodes
-    env = dict(os.environ, MASTER_ADDR=args.master_addr, MASTER_PORT=str(port), WORLD_SIZE=str(world),
-               **{_LAUNCHER_PID: str(os.getpid())})
+    env = dict(
+        os.environ,
+        MASTER_ADDR=args.master_addr,
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        **{_LAUNCHER_PID: str(os.getpid())},
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [sys.executable, "-u", os.path.abspath(__file__), _RUN_RANK, args.script, *args.script_args]
+    cmd = [
+        sys.executable,
+        "-u",
+        os.path.abspath(__file__),
+        _RUN_RANK,
+        args.script,
+        *args.script_args,
+    ]
 
     stop = []  # the signal that asks the run to stop
+
     def on_signal(signum, frame):
         stop.append(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
             signal.signal(sig, on_signal)
@@ -192,8 +226,13 @@ def launch(args):
     ranks = []
     try:
         for local in range(args.nproc_per_node):
-            ranks.append(_Rank(args.node_rank * args.nproc_per_node + local, cmd,
-                               dict(env, LOCAL_RANK=str(local))))
+            ranks.append(
+                _Rank(
+                    args.node_rank * args.nproc_per_node + local,
+                    cmd,
+                    dict(env, LOCAL_RANK=str(local)),
+                )
+            )
         start = time.monotonic()
         failure = None
         while failure is None:
@@ -202,7 +241,11 @@ def launch(args):
             running = [r for r in ranks if r.proc.poll() is None]
             failed = [r for r in ranks if r.proc.returncode not in (None, 0)]
             if stop:
-                failure = (None, f"the launcher received {signal.Signals(stop[0]).name}", 128 + stop[0])
+                failure = (
+                    None,
+                    f"the launcher received {signal.Signals(stop[0]).name}",
+                    128 + stop[0],
+                )
             elif failed:
                 failure = _first_failure(ranks, failed)
             elif not running:
@@ -214,12 +257,18 @@ def launch(args):
                 failure = (None, f"the run exceeded its time limit of {args.timeout:g} s", 124)
             elif now > args.rendezvous_timeout and not all(r.poll_met() for r in ranks):
                 late = [r.rank for r in ranks if not r.met]
-                failure = (None, f"rank(s) {', '.join(map(str, late))} did not meet their peers within "
-                                 f"{args.rendezvous_timeout:g} s (a rank of another node failed to start, "
-                                 f"or MASTER_ADDR/PORT is wrong)", 1)
+                failure = (
+                    None,
+                    f"rank(s) {', '.join(map(str, late))} did not meet their peers within "
+                    f"{args.rendezvous_timeout:g} s (a rank of another node failed to start, "
+                    f"or MASTER_ADDR/PORT is wrong)",
+                    1,
+                )
         _stop_all(ranks)
         rank, reason, status = failure
-        stopped = f"; stopped all {len(ranks)} rank(s) of this node" if len(ranks) > 1 or not rank else ""
+        stopped = (
+            f"; stopped all {len(ranks)} rank(s) of this node" if len(ranks) > 1 or not rank else ""
+        )
         _flush_held(ranks)  # error lines of ranks other than the one reported
         _write(f"error: {reason}{stopped}\n".encode())
         return status
@@ -240,11 +289,16 @@ def _first_failure(ranks, failed):
         r.finish_output()
     rank = next((r for r in failed if r.error_line), failed[0])
     if rank.error_line:
-        message, rank.error_line = rank.error_line.decode(errors="replace").rstrip()[len("error: "):], None
+        message, rank.error_line = (
+            rank.error_line.decode(errors="replace").rstrip()[len("error: ") :],
+            None,
+        )
         reason = f"{message} [rank {rank.rank} {rank.reason()}]"
     else:
         last = rank.last_line.decode(errors="replace")[-300:] if rank.proc.returncode > 0 else ""
-        reason = f"rank {rank.rank} {rank.reason()}" + (f"; its last output: {last}" if last else "")
+        reason = f"rank {rank.rank} {rank.reason()}" + (
+            f"; its last output: {last}" if last else ""
+        )
     return rank, reason, _exit_status(rank.proc) or 1
 
 
@@ -275,7 +329,9 @@ def run_rank(script, script_args):
     import runpy
 
     sys.argv = [script, *script_args]
-    sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python SCRIPT`, not this file's folder
+    sys.path[0] = os.path.dirname(
+        os.path.abspath(script)
+    )  # as `python SCRIPT`, not this file's folder
     import oneflow  # noqa: F401  (blocks until every rank of the run has connected)
 
     met = int(os.environ.pop(_MET_FD))
@@ -291,7 +347,9 @@ def run_rank(script, script_args):
         _exit_now(e.code if isinstance(e.code, int) else 1)
     except BaseException as e:  # noqa: BLE001  (a failed rank reports and leaves)
         tb = e.__traceback__
-        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != os.path.abspath(script):
+        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != os.path.abspath(
+            script
+        ):
             tb = tb.tb_next  # start the traceback at the script, not in this wrapper
         traceback.print_exception(type(e), e, tb or e.__traceback__)
         _exit_now(130 if isinstance(e, KeyboardInterrupt) else 1)

@@ -4,6 +4,7 @@ BinaryCrossEntropy: DeiT III's loss (`--bce-loss`: `BCEWithLogitsLoss` on the mi
 binarised by `targets.gt(0.0)`), with timm's `BinaryCrossEntropy` arguments: `target_threshold=0.0`
 is DeiT III; `smoothing` applies to hard (index) labels only, mixed labels being smoothed by Mixup.
 """
+
 import oneflow as flow
 from oneflow import nn
 

@@ -7,6 +7,7 @@ functions below answer "which placement / SBP / stage" for the model, the data a
 Rank order (LiBai's): ranks are cut into PP contiguous stages; inside a stage the ranks form a
 (DP, TP) mesh, TP fastest. With DP=TP=PP=2: stage 0 = [[0, 1], [2, 3]], stage 1 = [[4, 5], [6, 7]].
 """
+
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -42,8 +43,11 @@ class Layout:
 
 
 def layout_of(dist_cfg) -> Layout:
-    return Layout(int(dist_cfg.data_parallel_size), int(dist_cfg.tensor_parallel_size),
-                  int(dist_cfg.pipeline_parallel_size))
+    return Layout(
+        int(dist_cfg.data_parallel_size),
+        int(dist_cfg.tensor_parallel_size),
+        int(dist_cfg.pipeline_parallel_size),
+    )
 
 
 def stage_of_layers(depth: int, num_stages: int, layers_per_stage: Optional[Sequence[int]] = None):
@@ -68,27 +72,38 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
         raise LayoutError(
             f"the layout DP x TP x PP = {lay.data_parallel_size} x {lay.tensor_parallel_size} x "
             f"{lay.pipeline_parallel_size} = {lay.world_size} processes, but {world_size} were launched: "
-            f"launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or change train.dist.*")
+            f"launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or change train.dist.*"
+        )
     m = model_arguments(cfg)
     tp, pp = lay.tensor_parallel_size, lay.pipeline_parallel_size
     embed_dim, heads = int(m.embed_dim), int(m.num_heads)
     hidden = int(embed_dim * float(m.mlp_ratio))
     if embed_dim % heads:
         raise LayoutError(f"model embed_dim={embed_dim} is not divisible by num_heads={heads}")
-    for name, value in (("num_heads", heads), ("embed_dim", embed_dim), ("mlp hidden (embed_dim*mlp_ratio)", hidden)):
+    for name, value in (
+        ("num_heads", heads),
+        ("embed_dim", embed_dim),
+        ("mlp hidden (embed_dim*mlp_ratio)", hidden),
+    ):
         if value % tp:
-            raise LayoutError(f"model {name}={value} is not divisible by train.dist.tensor_parallel_size={tp}: "
-                              f"pick a tensor_parallel_size that divides it")
+            raise LayoutError(
+                f"model {name}={value} is not divisible by train.dist.tensor_parallel_size={tp}: "
+                f"pick a tensor_parallel_size that divides it"
+            )
     depth = int(m.depth)
     split = d.get("pipeline_stage_layers", None)
     if split is not None:
         split = list(split)
         if len(split) != pp or sum(split) != depth or min(split) < 1:
-            raise LayoutError(f"train.dist.pipeline_stage_layers={split} must list {pp} positive layer counts "
-                              f"(one per pipeline stage) summing to the model depth {depth}")
+            raise LayoutError(
+                f"train.dist.pipeline_stage_layers={split} must list {pp} positive layer counts "
+                f"(one per pipeline stage) summing to the model depth {depth}"
+            )
     elif depth < pp:
-        raise LayoutError(f"model depth={depth} < train.dist.pipeline_parallel_size={pp}: "
-                          f"every pipeline stage needs at least one block")
+        raise LayoutError(
+            f"model depth={depth} < train.dist.pipeline_parallel_size={pp}: "
+            f"every pipeline stage needs at least one block"
+        )
     t = cfg.train
     micro, acc = int(t.train_micro_batch_size), t.get("num_accumulation_steps", None)
     gbs = t.get("global_batch_size", None)
@@ -96,14 +111,20 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
     if gbs is not None:
         acc_eff = int(acc) if acc is not None else None
         if acc_eff is None and int(gbs) % (micro * dp):
-            raise LayoutError(f"train.global_batch_size={gbs} is not divisible by train_micro_batch_size x DP "
-                              f"= {micro} x {dp}: change one of them")
+            raise LayoutError(
+                f"train.global_batch_size={gbs} is not divisible by train_micro_batch_size x DP "
+                f"= {micro} x {dp}: change one of them"
+            )
         if acc_eff is not None and int(gbs) != micro * dp * acc_eff:
-            raise LayoutError(f"train.global_batch_size={gbs} != train_micro_batch_size x DP x num_accumulation_steps "
-                              f"= {micro} x {dp} x {acc_eff}")
+            raise LayoutError(
+                f"train.global_batch_size={gbs} != train_micro_batch_size x DP x num_accumulation_steps "
+                f"= {micro} x {dp} x {acc_eff}"
+            )
     if pp > 1 and not cfg.graph.enabled:
-        raise LayoutError(f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph mode: "
-                          f"set graph.enabled=True")
+        raise LayoutError(
+            f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph mode: "
+            f"set graph.enabled=True"
+        )
 
 
 def check_nodes(environ=os.environ):
@@ -123,14 +144,17 @@ def check_nodes(environ=os.environ):
         raise LayoutError(
             f"OneFlow sees {nodes} node(s) for {world} ranks but the launch asked for NODE={wanted} "
             f"(this rank: LOCAL_RANK={local}): each node must reach the master from its own address "
-            f"(on one machine: ADDR=127.0.0.1 for node 0, ADDR=127.0.0.2 for node 1)")
+            f"(on one machine: ADDR=127.0.0.1 for node 0, ADDR=127.0.0.2 for node 1)"
+        )
 
 
 def setup(dist_cfg, depth: int):
     """Set up LiBai's dist state for `depth` blocks, honouring `pipeline_stage_layers` if given."""
     check_nodes()
     pp = int(dist_cfg.pipeline_parallel_size)
-    split = dist_cfg.get("pipeline_stage_layers", None) if isinstance(dist_cfg, DictConfig) else None
+    split = (
+        dist_cfg.get("pipeline_stage_layers", None) if isinstance(dist_cfg, DictConfig) else None
+    )
     # LiBai 0.1.1 only splits evenly and asserts depth % PP == 0: let it build the stage meshes for
     # PP layers, then write the real per-layer stage ids and ranks.
     dist_cfg.pipeline_num_layers = pp
@@ -146,13 +170,22 @@ def setup(dist_cfg, depth: int):
 def ensure_setup(depth: int):
     """Outside the trainer (a script, a test, no launcher): a layout of all processes as DP."""
     if dist._DIST_UTIL is None or len(dist.get_dist_util()._layer_stage_ids) != depth:
-        cfg = DictConfig(dict(data_parallel_size=flow.env.get_world_size(), tensor_parallel_size=1,
-                              pipeline_parallel_size=1))
+        cfg = DictConfig(
+            dict(
+                data_parallel_size=flow.env.get_world_size(),
+                tensor_parallel_size=1,
+                pipeline_parallel_size=1,
+            )
+        )
         if dist._DIST_UTIL is not None:
             old = dist.get_dist_util()
-            cfg = DictConfig(dict(data_parallel_size=old.data_parallel_size,
-                                  tensor_parallel_size=old.tensor_parallel_size,
-                                  pipeline_parallel_size=old.pipeline_parallel_size))
+            cfg = DictConfig(
+                dict(
+                    data_parallel_size=old.data_parallel_size,
+                    tensor_parallel_size=old.tensor_parallel_size,
+                    pipeline_parallel_size=old.pipeline_parallel_size,
+                )
+            )
         setup(cfg, depth)
 
 
@@ -188,7 +221,7 @@ def batch_sbp():
 
 
 def device_type(tensor) -> str:
-    """"cpu" or "cuda": where a local or a global tensor lives."""
+    """ "cpu" or "cuda": where a local or a global tensor lives."""
     return tensor.placement.type if tensor.is_global else tensor.device.type
 
 

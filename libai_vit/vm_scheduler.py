@@ -17,6 +17,7 @@ and a 2-thread pool, which the spinner slowed); with 2 ranks on the 2 cores the 
 the noise (0.98-1.05x), because there the compute threads already keep the cores busy and the
 spinner got only ~12% of a core.
 """
+
 import logging
 import os
 import time
@@ -67,8 +68,11 @@ class SpinningSchedulerWatch:
         wall = time.perf_counter() - self._t0
         after = thread_cpu_seconds()
         main = os.getpid()
-        used = {tid: [a - b for a, b in zip(after[tid], self._before.get(tid, (0.0, 0.0)))]
-                for tid in after if tid != main}
+        used = {
+            tid: [a - b for a, b in zip(after[tid], self._before.get(tid, (0.0, 0.0)))]
+            for tid in after
+            if tid != main
+        }
         self._before = None
         if not used or wall <= 0:
             return None
@@ -78,8 +82,10 @@ class SpinningSchedulerWatch:
         if share < MIN_SPIN_SHARE or system < MIN_SYSTEM_FRACTION * (user + system):
             return None
         os.setpriority(os.PRIO_PROCESS, tid, NICE)
-        logger.info(f"OneFlow's VM scheduler thread {tid} spun {share:.0%} of a core in sched_yield while "
-                    f"nn.Graph steps ran; lowered it to nice {NICE} so that it uses idle time only")
+        logger.info(
+            f"OneFlow's VM scheduler thread {tid} spun {share:.0%} of a core in sched_yield while "
+            f"nn.Graph steps ran; lowered it to nice {NICE} so that it uses idle time only"
+        )
         return tid, share
 
 
@@ -92,5 +98,9 @@ def wanted(graph_enabled: bool) -> bool:
     import oneflow as flow
 
     local_ranks = flow.env.get_world_size() // max(flow.env.get_node_size(), 1)
-    return (graph_enabled and not flow.cuda.is_available() and os.path.isdir("/proc/self/task")
-            and local_ranks <= len(os.sched_getaffinity(0)))
+    return (
+        graph_enabled
+        and not flow.cuda.is_available()
+        and os.path.isdir("/proc/self/task")
+        and local_ranks <= len(os.sched_getaffinity(0))
+    )

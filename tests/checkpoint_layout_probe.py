@@ -7,6 +7,7 @@ ReliableCheckpointer.load) on the given layout, whatever layout the checkpoint w
 saves (from rank 0) the whole logits of the first N_IMAGES digits validation images, before
 and after the load.
 """
+
 import os
 import sys
 
@@ -25,8 +26,10 @@ dp, tp, pp = map(int, sys.argv[3:6])
 n_images = int(sys.argv[7]) if len(sys.argv) > 7 else 32
 
 cfg = LazyConfig.load(os.path.join(run_dir, "config.yaml"))
-parallel.setup(DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
-               int(cfg.model.depth))
+parallel.setup(
+    DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
+    int(cfg.model.depth),
+)
 model = Trainer.build_model(cfg).eval()
 dataset = instantiate(cfg.dataloader.test[0].dataset)
 images = np.stack([dataset[i].get("images").tensor.numpy() for i in range(n_images)])
@@ -38,10 +41,16 @@ def logits():
     with flow.no_grad():
         x = model(batch)["prediction_scores"]
     x = x.to_global(sbp=[flow.sbp.broadcast] * len(x.sbp))
-    return x.to_global(placement=flow.env.all_device_placement("cpu"), sbp=flow.sbp.broadcast).to_local().numpy()
+    return (
+        x.to_global(placement=flow.env.all_device_placement("cpu"), sbp=flow.sbp.broadcast)
+        .to_local()
+        .numpy()
+    )
 
 
-initial = logits()  # the test checks the load changed them: a silently skipped load would pass otherwise
+initial = (
+    logits()
+)  # the test checks the load changed them: a silently skipped load would pass otherwise
 ReliableCheckpointer(model).load(checkpoint, checkpointables=[])
 loaded = logits()
 if flow.env.get_rank() == 0:

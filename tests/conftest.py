@@ -1,5 +1,6 @@
 """Shared helpers: the one way tests launch multi-process OneFlow runs (tools/train.sh or
 libai_vit/launch.py), which can never hang the suite."""
+
 import json
 import os
 import signal
@@ -54,7 +55,9 @@ class Run:
         env.setdefault("GLOG_minloglevel", "2")
         for stream in ("stdin", "stdout", "stderr"):
             popen.setdefault(stream, subprocess.DEVNULL if stream == "stdin" else subprocess.PIPE)
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, start_new_session=new_session, **popen)
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, text=True, start_new_session=new_session, **popen
+        )
 
     def processes(self):
         return run_processes(self.tag)
@@ -73,8 +76,10 @@ class Run:
                 pass
             end_run(self.tag)  # ...or this ends everything
             out, err = self.proc.communicate()
-            raise AssertionError(f"{' '.join(self.cmd)} timed out after {timeout} s; its last output:\n"
-                                 f"{(out or '')[-3000:]}\n{(err or '')[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(self.cmd)} timed out after {timeout} s; its last output:\n"
+                f"{(out or '')[-3000:]}\n{(err or '')[-3000:]}"
+            )
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -100,8 +105,14 @@ def run(cmd, timeout, check=True, env=None):
 
 def train_sh(script_args, nproc):
     """`bash tools/train.sh <script_args[0]> <script_args[1]> NPROC <rest>` as a command."""
-    return ["bash", os.path.join(ROOT, "tools", "train.sh"), script_args[0], script_args[1], str(nproc),
-            *map(str, script_args[2:])]
+    return [
+        "bash",
+        os.path.join(ROOT, "tools", "train.sh"),
+        script_args[0],
+        script_args[1],
+        str(nproc),
+        *map(str, script_args[2:]),
+    ]
 
 
 def launch(script_args, nproc, timeout=900, check=True, env=None):
@@ -121,8 +132,15 @@ def launch_script(script, nproc, args=(), timeout=600, check=True, env=None):
 
 def train_losses(output_dir, config, nproc, overrides):
     """Train with tools/train_net.py and return each iteration's raw total_loss from metrics.json."""
-    launch([os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, config),
-            f"train.output_dir={output_dir}", *overrides], nproc)
+    launch(
+        [
+            os.path.join(ROOT, "tools", "train_net.py"),
+            os.path.join(ROOT, config),
+            f"train.output_dir={output_dir}",
+            *overrides,
+        ],
+        nproc,
+    )
     with open(os.path.join(output_dir, "metrics.json")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [r["total_loss"] for r in rows if "total_loss" in r]

@@ -1,14 +1,21 @@
 """One rank of the launch tests (tests/test_launch.py): small all-gathers, one per 0.2 s, each step
 logged to PROBE_OUT/rank<R>.step, until PROBE_OUT/stop exists or PROBE_STEPS steps are done.
 PROBE_FAIL=<step> makes rank 1 raise at that step. Ignores its argv (train.sh passes a config)."""
+
 import os
 import time
 
 import oneflow as flow
 
-out, steps, fail = os.environ["PROBE_OUT"], int(os.environ.get("PROBE_STEPS", 300)), os.environ.get("PROBE_FAIL")
+out, steps, fail = (
+    os.environ["PROBE_OUT"],
+    int(os.environ.get("PROBE_STEPS", 300)),
+    os.environ.get("PROBE_FAIL"),
+)
 rank, world = flow.env.get_rank(), flow.env.get_world_size()
-x = flow.ones(world, placement=flow.placement("cpu", ranks=list(range(world))), sbp=flow.sbp.split(0))
+x = flow.ones(
+    world, placement=flow.placement("cpu", ranks=list(range(world))), sbp=flow.sbp.split(0)
+)
 for step in range(steps):
     if os.path.exists(os.path.join(out, "stop")):
         break

@@ -4,6 +4,7 @@ save) and resharded to the loading layout, for the weights (eval logits) and for
 
 Saved at 1x2x2 (tensor- and pipeline-split parameters), loaded at 1x1x1 and 1x2x1.
 """
+
 import json
 import os
 import shutil
@@ -24,13 +25,26 @@ PROBE = os.path.join(ROOT, "tests", "checkpoint_layout_probe.py")
 def _train(out, digits_root, layout, resume=False):
     dp, tp, pp = layout
     acc = 2 if pp > 1 else 1  # two micro-batches in flight through two stages
-    launch([os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, CONFIG),
-            f"train.output_dir={out}", f"train.dist.data_parallel_size={dp}",
-            f"train.dist.tensor_parallel_size={tp}", f"train.dist.pipeline_parallel_size={pp}",
-            f"train.train_micro_batch_size={GLOBAL_BATCH // dp // acc}", f"train.num_accumulation_steps={acc}",
-            f"train.train_iter={STEPS}", f"train.checkpointer.period={PERIOD}", "train.evaluation.enabled=False",
-            "train.log_period=1", f"dataloader.train.dataset.0.root={digits_root}",
-            f"dataloader.test.0.dataset.root={digits_root}", *(["--resume"] if resume else [])], dp * tp * pp)
+    launch(
+        [
+            os.path.join(ROOT, "tools", "train_net.py"),
+            os.path.join(ROOT, CONFIG),
+            f"train.output_dir={out}",
+            f"train.dist.data_parallel_size={dp}",
+            f"train.dist.tensor_parallel_size={tp}",
+            f"train.dist.pipeline_parallel_size={pp}",
+            f"train.train_micro_batch_size={GLOBAL_BATCH // dp // acc}",
+            f"train.num_accumulation_steps={acc}",
+            f"train.train_iter={STEPS}",
+            f"train.checkpointer.period={PERIOD}",
+            "train.evaluation.enabled=False",
+            "train.log_period=1",
+            f"dataloader.train.dataset.0.root={digits_root}",
+            f"dataloader.test.0.dataset.root={digits_root}",
+            *(["--resume"] if resume else []),
+        ],
+        dp * tp * pp,
+    )
 
 
 def _losses(out):
@@ -57,12 +71,24 @@ def test_weights_load_on_other_layouts_with_identical_logits(saved, tmp_path):
     checkpoint = os.path.join(saved, "model_final")
     with open(os.path.join(checkpoint, "manifest.json")) as f:
         layout = json.load(f)["layout"]
-    assert (layout["data_parallel_size"], layout["tensor_parallel_size"], layout["pipeline_parallel_size"]) == SAVED_AT
+    assert (
+        layout["data_parallel_size"],
+        layout["tensor_parallel_size"],
+        layout["pipeline_parallel_size"],
+    ) == SAVED_AT
     reference = _logits(saved, checkpoint, SAVED_AT, tmp_path)
-    assert np.abs(reference["loaded"] - reference["initial"]).max() > 1e-3, "the checkpoint was not loaded"
+    assert np.abs(reference["loaded"] - reference["initial"]).max() > 1e-3, (
+        "the checkpoint was not loaded"
+    )
     for layout in LOAD_AT:
-        diff = float(np.abs(_logits(saved, checkpoint, layout, tmp_path)["loaded"] - reference["loaded"]).max())
-        print(f"max |logit difference| {'x'.join(map(str, layout))} vs {'x'.join(map(str, SAVED_AT))}: {diff:.2e}")
+        diff = float(
+            np.abs(
+                _logits(saved, checkpoint, layout, tmp_path)["loaded"] - reference["loaded"]
+            ).max()
+        )
+        print(
+            f"max |logit difference| {'x'.join(map(str, layout))} vs {'x'.join(map(str, SAVED_AT))}: {diff:.2e}"
+        )
         assert diff <= 1e-5
 
 

@@ -1,4 +1,5 @@
 """LiBai 0.1.1 / OneFlow 0.9.0 fixes in libai_vit.compat that can be shown in one process."""
+
 import oneflow as flow
 from oneflow import nn
 
@@ -12,8 +13,11 @@ class _AmpGraph(nn.Graph):
         self.model = model
         self.add_optimizer(optimizer)
         self.config.enable_amp(True)
-        self.set_grad_scaler(flow.amp.GradScaler(init_scale=2.0 ** 30, growth_factor=2.0, backoff_factor=0.5,
-                                                 growth_interval=2000))
+        self.set_grad_scaler(
+            flow.amp.GradScaler(
+                init_scale=2.0**30, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000
+            )
+        )
 
     def build(self, x):
         loss = self.model(x).sum()
@@ -30,12 +34,16 @@ def test_amp_loss_scale_survives_a_rebuilt_graph():
     first = _AmpGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))
     for _ in range(3):  # gradients overflow: each step halves the scale and is skipped
         first(flow.full((2, 4), 1e30))
-    assert _loss_scale(first) == 2.0 ** 27
+    assert _loss_scale(first) == 2.0**27
     state = first.state_dict()
     for p in model.parameters():
-        p.grad = None  # the first trace left lazy tensors there (as the trainer does before a rebuild)
-    second = _AmpGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))  # as at a checkpoint boundary
+        p.grad = (
+            None  # the first trace left lazy tensors there (as the trainer does before a rebuild)
+        )
+    second = _AmpGraph(
+        model, flow.optim.SGD(model.parameters(), lr=0.1)
+    )  # as at a checkpoint boundary
     assert second.name != first.name
     second.load_state_dict(state)
     second(flow.ones(2, 4))  # a finite step keeps the scale it started from
-    assert _loss_scale(second) == 2.0 ** 27
+    assert _loss_scale(second) == 2.0**27

@@ -1,4 +1,5 @@
 """Config loading: overrides of unknown keys are refused with a suggestion."""
+
 import pytest
 
 from libai_vit.config import ConfigError, load_config
@@ -12,12 +13,16 @@ def test_override_applies():
 
 
 def test_unknown_key_is_refused_with_a_suggestion():
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.train_itr'.*did you mean train.train_iter"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'train.train_itr'.*did you mean train.train_iter"
+    ):
         load_config(DEMO, ["train.train_itr=7"])
 
 
 def test_argument_of_the_lazycall_target_is_known_even_if_unset():
-    cfg = load_config(DEMO, ["model.in_chans=1"])  # VisionTransformer(in_chans=...) is not in the file
+    cfg = load_config(
+        DEMO, ["model.in_chans=1"]
+    )  # VisionTransformer(in_chans=...) is not in the file
     assert cfg.model.in_chans == 1
 
 
@@ -44,8 +49,15 @@ def test_validate_checks_values_layout_and_the_pretrained_file(tmp_path):
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"not a checkpoint")
     finetune = "projects/imagenet_finetune/configs/demo_digits_finetune.py"
-    cfg = load_config(finetune, ["train.dist.data_parallel_size=1", "train.dist.tensor_parallel_size=1",
-                                 "train.dist.pipeline_parallel_size=1", f"model.pretrained={bad}"])
+    cfg = load_config(
+        finetune,
+        [
+            "train.dist.data_parallel_size=1",
+            "train.dist.tensor_parallel_size=1",
+            "train.dist.pipeline_parallel_size=1",
+            f"model.pretrained={bad}",
+        ],
+    )
     with pytest.raises(ConfigError, match=f"{bad}: not a safetensors, torch"):
         validate(cfg, 1)
     validate(cfg, 1, read_pretrained=False)  # in a rank: the load itself reports the file

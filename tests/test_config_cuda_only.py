@@ -1,4 +1,5 @@
 """AMP and ZeRO asked for on a machine without CUDA are refused with one line (libai_vit.config)."""
+
 import pytest
 
 from libai_vit.config import ConfigError, check_cuda_only_features, load_config, validate_values

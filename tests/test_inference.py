@@ -1,4 +1,5 @@
 """libai_vit.inference: what tools/predict.py and tools/visualize_attention.py share."""
+
 import numpy as np
 import oneflow as flow
 import pytest
@@ -18,10 +19,14 @@ def run(tmp_path):
     """A run's output folder as LiBai leaves it: OUTPUT/config.yaml and OUTPUT/model_final/model."""
     model = libai_vit.VisionTransformer(**KWARGS)
     Checkpointer(model, save_dir=str(tmp_path / "out")).save("model_final")
-    config = DictConfig({"model": LazyCall(libai_vit.VisionTransformer)(**KWARGS)}, flags={"allow_objects": True})
+    config = DictConfig(
+        {"model": LazyCall(libai_vit.VisionTransformer)(**KWARGS)}, flags={"allow_objects": True}
+    )
     LazyConfig.save(config, str(tmp_path / "out" / "config.yaml"))
     image = tmp_path / "img.png"
-    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(image)
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(
+        image
+    )
     return tmp_path / "out", model, str(image)
 
 
@@ -39,8 +44,9 @@ def test_a_run_is_found_from_its_checkpoint_or_model_entry_and_predicts_as_the_m
     with flow.no_grad():
         expected = flow.softmax(trained.eval()(batch)["prediction_scores"], dim=-1).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
-    probs_again, weights = inference.predict(inference.load_model(checkpoint, cfg, attention_weights=True), batch,
-                                             attention_weights=True)
+    probs_again, weights = inference.predict(
+        inference.load_model(checkpoint, cfg, attention_weights=True), batch, attention_weights=True
+    )
     np.testing.assert_allclose(probs_again, probs, rtol=1e-5, atol=1e-6)
     assert len(weights) == 2 and weights[0].shape == (1, 4, 17, 17)
 

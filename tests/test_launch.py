@@ -1,6 +1,7 @@
 """tools/train.sh and libai_vit/launch.py: refusals in one line before any rank starts, and a run
 that ends whole (non-zero status, one line naming the rank and its reason, no process left) within
 a bounded time when a rank dies, from every kind of parent."""
+
 import os
 import shlex
 import signal
@@ -13,14 +14,21 @@ from conftest import ROOT, Run, launch, launcher, train_sh
 
 PROBE = os.path.join(ROOT, "tests", "launch_probe.py")
 CONFIG = os.path.join(ROOT, "configs", "demo_digits_3d.py")
-DP2 = ["train.dist.data_parallel_size=2", "train.dist.tensor_parallel_size=1", "train.dist.pipeline_parallel_size=1"]
+DP2 = [
+    "train.dist.data_parallel_size=2",
+    "train.dist.tensor_parallel_size=1",
+    "train.dist.pipeline_parallel_size=1",
+]
 ENDS_WITHIN = 30  # s from a rank's death to the end of the whole run (the launcher needs < 10)
 
 
 def test_nproc_not_matching_the_layout_is_refused():
     proc = launch(["tools/train_net.py", "configs/demo_digits_3d.py"], 2, check=False)
     assert proc.returncode != 0
-    assert "error: the layout DP x TP x PP = 2 x 2 x 2 = 8 processes, but 2 were launched" in proc.stderr
+    assert (
+        "error: the layout DP x TP x PP = 2 x 2 x 2 = 8 processes, but 2 were launched"
+        in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -39,16 +47,24 @@ def _parent(parent, cmd):
         return ["bash", "-c", f"{shlex.join(cmd)}; exit $?"], False
     if parent == "nohup":
         return ["nohup", *cmd], False
-    if parent == "terminal":  # an interactive shell on a terminal (job control: the run leads its group)
-        return ["script", "-qec", f"bash --norc --noprofile -i -c {shlex.quote(shlex.join(cmd) + '; exit $?')}",
-                "/dev/null"], True
+    if (
+        parent == "terminal"
+    ):  # an interactive shell on a terminal (job control: the run leads its group)
+        return [
+            "script",
+            "-qec",
+            f"bash --norc --noprofile -i -c {shlex.quote(shlex.join(cmd) + '; exit $?')}",
+            "/dev/null",
+        ], True
     raise ValueError(parent)
 
 
 def _start(tmp_path, parent="ci", env=(), stdin=None, via_train_sh=False):
     """The probe in 2 ranks from `parent`: through tools/train.sh, or straight through the launcher it
     execs (the same top process, without train.sh's seconds of set-up and config check)."""
-    cmd, new_session = _parent(parent, train_sh([PROBE, CONFIG, *DP2], 2) if via_train_sh else launcher(PROBE, 2))
+    cmd, new_session = _parent(
+        parent, train_sh([PROBE, CONFIG, *DP2], 2) if via_train_sh else launcher(PROBE, 2)
+    )
     env = dict(os.environ, PROBE_OUT=str(tmp_path), **dict(env))
     extra = {"stdin": stdin} if stdin is not None else {}
     return Run(cmd, env=env, new_session=new_session, **extra)
@@ -91,7 +107,9 @@ def _ended(run, killed_at):
     proc = run.finish(timeout=ENDS_WITHIN + 60)  # also fails if a process of the run is left
     took = time.time() - killed_at
     output = (proc.stdout or "") + (proc.stderr or "")
-    lines = [line.strip().removeprefix("^C") for line in output.splitlines()]  # a terminal echoes Ctrl-C
+    lines = [
+        line.strip().removeprefix("^C") for line in output.splitlines()
+    ]  # a terminal echoes Ctrl-C
     errors = [line for line in lines if line.startswith("error: ")]
     print(f"ended {took:.1f} s after the kill, status {proc.returncode}: {errors}")
     assert proc.returncode != 0
@@ -160,8 +178,10 @@ def test_a_rank_that_raises_ends_the_run_with_its_reason(tmp_path):
     _wait_steps(run, tmp_path, steps=1)  # rank 1 raises one step later
     errors = _ended(run, time.time())
     assert run.proc.returncode == 1
-    assert errors == ["error: rank 1 exited with status 1; its last output: RuntimeError: rank 1 fails on purpose "
-                      "at step 2; stopped all 2 rank(s) of this node"]
+    assert errors == [
+        "error: rank 1 exited with status 1; its last output: RuntimeError: rank 1 fails on purpose "
+        "at step 2; stopped all 2 rank(s) of this node"
+    ]
 
 
 @pytest.mark.slow
@@ -171,8 +191,10 @@ def test_ranks_that_never_meet_their_peers_are_stopped_by_the_rendezvous_watchdo
     cmd[2:2] = ["--nnodes", "2", "--rendezvous_timeout", "10"]
     run = Run(cmd, env=dict(os.environ, PROBE_OUT=str(tmp_path)))
     errors = _ended(run, time.time())
-    assert errors == ["error: rank(s) 0, 1 did not meet their peers within 10 s (a rank of another node failed "
-                      "to start, or MASTER_ADDR/PORT is wrong); stopped all 2 rank(s) of this node"]
+    assert errors == [
+        "error: rank(s) 0, 1 did not meet their peers within 10 s (a rank of another node failed "
+        "to start, or MASTER_ADDR/PORT is wrong); stopped all 2 rank(s) of this node"
+    ]
 
 
 @pytest.mark.slow
@@ -181,7 +203,12 @@ def test_concurrent_runs_do_not_meet(tmp_path):
     runs = []
     for i in range(2):
         os.makedirs(tmp_path / str(i))
-        runs.append(Run(launcher(PROBE, 2), env=dict(os.environ, PROBE_OUT=str(tmp_path / str(i)), PROBE_STEPS="5")))
+        runs.append(
+            Run(
+                launcher(PROBE, 2),
+                env=dict(os.environ, PROBE_OUT=str(tmp_path / str(i)), PROBE_STEPS="5"),
+            )
+        )
     for r in runs:
         proc = r.finish(timeout=300)
         assert proc.returncode == 0 and proc.stdout.count(" done") == 2, proc.stderr[-2000:]
@@ -195,22 +222,34 @@ def test_a_master_port_in_use_is_refused_in_one_line():
         cmd[2:2] = ["--master_port", str(port)]
         proc = Run(cmd).finish(timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: master port {port} on 127.0.0.1 is in use (Address already in use): "
-                                   f"another run? choose another PORT, or leave PORT unset on one node")
+    assert proc.stderr.strip() == (
+        f"error: master port {port} on 127.0.0.1 is in use (Address already in use): "
+        f"another run? choose another PORT, or leave PORT unset on one node"
+    )
 
 
 def test_config_values_are_refused_before_any_rank_starts():
-    proc = launch(["tools/train_net.py", "configs/demo_digits_3d.py", "model.drop_path_rate=1.5"], 8, check=False)
+    proc = launch(
+        ["tools/train_net.py", "configs/demo_digits_3d.py", "model.drop_path_rate=1.5"],
+        8,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: model.drop_path_rate=1.5 must be in [0, 1)"
+    assert (
+        proc.stderr.strip().splitlines()[-1] == "error: model.drop_path_rate=1.5 must be in [0, 1)"
+    )
     # OneFlow prints this line once per process that imports it: only the check's, no rank's
     assert proc.stderr.count("ibv_fork_init skipped") <= 1
 
 
 @pytest.mark.slow
 def test_the_test_helper_ends_a_hanging_run_and_shows_its_output(tmp_path):
-    run = Run(launcher(PROBE, 2), env=dict(os.environ, PROBE_OUT=str(tmp_path)))  # runs for a minute
-    with pytest.raises(AssertionError, match=r"(?s)timed out after 8 s; its last output:.*ibv_fork_init"):
+    run = Run(
+        launcher(PROBE, 2), env=dict(os.environ, PROBE_OUT=str(tmp_path))
+    )  # runs for a minute
+    with pytest.raises(
+        AssertionError, match=r"(?s)timed out after 8 s; its last output:.*ibv_fork_init"
+    ):
         run.finish(timeout=8)
     assert not run.processes()
     # a top process that ignores SIGTERM, and its child: killed all the same
@@ -232,7 +271,10 @@ def test_a_master_port_held_by_another_run_is_refused(tmp_path):
     second = Run(cmd, env=dict(os.environ, PROBE_OUT=str(tmp_path))).finish(timeout=60)
     first.proc.send_signal(signal.SIGTERM)
     assert first.finish(timeout=60).returncode == 128 + signal.SIGTERM
-    assert second.returncode == 2 and f"error: master port {port} on 127.0.0.1 is in use" in second.stderr
+    assert (
+        second.returncode == 2
+        and f"error: master port {port} on 127.0.0.1 is in use" in second.stderr
+    )
 
 
 @pytest.mark.slow
@@ -242,4 +284,6 @@ def test_the_launchers_time_limit_stops_every_rank(tmp_path):
     run = Run(cmd, env=dict(os.environ, PROBE_OUT=str(tmp_path)))  # the probe runs for a minute
     errors = _ended(run, time.time())
     assert run.proc.returncode == 124
-    assert errors == ["error: the run exceeded its time limit of 5 s; stopped all 2 rank(s) of this node"]
+    assert errors == [
+        "error: the run exceeded its time limit of 5 s; stopped all 2 rank(s) of this node"
+    ]

@@ -2,6 +2,7 @@
 
 Each case launches real OneFlow processes (CPU) through tools/train.sh and reads metrics.json.
 """
+
 import math
 
 import pytest
@@ -15,14 +16,23 @@ GLOBAL_BATCH = 16
 
 def _overrides(digits_root, dp, tp, pp, micro, acc, graph=True, extra=()):
     return [
-        f"train.dist.data_parallel_size={dp}", f"train.dist.tensor_parallel_size={tp}",
-        f"train.dist.pipeline_parallel_size={pp}", f"train.train_micro_batch_size={micro}",
-        f"train.num_accumulation_steps={acc}", f"train.train_iter={STEPS}", "train.evaluation.enabled=False",
-        "train.checkpointer.period=100000", "train.log_period=1", f"graph.enabled={graph}",
-        f"dataloader.train.dataset.0.root={digits_root}", f"dataloader.test.0.dataset.root={digits_root}",
+        f"train.dist.data_parallel_size={dp}",
+        f"train.dist.tensor_parallel_size={tp}",
+        f"train.dist.pipeline_parallel_size={pp}",
+        f"train.train_micro_batch_size={micro}",
+        f"train.num_accumulation_steps={acc}",
+        f"train.train_iter={STEPS}",
+        "train.evaluation.enabled=False",
+        "train.checkpointer.period=100000",
+        "train.log_period=1",
+        f"graph.enabled={graph}",
+        f"dataloader.train.dataset.0.root={digits_root}",
+        f"dataloader.test.0.dataset.root={digits_root}",
         # a constant learning rate: LiBai's eager trainer steps its scheduler per micro-batch, so
         # under accumulation a warm-up/cosine schedule would differ from graph mode's per step
-        "train.scheduler.warmup_factor=1.0", "train.scheduler.alpha=1.0", "optim.lr=2e-3",
+        "train.scheduler.warmup_factor=1.0",
+        "train.scheduler.alpha=1.0",
+        "optim.lr=2e-3",
         *extra,
     ]
 
@@ -44,7 +54,15 @@ LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
     "pp2_1f1b": (1, 1, 2, 8, 2, True, ()),
     "dp2_tp2_pp2": (2, 2, 2, 4, 2, True, ()),
     "pp2_uneven_3_1": (1, 1, 2, 4, 4, True, ("train.dist.pipeline_stage_layers=[3,1]",)),
-    "pp2_activation_checkpointing": (1, 1, 2, 8, 2, True, ("train.activation_checkpoint.enabled=True",)),
+    "pp2_activation_checkpointing": (
+        1,
+        1,
+        2,
+        8,
+        2,
+        True,
+        ("train.activation_checkpoint.enabled=True",),
+    ),
     "dp2_eager": (2, 1, 1, 8, 1, False, ()),
     "tp2_eager": (1, 2, 1, 16, 1, False, ()),
     "dp2_accumulation_eager": (2, 1, 1, 4, 2, False, ()),
@@ -56,9 +74,14 @@ LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
 def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
     dp, tp, pp, micro, acc, graph, extra = LAYOUTS[name]
     assert dp * micro * acc == GLOBAL_BATCH
-    losses = train_losses(tmp_path, CONFIG, dp * tp * pp, _overrides(digits_root, dp, tp, pp, micro, acc, graph, extra))
+    losses = train_losses(
+        tmp_path,
+        CONFIG,
+        dp * tp * pp,
+        _overrides(digits_root, dp, tp, pp, micro, acc, graph, extra),
+    )
     if not graph and acc > 1:  # eager accumulation logs every micro-batch: average each step's
-        losses = [sum(losses[i:i + acc]) / acc for i in range(0, len(losses), acc)]
+        losses = [sum(losses[i : i + acc]) / acc for i in range(0, len(losses), acc)]
     diff = _max_rel_diff(losses, reference)
     print(f"parity {name}: max relative loss difference {diff:.2e}")
     assert diff < 1e-4
@@ -70,8 +93,14 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 FAMILIES = {
     "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
     "siglip": ("model.class_token=False", "model.global_pool=map"),
-    "eva02": ("model.use_rot_pos_emb=True", "model.ref_feat_shape=[4,4]", "model.mlp_layer=swiglu",
-              "model.scale_mlp_norm=True", "model.scale_attn_norm=True", "model.global_pool=avg"),
+    "eva02": (
+        "model.use_rot_pos_emb=True",
+        "model.ref_feat_shape=[4,4]",
+        "model.mlp_layer=swiglu",
+        "model.scale_mlp_norm=True",
+        "model.scale_attn_norm=True",
+        "model.global_pool=avg",
+    ),
 }
 FAMILY_LAYOUTS = {"tp2": (1, 2, 1, 16, 1), "dp2_tp2_pp2": (2, 2, 2, 4, 2)}
 
@@ -83,19 +112,30 @@ def family_reference(digits_root, tmp_path_factory):
     def losses(family):
         if family not in cache:
             out = tmp_path_factory.mktemp(f"ref_{family}")
-            cache[family] = train_losses(out, CONFIG, 1, _overrides(digits_root, 1, 1, 1, GLOBAL_BATCH, 1,
-                                                                   extra=FAMILIES[family]))
+            cache[family] = train_losses(
+                out,
+                CONFIG,
+                1,
+                _overrides(digits_root, 1, 1, 1, GLOBAL_BATCH, 1, extra=FAMILIES[family]),
+            )
         return cache[family]
+
     return losses
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", list(FAMILY_LAYOUTS))
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_family_layout_matches_single_process(family, layout, family_reference, digits_root, tmp_path):
+def test_family_layout_matches_single_process(
+    family, layout, family_reference, digits_root, tmp_path
+):
     dp, tp, pp, micro, acc = FAMILY_LAYOUTS[layout]
-    losses = train_losses(tmp_path, CONFIG, dp * tp * pp,
-                          _overrides(digits_root, dp, tp, pp, micro, acc, extra=FAMILIES[family]))
+    losses = train_losses(
+        tmp_path,
+        CONFIG,
+        dp * tp * pp,
+        _overrides(digits_root, dp, tp, pp, micro, acc, extra=FAMILIES[family]),
+    )
     diff = _max_rel_diff(losses, family_reference(family))
     print(f"parity {family} {layout}: max relative loss difference {diff:.2e}")
     assert diff < 1e-4
@@ -104,8 +144,13 @@ def test_family_layout_matches_single_process(family, layout, family_reference, 
 @pytest.mark.slow
 def test_dropout_and_drop_path_train_and_stay_finite(digits_root, tmp_path):
     steps = 80
-    extra = ("model.drop_rate=0.1", "model.attn_drop_rate=0.1", "model.drop_path_rate=0.1",
-             f"train.train_iter={steps}", "optim.lr=1e-3")
+    extra = (
+        "model.drop_rate=0.1",
+        "model.attn_drop_rate=0.1",
+        "model.drop_path_rate=0.1",
+        f"train.train_iter={steps}",
+        "optim.lr=1e-3",
+    )
     losses = train_losses(tmp_path, CONFIG, 2, _overrides(digits_root, 1, 2, 1, 16, 1, True, extra))
     assert len(losses) == steps and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10

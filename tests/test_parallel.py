@@ -1,4 +1,5 @@
 """Layout rules and the validation that refuses layouts which cannot run."""
+
 import numpy as np
 import pytest
 
@@ -12,24 +13,51 @@ def _cfg(*overrides):
     return load_config(DEMO, list(overrides))
 
 
-@pytest.mark.parametrize("overrides, nproc, message", [
-    ((), 4, "2 x 2 x 2 = 8 processes, but 4 were launched"),
-    (("train.dist.tensor_parallel_size=3", "train.dist.data_parallel_size=1", "train.dist.pipeline_parallel_size=1"),
-     3, "num_heads=4 is not divisible by train.dist.tensor_parallel_size=3"),
-    (("model.num_heads=2", "train.dist.tensor_parallel_size=4", "train.dist.data_parallel_size=1"),
-     8, "num_heads=2 is not divisible"),
-    (("model.mlp_ratio=1.03",), 8, "mlp hidden (embed_dim*mlp_ratio)=65 is not divisible"),
-    (("model.embed_dim=66", "model.num_heads=3"), 8, "num_heads=3 is not divisible"),
-    (("model.embed_dim=66", "model.num_heads=4"), 8, "embed_dim=66 is not divisible by num_heads=4"),
-    (("model.depth=1",), 8, "depth=1 < train.dist.pipeline_parallel_size=2"),
-    (("train.dist.pipeline_stage_layers=[3,2]",), 8, "must list 2 positive layer counts"),
-    (("train.dist.pipeline_stage_layers=[4,0]",), 8, "must list 2 positive layer counts"),
-    (("train.global_batch_size=100",), 8,
-     "global_batch_size=100 != train_micro_batch_size x DP x num_accumulation_steps"),
-    (("train.global_batch_size=40", "train.num_accumulation_steps=null"), 8,
-     "not divisible by train_micro_batch_size x DP"),
-    (("graph.enabled=False",), 8, "runs only in graph mode"),
-])
+@pytest.mark.parametrize(
+    "overrides, nproc, message",
+    [
+        ((), 4, "2 x 2 x 2 = 8 processes, but 4 were launched"),
+        (
+            (
+                "train.dist.tensor_parallel_size=3",
+                "train.dist.data_parallel_size=1",
+                "train.dist.pipeline_parallel_size=1",
+            ),
+            3,
+            "num_heads=4 is not divisible by train.dist.tensor_parallel_size=3",
+        ),
+        (
+            (
+                "model.num_heads=2",
+                "train.dist.tensor_parallel_size=4",
+                "train.dist.data_parallel_size=1",
+            ),
+            8,
+            "num_heads=2 is not divisible",
+        ),
+        (("model.mlp_ratio=1.03",), 8, "mlp hidden (embed_dim*mlp_ratio)=65 is not divisible"),
+        (("model.embed_dim=66", "model.num_heads=3"), 8, "num_heads=3 is not divisible"),
+        (
+            ("model.embed_dim=66", "model.num_heads=4"),
+            8,
+            "embed_dim=66 is not divisible by num_heads=4",
+        ),
+        (("model.depth=1",), 8, "depth=1 < train.dist.pipeline_parallel_size=2"),
+        (("train.dist.pipeline_stage_layers=[3,2]",), 8, "must list 2 positive layer counts"),
+        (("train.dist.pipeline_stage_layers=[4,0]",), 8, "must list 2 positive layer counts"),
+        (
+            ("train.global_batch_size=100",),
+            8,
+            "global_batch_size=100 != train_micro_batch_size x DP x num_accumulation_steps",
+        ),
+        (
+            ("train.global_batch_size=40", "train.num_accumulation_steps=null"),
+            8,
+            "not divisible by train_micro_batch_size x DP",
+        ),
+        (("graph.enabled=False",), 8, "runs only in graph mode"),
+    ],
+)
 def test_validation_names_the_problem(overrides, nproc, message):
     with pytest.raises(parallel.LayoutError) as err:
         parallel.validate(_cfg(*overrides), nproc)

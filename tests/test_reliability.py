@@ -4,6 +4,7 @@ full disk and a NaN loss, each on real OneFlow processes (CPU) launched through 
 The resumed per-iteration raw losses must equal the uninterrupted run's (graph mode, DP=2, dropout,
 attention dropout and drop path on; the demo config has no mixup yet).
 """
+
 import json
 import os
 import random
@@ -23,17 +24,32 @@ STEPS, PERIOD = 8, 3  # checkpoints after iterations 2, 5 and 7
 
 def _overrides(out, digits_root, nproc=2, steps=STEPS, extra=()):
     return [
-        f"train.output_dir={out}", f"train.dist.data_parallel_size={nproc}", "train.dist.tensor_parallel_size=1",
-        "train.dist.pipeline_parallel_size=1", "train.train_micro_batch_size=8", "train.num_accumulation_steps=1",
-        f"train.train_iter={steps}", f"train.checkpointer.period={PERIOD}", "train.evaluation.enabled=False",
-        "train.log_period=1", "model.drop_rate=0.1", "model.attn_drop_rate=0.1", "model.drop_path_rate=0.2",
-        f"dataloader.train.dataset.0.root={digits_root}", f"dataloader.test.0.dataset.root={digits_root}", *extra,
+        f"train.output_dir={out}",
+        f"train.dist.data_parallel_size={nproc}",
+        "train.dist.tensor_parallel_size=1",
+        "train.dist.pipeline_parallel_size=1",
+        "train.train_micro_batch_size=8",
+        "train.num_accumulation_steps=1",
+        f"train.train_iter={steps}",
+        f"train.checkpointer.period={PERIOD}",
+        "train.evaluation.enabled=False",
+        "train.log_period=1",
+        "model.drop_rate=0.1",
+        "model.attn_drop_rate=0.1",
+        "model.drop_path_rate=0.2",
+        f"dataloader.train.dataset.0.root={digits_root}",
+        f"dataloader.test.0.dataset.root={digits_root}",
+        *extra,
     ]
 
 
 def _train(out, digits_root, nproc=2, extra=(), env=None, check=True, resume=False):
-    args = [os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, CONFIG),
-            *_overrides(out, digits_root, nproc, extra=extra), *(["--resume"] if resume else [])]
+    args = [
+        os.path.join(ROOT, "tools", "train_net.py"),
+        os.path.join(ROOT, CONFIG),
+        *_overrides(out, digits_root, nproc, extra=extra),
+        *(["--resume"] if resume else []),
+    ]
     return launch(args, nproc, check=check, env=dict(os.environ, **(env or {})))
 
 
@@ -44,7 +60,9 @@ def _rows(out):
 
 def _losses(out):
     rows = [r for r in _rows(out) if "total_loss" in r]
-    assert [r["iteration"] for r in rows] == list(range(len(rows))), "each iteration logged once, in order"
+    assert [r["iteration"] for r in rows] == list(range(len(rows))), (
+        "each iteration logged once, in order"
+    )
     return [r["total_loss"] for r in rows]
 
 
@@ -57,9 +75,20 @@ def _assert_same(losses, reference):
 
 def _start(out, digits_root, env=None):
     """The 2-process run, left running (the test kills a part of it)."""
-    cmd = ["bash", os.path.join(ROOT, "tools", "train.sh"), os.path.join(ROOT, "tools", "train_net.py"),
-           os.path.join(ROOT, CONFIG), "2", *_overrides(out, digits_root)]
-    return Run(cmd, env=dict(os.environ, **(env or {})), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        "bash",
+        os.path.join(ROOT, "tools", "train.sh"),
+        os.path.join(ROOT, "tools", "train_net.py"),
+        os.path.join(ROOT, CONFIG),
+        "2",
+        *_overrides(out, digits_root),
+    ]
+    return Run(
+        cmd,
+        env=dict(os.environ, **(env or {})),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_for(condition, proc, timeout=300):
@@ -81,6 +110,7 @@ def _reached(out, iteration):
             return any(r.get("iteration", -1) >= iteration for r in _rows(out))
         except (OSError, ValueError):
             return False
+
     return check
 
 
@@ -92,7 +122,9 @@ def reference(digits_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kill9_one_rank_then_resume_and_fall_back_past_a_corrupt_checkpoint(reference, digits_root, tmp_path):
+def test_kill9_one_rank_then_resume_and_fall_back_past_a_corrupt_checkpoint(
+    reference, digits_root, tmp_path
+):
     ref_dir, ref = reference
     kill_at = random.Random().randint(3, STEPS - 2)
     print(f"kill -9 of rank 1 once iteration {kill_at} is logged")
@@ -101,7 +133,9 @@ def test_kill9_one_rank_then_resume_and_fall_back_past_a_corrupt_checkpoint(refe
         _wait_for(_reached(tmp_path, kill_at), run.proc)
         os.kill(_ranks(run.proc.pid)[-1], signal.SIGKILL)
     finally:
-        assert run.finish(timeout=120).returncode != 0  # the launcher notices and stops the other rank
+        assert (
+            run.finish(timeout=120).returncode != 0
+        )  # the launcher notices and stops the other rank
     _train(tmp_path, digits_root, resume=True)
     _assert_same(_losses(tmp_path), ref)
 
@@ -137,30 +171,53 @@ def test_kill9_launcher_in_the_middle_of_a_save_then_resume(reference, digits_ro
 
 
 @pytest.mark.slow
-def test_full_disk_during_a_save_fails_cleanly_keeping_the_last_good_checkpoint(digits_root, tmp_path):
-    proc = _train(tmp_path, digits_root, nproc=1, check=False, env={"LIBAI_VIT_FAULT": "save_enospc=model_0000005"})
+def test_full_disk_during_a_save_fails_cleanly_keeping_the_last_good_checkpoint(
+    digits_root, tmp_path
+):
+    proc = _train(
+        tmp_path,
+        digits_root,
+        nproc=1,
+        check=False,
+        env={"LIBAI_VIT_FAULT": "save_enospc=model_0000005"},
+    )
     assert proc.returncode == 1
     last = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert last and "saving checkpoint" in last[-1] and "model_0000005 failed: [Errno 28] No space left on device" \
-        in last[-1] and "model_0000002 is intact" in last[-1], proc.stderr[-2000:]
-    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(("model_", ".tmp-"))) == ["model_0000002"]
+    assert (
+        last
+        and "saving checkpoint" in last[-1]
+        and "model_0000005 failed: [Errno 28] No space left on device" in last[-1]
+        and "model_0000002 is intact" in last[-1]
+    ), proc.stderr[-2000:]
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(("model_", ".tmp-"))) == [
+        "model_0000002"
+    ]
     verify(os.path.join(tmp_path, "model_0000002"))
 
 
 @pytest.mark.slow
 def test_nan_loss_stops_the_run_before_a_checkpoint_holds_it(digits_root, tmp_path):
-    proc = _train(tmp_path, digits_root, nproc=1, check=False, env={"LIBAI_VIT_FAULT": "nan_loss=4"})
+    proc = _train(
+        tmp_path, digits_root, nproc=1, check=False, env={"LIBAI_VIT_FAULT": "nan_loss=4"}
+    )
     assert proc.returncode == 1
     assert "error: non-finite loss (nan) at iteration 4" in proc.stderr, proc.stderr[-2000:]
-    assert "train_net.py\", line" not in proc.stderr  # no traceback from the run (the launcher prints its own)
+    assert (
+        'train_net.py", line' not in proc.stderr
+    )  # no traceback from the run (the launcher prints its own)
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("model_")) == ["model_0000002"]
     assert [r["iteration"] for r in _rows(tmp_path) if "total_loss" in r] == [0, 1, 2, 3]
 
 
 @pytest.mark.slow
 def test_nan_loss_skip_mode_skips_the_step_eager(digits_root, tmp_path):
-    _train(tmp_path, digits_root, nproc=1, env={"LIBAI_VIT_FAULT": "nan_loss=2"},
-           extra=("graph.enabled=False", "train.nonfinite_loss=skip"))
+    _train(
+        tmp_path,
+        digits_root,
+        nproc=1,
+        env={"LIBAI_VIT_FAULT": "nan_loss=2"},
+        extra=("graph.enabled=False", "train.nonfinite_loss=skip"),
+    )
     rows = [r for r in _rows(tmp_path) if "total_loss" in r]
     assert [r["iteration"] for r in rows] == [i for i in range(STEPS) if i != 2]
     assert all(r["total_loss"] == r["total_loss"] for r in rows)  # no NaN

@@ -1,5 +1,6 @@
 """Every user-facing tool given a missing, unreadable or wrong-kind file (or an out-of-range value)
 exits non-zero with one line saying which and why: no traceback."""
+
 import json
 import os
 import subprocess
@@ -12,7 +13,11 @@ from libai_vit.config import ConfigError, load_config, validate_values
 from conftest import ROOT
 
 CONFIG = os.path.join(ROOT, "configs", "demo_digits_3d.py")
-ONE = ["train.dist.data_parallel_size=1", "train.dist.tensor_parallel_size=1", "train.dist.pipeline_parallel_size=1"]
+ONE = [
+    "train.dist.data_parallel_size=1",
+    "train.dist.tensor_parallel_size=1",
+    "train.dist.pipeline_parallel_size=1",
+]
 
 
 def _files(tmp):
@@ -23,7 +28,9 @@ def _files(tmp):
     bad = tmp / "run" / "model_0000002"  # a checkpoint whose manifest does not match its data
     os.makedirs(bad / "model")
     (bad / "model" / "data").write_bytes(b"12345")
-    (bad / "manifest.json").write_text(json.dumps({"iteration": 2, "files": {"model/data": [9, "00"]}}))
+    (bad / "manifest.json").write_text(
+        json.dumps({"iteration": 2, "files": {"model/data": [9, "00"]}})
+    )
     return tmp
 
 
@@ -32,23 +39,73 @@ def _train(*args):
 
 
 CASES = {  # name: (argv after the interpreter, exit code, text the one error line must hold)
-    "train config missing": (_train("--config-file", "{tmp}/nope.py"), 2, "{tmp}/nope.py' does not exist"),
-    "train config is a directory": (_train("--config-file", "{tmp}/adir"), 2, "is not a LazyConfig"),
-    "train config wrong kind": (_train("--config-file", "{tmp}/notes.txt"), 2, "is not a LazyConfig"),
-    "train config does not parse": (_train("--config-file", "{tmp}/broken.py"), 2, "broken.py' cannot be loaded"),
-    "train load_weight missing": (_train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/none"), 2,
-                                  "{tmp}/none' is not a checkpoint directory (it does not exist)"),
-    "train load_weight is a file": (_train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/notes.txt"), 2,
-                                    "is not a checkpoint directory (it is a file)"),
-    "train resume corrupt checkpoint": (_train("--config-file", CONFIG, "--resume", *ONE, "train.output_dir={tmp}/run"),
-                                        1, "{tmp}/run/model_0000002/model/data is truncated or altered"),
-    "train negative lr": (_train("--config-file", CONFIG, *ONE, "optim.lr=-1"), 2, "optim.lr=-1 must be"),
-    "convert source missing": ([os.path.join(ROOT, "tools", "convert_checkpoint.py"), "{tmp}/none.pth", "{tmp}/out",
-                                "--model", "vit_tiny_patch16_224"], None, "{tmp}/none.pth"),
-    "convert source wrong kind": ([os.path.join(ROOT, "tools", "convert_checkpoint.py"), "{tmp}/garbage.safetensors",
-                                   "{tmp}/out", "--model", "vit_tiny_patch16_224"], None, "garbage.safetensors"),
-    "predict checkpoint missing": ([os.path.join(ROOT, "tools", "predict.py"), "{tmp}/none", "{tmp}/notes.txt"], None,
-                                   "{tmp}/none"),
+    "train config missing": (
+        _train("--config-file", "{tmp}/nope.py"),
+        2,
+        "{tmp}/nope.py' does not exist",
+    ),
+    "train config is a directory": (
+        _train("--config-file", "{tmp}/adir"),
+        2,
+        "is not a LazyConfig",
+    ),
+    "train config wrong kind": (
+        _train("--config-file", "{tmp}/notes.txt"),
+        2,
+        "is not a LazyConfig",
+    ),
+    "train config does not parse": (
+        _train("--config-file", "{tmp}/broken.py"),
+        2,
+        "broken.py' cannot be loaded",
+    ),
+    "train load_weight missing": (
+        _train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/none"),
+        2,
+        "{tmp}/none' is not a checkpoint directory (it does not exist)",
+    ),
+    "train load_weight is a file": (
+        _train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/notes.txt"),
+        2,
+        "is not a checkpoint directory (it is a file)",
+    ),
+    "train resume corrupt checkpoint": (
+        _train("--config-file", CONFIG, "--resume", *ONE, "train.output_dir={tmp}/run"),
+        1,
+        "{tmp}/run/model_0000002/model/data is truncated or altered",
+    ),
+    "train negative lr": (
+        _train("--config-file", CONFIG, *ONE, "optim.lr=-1"),
+        2,
+        "optim.lr=-1 must be",
+    ),
+    "convert source missing": (
+        [
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            "{tmp}/none.pth",
+            "{tmp}/out",
+            "--model",
+            "vit_tiny_patch16_224",
+        ],
+        None,
+        "{tmp}/none.pth",
+    ),
+    "convert source wrong kind": (
+        [
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            "{tmp}/garbage.safetensors",
+            "{tmp}/out",
+            "--model",
+            "vit_tiny_patch16_224",
+        ],
+        None,
+        "garbage.safetensors",
+    ),
+    "predict checkpoint missing": (
+        [os.path.join(ROOT, "tools", "predict.py"), "{tmp}/none", "{tmp}/notes.txt"],
+        None,
+        "{tmp}/none",
+    ),
 }
 
 
@@ -58,8 +115,13 @@ def test_tool_error_is_one_line(name, tmp_path):
     tmp = str(_files(tmp_path))
     argv = [a.replace("{tmp}", tmp) for a in argv]
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="3")
-    proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and (code is None or proc.returncode == code), (proc.returncode, proc.stderr[-3000:])
+    proc = subprocess.run(
+        [sys.executable, *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and (code is None or proc.returncode == code), (
+        proc.returncode,
+        proc.stderr[-3000:],
+    )
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and expected.replace("{tmp}", tmp) in errors[0], proc.stderr[-3000:]
@@ -89,7 +151,12 @@ def test_out_of_range_values_are_refused(override):
 @pytest.mark.parametrize("key,value", [("prob", 1.5), ("switch_prob", -0.1), ("mixup_alpha", -1.0)])
 def test_mixup_values_are_refused(key, value):
     cfg = load_config(CONFIG)
-    cfg.dataloader.train.mixup_func = {"prob": 1.0, "switch_prob": 0.5, "mixup_alpha": 0.8, key: value}
+    cfg.dataloader.train.mixup_func = {
+        "prob": 1.0,
+        "switch_prob": 0.5,
+        "mixup_alpha": 0.8,
+        key: value,
+    }
     with pytest.raises(ConfigError, match=f"mixup_func.{key}"):
         validate_values(cfg)
 
@@ -102,24 +169,41 @@ FINETUNE = os.path.join(ROOT, "projects", "imagenet_finetune", "configs", "demo_
 
 
 @pytest.mark.parametrize("bad", ["garbage.safetensors"])
-def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_in_a_rank(bad, tmp_path, digits_root):
+def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_in_a_rank(
+    bad, tmp_path, digits_root
+):
     """tools/check_config.py (train.sh's check before any rank starts), tools/train_net.py (in a rank)
     and tools/convert_checkpoint.py print the same one line for a bad model.pretrained file."""
     tmp = str(_files(tmp_path))
     src = os.path.join(tmp, bad)
-    over = [*ONE, f"model.pretrained={src}", f"train.output_dir={tmp}/out",
-            f"dataloader.train.dataset.0.root={digits_root}", f"dataloader.test.0.dataset.root={digits_root}"]
+    over = [
+        *ONE,
+        f"model.pretrained={src}",
+        f"train.output_dir={tmp}/out",
+        f"dataloader.train.dataset.0.root={digits_root}",
+        f"dataloader.test.0.dataset.root={digits_root}",
+    ]
     runs = {
         "check_config": [os.path.join(ROOT, "tools", "check_config.py"), FINETUNE, "1", *over],
         "train_net": _train("--config-file", FINETUNE, *over),
-        "convert_checkpoint": [os.path.join(ROOT, "tools", "convert_checkpoint.py"), src, f"{tmp}/conv",
-                               "--model", "vit_tiny_patch16_224"],
+        "convert_checkpoint": [
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            src,
+            f"{tmp}/conv",
+            "--model",
+            "vit_tiny_patch16_224",
+        ],
     }
     lines = {}
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="3")
     for name, argv in runs.items():
-        proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=300
+        )
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
-        assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(errors) == 1, (name, proc.stderr[-3000:])
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(errors) == 1, (
+            name,
+            proc.stderr[-3000:],
+        )
         lines[name] = errors[0]
     assert len(set(lines.values())) == 1 and src in lines["check_config"], lines

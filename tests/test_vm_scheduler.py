@@ -1,4 +1,5 @@
 """OneFlow's VM scheduler thread spins through every nn.Graph step; the watch finds it and lowers it."""
+
 import json
 import os
 

@@ -1,5 +1,6 @@
 """Run under OneFlow's launcher by test_vm_scheduler.py: a real nn.Graph train step, the watch around
 it, and what happened to the threads, written as JSON per rank."""
+
 import json
 import os
 import sys
@@ -52,9 +53,15 @@ def main(out_dir):
     watch.start()
     run(3)
     lowered = watch.lower()
-    result = dict(idle=idle, nice_after_idle=sorted(set(nice_after_idle.values())), lowered=lowered,
-                  top_system=top_system, top_system_share=system[top_system], main=os.getpid(),
-                  nice={str(t): os.getpriority(os.PRIO_PROCESS, t) for t in thread_cpu_seconds()})
+    result = dict(
+        idle=idle,
+        nice_after_idle=sorted(set(nice_after_idle.values())),
+        lowered=lowered,
+        top_system=top_system,
+        top_system_share=system[top_system],
+        main=os.getpid(),
+        nice={str(t): os.getpriority(os.PRIO_PROCESS, t) for t in thread_cpu_seconds()},
+    )
     with open(os.path.join(out_dir, f"rank{flow.env.get_rank()}.json"), "w") as f:
         json.dump(result, f)
 

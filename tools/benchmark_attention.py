@@ -10,6 +10,7 @@ Writes results/attention/benchmark.csv (the command in its first line) and bench
     python tools/benchmark_attention.py                          # ViT-B heads, N = 197 ... 8192
     python tools/benchmark_attention.py --seq 197 577 --repeats 1 --out /tmp/bench   # quick
 """
+
 import argparse
 import csv
 import json
@@ -55,21 +56,51 @@ def child(args):
         peak_mb = _cuda_memory_mb(os.getpid())
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    print(json.dumps({"time_s": min(wall, default=0.0), "cpu_s": min(cpu, default=0.0), "peak_mb": peak_mb}))
+    print(
+        json.dumps(
+            {"time_s": min(wall, default=0.0), "cpu_s": min(cpu, default=0.0), "peak_mb": peak_mb}
+        )
+    )
 
 
 def _cuda_memory_mb(pid):
-    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=True).stdout
-    return sum(float(mb) for p, mb in (line.split(",") for line in out.splitlines() if line.strip())
-               if int(p) == pid)
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(
+        float(mb)
+        for p, mb in (line.split(",") for line in out.splitlines() if line.strip())
+        if int(p) == pid
+    )
 
 
 def run_case(args, backend, n):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", backend, "--n", str(n),
-           "--device", args.device,
-           "--batch", str(args.batch), "--heads", str(args.heads), "--head-dim", str(args.head_dim),
-           "--repeats", str(args.repeats), "--block-q", str(args.block_q), "--block-k", str(args.block_k)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        "--backend",
+        backend,
+        "--n",
+        str(n),
+        "--device",
+        args.device,
+        "--batch",
+        str(args.batch),
+        "--heads",
+        str(args.heads),
+        "--head-dim",
+        str(args.head_dim),
+        "--repeats",
+        str(args.repeats),
+        "--block-q",
+        str(args.block_q),
+        "--block-k",
+        str(args.block_k),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -97,7 +128,10 @@ def plot(rows, path, device):
         ns = [r["seq_len"] for r in pts]
         ax_t.plot(ns, [r["time_s"] for r in pts], "o-", label=backend)
         ax_m.plot(ns, [r["peak_mb"] for r in pts], "o-", label=backend)
-    for ax, label in ((ax_t, "forward+backward time (s)"), (ax_m, "peak memory above baseline (MB)")):
+    for ax, label in (
+        (ax_t, "forward+backward time (s)"),
+        (ax_m, "peak memory above baseline (MB)"),
+    ):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sequence length N")
@@ -112,18 +146,35 @@ def plot(rows, path, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seq", type=int, nargs="+", default=[197, 577, 1024, 2048, 4096, 8192])
-    p.add_argument("--backends", nargs="+", choices=["math", "flash", "fused"], default=None,
-                   help="default: math, flash, and fused when CUDA is present")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        choices=["math", "flash", "fused"],
+        default=None,
+        help="default: math, flash, and fused when CUDA is present",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per case (the best is kept)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per case before giving up on it")
-    p.add_argument("--block-q", type=int, default=0, help="flash query block (default: flash.BLOCK_Q)")
-    p.add_argument("--block-k", type=int, default=0, help="flash key block (default: flash.BLOCK_K)")
-    p.add_argument("--max-math-n", type=int, default=None, help="skip math above this N (memory/time)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                   help="where every backend runs (default: cuda when available, else cpu)")
+    p.add_argument(
+        "--timeout", type=float, default=1800, help="seconds per case before giving up on it"
+    )
+    p.add_argument(
+        "--block-q", type=int, default=0, help="flash query block (default: flash.BLOCK_Q)"
+    )
+    p.add_argument(
+        "--block-k", type=int, default=0, help="flash key block (default: flash.BLOCK_K)"
+    )
+    p.add_argument(
+        "--max-math-n", type=int, default=None, help="skip math above this N (memory/time)"
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="where every backend runs (default: cuda when available, else cpu)",
+    )
     p.add_argument("--out", default=os.path.join(ROOT, "results", "attention"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
@@ -136,10 +187,14 @@ def main(argv=None):
     if args.child:
         return child(args)
     if "fused" in (args.backends or []) and args.device != "cuda":
-        sys.exit("the fused backend runs OneFlow's CUDA-only kernels: use --device cuda on a CUDA machine")
+        sys.exit(
+            "the fused backend runs OneFlow's CUDA-only kernels: use --device cuda on a CUDA machine"
+        )
 
     os.makedirs(args.out, exist_ok=True)
-    command = "python tools/benchmark_attention.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python tools/benchmark_attention.py " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
     rows = []
     for n in args.seq:
         base, err = run_case(args, "baseline", n)
@@ -147,25 +202,43 @@ def main(argv=None):
             sys.exit(f"baseline child for N={n} failed: {err}")
         for backend in backends_to_run(args.backends, args.device):
             if backend == "math" and args.max_math_n is not None and n > args.max_math_n:
-                rows.append(dict(backend=backend, seq_len=n, time_s="", cpu_s="", peak_mb="",
-                                 note="skipped (--max-math-n)"))
+                rows.append(
+                    dict(
+                        backend=backend,
+                        seq_len=n,
+                        time_s="",
+                        cpu_s="",
+                        peak_mb="",
+                        note="skipped (--max-math-n)",
+                    )
+                )
                 continue
             res, err = run_case(args, backend, n)
             row = dict(backend=backend, seq_len=n, time_s="", cpu_s="", peak_mb="", note=err or "")
             if res:
-                row.update(time_s=round(res["time_s"], 4), cpu_s=round(res["cpu_s"], 4),
-                           peak_mb=round(res["peak_mb"] - base["peak_mb"], 1))
+                row.update(
+                    time_s=round(res["time_s"], 4),
+                    cpu_s=round(res["cpu_s"], 4),
+                    peak_mb=round(res["peak_mb"] - base["peak_mb"], 1),
+                )
             rows.append(row)
-            print(f"N={n:5d} {backend:6s} wall {row['time_s']} s  cpu {row['cpu_s']} s  peak +{row['peak_mb']} MB "
-                  f"{row['note']}", flush=True)
+            print(
+                f"N={n:5d} {backend:6s} wall {row['time_s']} s  cpu {row['cpu_s']} s  peak +{row['peak_mb']} MB "
+                f"{row['note']}",
+                flush=True,
+            )
 
     csv_path = os.path.join(args.out, "benchmark.csv")
     with open(csv_path, "w", newline="") as f:
-        f.write(f"# {command}  (batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, "
-                f"best of {args.repeats}; time_s wall, cpu_s process CPU time; "
-                f"peak_mb = peak {'RSS' if args.device == 'cpu' else 'CUDA memory held'} minus an inputs-only "
-                f"child's; device {args.device})\n")
-        writer = csv.DictWriter(f, fieldnames=["backend", "seq_len", "time_s", "cpu_s", "peak_mb", "note"])
+        f.write(
+            f"# {command}  (batch {args.batch}, heads {args.heads}, head_dim {args.head_dim}, "
+            f"best of {args.repeats}; time_s wall, cpu_s process CPU time; "
+            f"peak_mb = peak {'RSS' if args.device == 'cpu' else 'CUDA memory held'} minus an inputs-only "
+            f"child's; device {args.device})\n"
+        )
+        writer = csv.DictWriter(
+            f, fieldnames=["backend", "seq_len", "time_s", "cpu_s", "peak_mb", "note"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, os.path.join(args.out, "benchmark.png"), args.device)
@@ -179,8 +252,10 @@ def print_ratios(rows):
         m, f = by.get(("math", n)), by.get(("flash", n))
         if m and f and m["time_s"] != "" and f["time_s"] != "":
             mem = f["peak_mb"] / m["peak_mb"] if m["peak_mb"] > 0 else float("nan")
-            print(f"N={n:5d} flash/math: wall {f['time_s'] / m['time_s']:.2f}x  cpu {f['cpu_s'] / m['cpu_s']:.2f}x  "
-                  f"memory {mem:.3f}x")
+            print(
+                f"N={n:5d} flash/math: wall {f['time_s'] / m['time_s']:.2f}x  cpu {f['cpu_s'] / m['cpu_s']:.2f}x  "
+                f"memory {mem:.3f}x"
+            )
 
 
 if __name__ == "__main__":

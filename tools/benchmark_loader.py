@@ -12,6 +12,7 @@ seeds and LiBai's collate, then the batch made a global tensor as the trainer do
 create_transform with the same arguments, torchvision's ImageFolder, torch's DataLoader. Each
 (side, workers) runs in its own process, interleaved over --rounds; the best round is kept.
 """
+
 import argparse
 import json
 import os
@@ -20,8 +21,15 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = dict(img_size=224, scale=(0.08, 1.0), hflip=0.5, auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4,
-              re_prob=0.25, interpolation="bicubic")  # configs/common/data/imagenet.py's defaults
+RECIPE = dict(
+    img_size=224,
+    scale=(0.08, 1.0),
+    hflip=0.5,
+    auto_augment="rand-m9-mstd0.5-inc1",
+    color_jitter=0.4,
+    re_prob=0.25,
+    interpolation="bicubic",
+)  # configs/common/data/imagenet.py's defaults
 
 
 def make_jpegs(root, count, classes=10, seed=0):
@@ -33,15 +41,22 @@ def make_jpegs(root, count, classes=10, seed=0):
     for i in range(count):
         w, h = (500, 375) if i % 3 else (375, 500)
         yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
-        base = np.stack([np.sin(xx * rng.uniform(2, 9) + rng.uniform(0, 6)) * np.cos(yy * rng.uniform(2, 9))
-                         for _ in range(3)], -1) * 90 + rng.uniform(60, 190, 3)
+        base = np.stack(
+            [
+                np.sin(xx * rng.uniform(2, 9) + rng.uniform(0, 6)) * np.cos(yy * rng.uniform(2, 9))
+                for _ in range(3)
+            ],
+            -1,
+        ) * 90 + rng.uniform(60, 190, 3)
         pixels = np.clip(base + rng.normal(0, 18, (h, w, 3)), 0, 255).astype(np.uint8)
         img = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(0.8))
         draw = ImageDraw.Draw(img)
         for _ in range(12):
             x0, y0 = int(rng.uniform(0, w)), int(rng.uniform(0, h))
-            draw.ellipse([x0, y0, x0 + int(rng.uniform(10, 120)), y0 + int(rng.uniform(10, 120))],
-                         fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+            draw.ellipse(
+                [x0, y0, x0 + int(rng.uniform(10, 120)), y0 + int(rng.uniform(10, 120))],
+                fill=tuple(int(c) for c in rng.integers(0, 255, 3)),
+            )
         folder = os.path.join(root, "train", f"class{i % classes:02d}")
         os.makedirs(folder, exist_ok=True)
         img.save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
@@ -86,8 +101,10 @@ def run_ours(root, workers, batch, batches):
 
     def to_global(data):
         # what the trainer's get_batch does with each field: a broadcast global tensor on the rank
-        return {k: v.tensor.to_global(placement=placement, sbp=flow.sbp.broadcast)
-                for k, v in data.get_fields().items()}
+        return {
+            k: v.tensor.to_global(placement=placement, sbp=flow.sbp.broadcast)
+            for k, v in data.get_fields().items()
+        }
 
     it = iter(loader)
     to_global(next(it)), to_global(next(it))  # workers started and warm
@@ -101,7 +118,9 @@ def run_ours(root, workers, batch, batches):
 def run_timm(root, workers, batch, batches):
     import torch
 
-    lib = torch.library.Library("torchvision", "DEF")  # as tools/make_timm_fixtures.py: CPU torch, no C ops
+    lib = torch.library.Library(
+        "torchvision", "DEF"
+    )  # as tools/make_timm_fixtures.py: CPU torch, no C ops
     for op in ("nms", "qnms"):
         lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     from PIL import ImageOps
@@ -114,13 +133,27 @@ def run_timm(root, workers, batch, batches):
     ImageOps.posterize = lambda image, bits: posterize(image, min(max(int(bits), 1), 8))
 
     torch.set_num_threads(1)
-    transform = create_transform(input_size=RECIPE["img_size"], is_training=True, scale=RECIPE["scale"],
-                                 hflip=RECIPE["hflip"], auto_augment=RECIPE["auto_augment"],
-                                 color_jitter=RECIPE["color_jitter"], re_prob=RECIPE["re_prob"], re_mode="pixel",
-                                 re_count=1, interpolation=RECIPE["interpolation"])
+    transform = create_transform(
+        input_size=RECIPE["img_size"],
+        is_training=True,
+        scale=RECIPE["scale"],
+        hflip=RECIPE["hflip"],
+        auto_augment=RECIPE["auto_augment"],
+        color_jitter=RECIPE["color_jitter"],
+        re_prob=RECIPE["re_prob"],
+        re_mode="pixel",
+        re_count=1,
+        interpolation=RECIPE["interpolation"],
+    )
     dataset = ImageFolder(os.path.join(root, "train"), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
 
     def forever():
         while True:
@@ -136,13 +169,25 @@ def run_timm(root, workers, batch, batches):
 
 def worker_main(side, root, workers, batch, batches):
     seconds, cpu = (run_ours if side == "ours" else run_timm)(root, workers, batch, batches)
-    print(json.dumps(dict(side=side, workers=workers, images_per_s=batch * batches / seconds,
-                          images_per_cpu_s=batch * batches / cpu)))
+    print(
+        json.dumps(
+            dict(
+                side=side,
+                workers=workers,
+                images_per_s=batch * batches / seconds,
+                images_per_cpu_s=batch * batches / cpu,
+            )
+        )
+    )
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", default="/tmp/libai_vit_loader_jpegs", help="ImageFolder root (made if empty)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--images", default="/tmp/libai_vit_loader_jpegs", help="ImageFolder root (made if empty)"
+    )
     p.add_argument("--count", type=int, default=320, help="JPEGs to write when --images has none")
     p.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--batch", type=int, default=16)
@@ -164,28 +209,60 @@ def main():
                 py = sys.executable if side == "ours" else args.torch_python
                 env = dict(os.environ, PYTHONPATH=ROOT, GLOG_minloglevel="2", OMP_NUM_THREADS="1")
                 load = os.getloadavg()[0]
-                proc = subprocess.run([py, os.path.abspath(__file__), "--side", side, "--images", args.images,
-                                       "--workers", str(workers), "--batch", str(args.batch),
-                                       "--batches", str(args.batches)], env=env, capture_output=True, text=True,
-                                      timeout=1800)
+                proc = subprocess.run(
+                    [
+                        py,
+                        os.path.abspath(__file__),
+                        "--side",
+                        side,
+                        "--images",
+                        args.images,
+                        "--workers",
+                        str(workers),
+                        "--batch",
+                        str(args.batch),
+                        "--batches",
+                        str(args.batches),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=1800,
+                )
                 if proc.returncode != 0:
-                    print(f"[round {rnd}] {side} workers={workers}: FAILED\n{proc.stderr[-2000:]}", flush=True)
+                    print(
+                        f"[round {rnd}] {side} workers={workers}: FAILED\n{proc.stderr[-2000:]}",
+                        flush=True,
+                    )
                     continue
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(f"[round {rnd}] {side:4s} workers={workers}: {res['images_per_s']:6.1f} images/s, "
-                      f"{res['images_per_cpu_s']:6.1f} per CPU second (load {load:.1f})", flush=True)
+                print(
+                    f"[round {rnd}] {side:4s} workers={workers}: {res['images_per_s']:6.1f} images/s, "
+                    f"{res['images_per_cpu_s']:6.1f} per CPU second (load {load:.1f})",
+                    flush=True,
+                )
                 for key in ("images_per_s", "images_per_cpu_s"):
                     best[(side, workers, key)] = max(best.get((side, workers, key), 0.0), res[key])
-    print("best of rounds: images/s wall (per worker process) | images per CPU second (all loader processes)")
+    print(
+        "best of rounds: images/s wall (per worker process) | images per CPU second (all loader processes)"
+    )
     for workers in args.workers:
         row = [f"workers={workers}"]
         for side in sides:
             if (side, workers, "images_per_s") in best:
-                ips, cps = best[(side, workers, "images_per_s")], best[(side, workers, "images_per_cpu_s")]
+                ips, cps = (
+                    best[(side, workers, "images_per_s")],
+                    best[(side, workers, "images_per_cpu_s")],
+                )
                 row.append(f"{side} {ips:6.1f} ({ips / max(workers, 1):5.1f}) | {cps:6.1f}")
         if len(sides) == 2 and all((s, workers, "images_per_cpu_s") in best for s in sides):
-            row.append("ours/timm per CPU second %.2f" % (best[("ours", workers, "images_per_cpu_s")] /
-                                                         best[("timm", workers, "images_per_cpu_s")]))
+            row.append(
+                "ours/timm per CPU second %.2f"
+                % (
+                    best[("ours", workers, "images_per_cpu_s")]
+                    / best[("timm", workers, "images_per_cpu_s")]
+                )
+            )
         print("  ".join(row))
 
 

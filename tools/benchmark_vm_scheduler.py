@@ -8,6 +8,7 @@ libai_vit/vm_scheduler.py (results/benchmark/README.md has what it found).
 
 Cases are tools/benchmark.py's nn.Graph cases of this project (same flags).
 """
+
 import csv
 import os
 import statistics
@@ -44,7 +45,9 @@ def worker_timeline(case):
     flow.comm.barrier()
     (t0, first), (t1, last) = samples[0], samples[-1]
     used = {t: [a - b for a, b in zip(last[t], first.get(t, (0.0, 0.0)))] for t in last}
-    compute = [t for t in used if used[t][0] > 0.1 * (t1 - t0)]  # user time: kernels run in user space
+    compute = [
+        t for t in used if used[t][0] > 0.1 * (t1 - t0)
+    ]  # user time: kernels run in user space
     bar = ""
     for k in range(int((t1 - t0) / 0.1)):
         lo, hi = t0 + 0.1 * k, t0 + 0.1 * (k + 1)
@@ -56,8 +59,11 @@ def worker_timeline(case):
         busy = sum(b.get(t, (0, 0))[0] - a.get(t, (0, 0))[0] for t in compute) / (b_t - a_t)
         bar += "#" if busy > 2 / 3 else "+" if busy > 1 / 3 else "." if busy > 0.1 else " "
     shares = sorted(((u + s) / (t1 - t0), s / (t1 - t0), t) for t, (u, s) in used.items())[::-1][:5]
-    return {"times": times, "bar": bar,
-            "threads": [dict(tid=t, cpu=round(c, 2), system=round(sy, 2)) for c, sy, t in shares]}
+    return {
+        "times": times,
+        "bar": bar,
+        "threads": [dict(tid=t, cpu=round(c, 2), system=round(sy, 2)) for c, sy, t in shares],
+    }
 
 
 def worker_vm_ab(case):
@@ -89,16 +95,30 @@ def compare_vm_scheduler(args):
     """--vm-ab: each nn.Graph case of ours with the VM scheduler spinning vs lowered, alternating."""
     out = []
     for case in _our_graph_cases(args):
-        ranks = benchmark.launch(dict(case, impl="vm_ab", blocks=args.rounds), args.timeout, script=SCRIPT)
-        per_step = {k: [max(ts) for ts in zip(*(r[k] for r in ranks))] for k in ("times", "spin_times")}
+        ranks = benchmark.launch(
+            dict(case, impl="vm_ab", blocks=args.rounds), args.timeout, script=SCRIPT
+        )
+        per_step = {
+            k: [max(ts) for ts in zip(*(r[k] for r in ranks))] for k in ("times", "spin_times")
+        }
         quiet, spin = (statistics.median(per_step[k]) for k in ("times", "spin_times"))
-        line = (f"{case['name']}: step {spin:.2f} s spinning, {quiet:.2f} s lowered: {spin / quiet:.2f}x "
-                f"({len(per_step['times'])} steps each, {args.rounds} alternating blocks)")
+        line = (
+            f"{case['name']}: step {spin:.2f} s spinning, {quiet:.2f} s lowered: {spin / quiet:.2f}x "
+            f"({len(per_step['times'])} steps each, {args.rounds} alternating blocks)"
+        )
         print(line, flush=True)
-        out.append(dict(case=case["name"], spin_step_s=round(spin, 3), quiet_step_s=round(quiet, 3),
-                        speedup=round(spin / quiet, 3), steps=len(per_step["times"]), blocks=args.rounds,
-                        spin_steps=" ".join(f"{t:.2f}" for t in per_step["spin_times"]),
-                        quiet_steps=" ".join(f"{t:.2f}" for t in per_step["times"])))
+        out.append(
+            dict(
+                case=case["name"],
+                spin_step_s=round(spin, 3),
+                quiet_step_s=round(quiet, 3),
+                speedup=round(spin / quiet, 3),
+                steps=len(per_step["times"]),
+                blocks=args.rounds,
+                spin_steps=" ".join(f"{t:.2f}" for t in per_step["spin_times"]),
+                quiet_steps=" ".join(f"{t:.2f}" for t in per_step["times"]),
+            )
+        )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "vm_scheduler_ab.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(out[0]))
@@ -109,27 +129,42 @@ def compare_vm_scheduler(args):
 def show_timelines(args):
     for case in _our_graph_cases(args):
         ranks = benchmark.launch(dict(case, impl="timeline"), args.timeout, script=SCRIPT)
-        print(f"{case['name']}: step {statistics.median(max(ts) for ts in zip(*(r['times'] for r in ranks))):.2f} s; "
-              f"compute threads' CPU per 100 ms (# > 2/3 core, + > 1/3, . > 1/10):")
+        print(
+            f"{case['name']}: step {statistics.median(max(ts) for ts in zip(*(r['times'] for r in ranks))):.2f} s; "
+            f"compute threads' CPU per 100 ms (# > 2/3 core, + > 1/3, . > 1/10):"
+        )
         for r in ranks:
             print(f"  rank {r['rank']} |{r['bar']}|")
-            print("          busiest threads (share of a core, of it in the kernel): " +
-                  ", ".join(f"{t['cpu']:.2f} ({t['system']:.2f})" for t in r["threads"]))
+            print(
+                "          busiest threads (share of a core, of it in the kernel): "
+                + ", ".join(f"{t['cpu']:.2f} ({t['system']:.2f})" for t in r["threads"])
+            )
+
 
 SCRIPT = os.path.abspath(__file__)
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1].startswith("{"):  # a launched worker: CASE_JSON OUT_PREFIX
-        return run_worker(sys.argv[1], sys.argv[2], {"timeline": worker_timeline, "vm_ab": worker_vm_ab})
+    if len(sys.argv) == 3 and sys.argv[1].startswith(
+        "{"
+    ):  # a launched worker: CASE_JSON OUT_PREFIX
+        return run_worker(
+            sys.argv[1], sys.argv[2], {"timeline": worker_timeline, "vm_ab": worker_vm_ab}
+        )
     p = benchmark.parser()
     p.description = __doc__
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--vm-ab", action="store_true",
-                      help="the VM scheduler spinning vs lowered, alternating blocks of --steps steps "
-                           "(--rounds blocks each) in the same processes")
-    mode.add_argument("--timeline", action="store_true",
-                      help="when each rank's compute threads are busy (no timing)")
+    mode.add_argument(
+        "--vm-ab",
+        action="store_true",
+        help="the VM scheduler spinning vs lowered, alternating blocks of --steps steps "
+        "(--rounds blocks each) in the same processes",
+    )
+    mode.add_argument(
+        "--timeline",
+        action="store_true",
+        help="when each rank's compute threads are busy (no timing)",
+    )
     args = p.parse_args()
     args.modes = ["graph"]
     sys.path.insert(0, benchmark.ROOT)

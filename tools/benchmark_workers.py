@@ -5,6 +5,7 @@
 Each reports its step times (and peak RSS); the driver turns them into rows. A train step is forward +
 backward + AdamW on synthetic images (no data loading), timed after warm-up.
 """
+
 import json
 import os
 import resource
@@ -43,11 +44,11 @@ def worker_matmul(case):
         while time.perf_counter() - t0 < case["seconds"]:
             flow.matmul(a, b).numpy()
             reps += 1
-        return {"gflops": 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9, "times": []}
+        return {"gflops": 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9, "times": []}
     times = _time_steps(lambda: flow.matmul(a, b).numpy(), 2, case["steps"])
     # the fastest repetition: a roofline is what the kernel can do, not what a loaded machine lets it do
     # (not per CPU second: OneFlow's VM threads spin beside the kernel)
-    return {"gflops": 2 * n ** 3 / min(times) / 1e9, "times": times, "core": core_in_use()}
+    return {"gflops": 2 * n**3 / min(times) / 1e9, "times": times, "core": core_in_use()}
 
 
 def worker_numpy_matmul(case):
@@ -57,7 +58,7 @@ def worker_numpy_matmul(case):
     n = case["n"]
     a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
     times = _time_steps(lambda: a @ b, 2, case["steps"])
-    return {"gflops": 2 * n ** 3 / min(times) / 1e9, "times": times, "core": core_in_use("openblas")}
+    return {"gflops": 2 * n**3 / min(times) / 1e9, "times": times, "core": core_in_use("openblas")}
 
 
 def worker_baseline(case):
@@ -68,8 +69,10 @@ def worker_baseline(case):
     from libai_vit import parallel
 
     dp, tp, pp = case["layout"]
-    parallel.setup(DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
-                   case.get("depth", 12))
+    parallel.setup(
+        DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
+        case.get("depth", 12),
+    )
     return {"times": []}
 
 
@@ -114,11 +117,15 @@ def build_oneflow_step(case):
 
     kw = model_kwargs(case["model"], **case.get("overrides", {}))
     dp, tp, pp = case["layout"]
-    parallel.setup(DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
-                   kw["depth"])
+    parallel.setup(
+        DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
+        kw["depth"],
+    )
     flow.manual_seed(0)
     if case["impl"] != "libai":
-        model = libai_vit.create_model(case["model"], attn_backend=case["attn"], **case.get("overrides", {}))
+        model = libai_vit.create_model(
+            case["model"], attn_backend=case["attn"], **case.get("overrides", {})
+        )
     else:
         from libai.models import VisionTransformer
 
@@ -134,16 +141,33 @@ def build_oneflow_step(case):
 
             norm.layer_norm = naive_layer_norm
 
-        model = VisionTransformer(img_size=kw["img_size"], patch_size=kw["patch_size"], embed_dim=kw["embed_dim"],
-                                  depth=kw["depth"], num_heads=kw["num_heads"], num_classes=1000)
+        model = VisionTransformer(
+            img_size=kw["img_size"],
+            patch_size=kw["patch_size"],
+            embed_dim=kw["embed_dim"],
+            depth=kw["depth"],
+            num_heads=kw["num_heads"],
+            num_classes=1000,
+        )
     model.train()
     optimizer = flow.optim.AdamW(model.parameters(), lr=1e-4)
     micro, acc = case["micro_batch"], case["num_micro"]
     size = kw["img_size"]
-    images = flow.randn(micro * dp * acc, 3, size, size, placement=parallel.placement(parallel.FIRST),
-                        sbp=parallel.batch_sbp())
-    labels = flow.randint(0, 1000, (micro * dp * acc,), placement=parallel.placement(parallel.LAST),
-                          sbp=parallel.batch_sbp())
+    images = flow.randn(
+        micro * dp * acc,
+        3,
+        size,
+        size,
+        placement=parallel.placement(parallel.FIRST),
+        sbp=parallel.batch_sbp(),
+    )
+    labels = flow.randint(
+        0,
+        1000,
+        (micro * dp * acc,),
+        placement=parallel.placement(parallel.LAST),
+        sbp=parallel.batch_sbp(),
+    )
     everywhere = flow.placement("cpu", list(range(flow.env.get_world_size())))
 
     def sync(loss):
@@ -219,8 +243,15 @@ def worker_torch(case):
 
     return _timed(step, case)
 
-WORKERS = {"matmul": worker_matmul, "numpy_matmul": worker_numpy_matmul, "baseline": worker_baseline,
-           "ours": worker_oneflow, "libai": worker_oneflow, "torch": worker_torch}
+
+WORKERS = {
+    "matmul": worker_matmul,
+    "numpy_matmul": worker_numpy_matmul,
+    "baseline": worker_baseline,
+    "ours": worker_oneflow,
+    "libai": worker_oneflow,
+    "torch": worker_torch,
+}
 
 
 def run_worker(case_json, out_prefix, workers=WORKERS):

@@ -2,6 +2,7 @@
     python tools/check_config.py CONFIG WORLD_SIZE [key=value ...]
 Loads the config with its overrides and validates it (values, layout, pretrained file) with
 libai_vit.config.validate; prints one line and exits 2 if it cannot train."""
+
 import os
 import sys
 
@@ -11,7 +12,11 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 def main(argv):
     from libai_vit.config import ConfigError, load_config, validate
 
-    config, world_size, overrides = argv[0], int(argv[1]), [a for a in argv[2:] if not a.startswith("--")]
+    config, world_size, overrides = (
+        argv[0],
+        int(argv[1]),
+        [a for a in argv[2:] if not a.startswith("--")],
+    )
     try:
         validate(load_config(config, overrides), world_size)
     except ConfigError as e:

@@ -11,6 +11,7 @@ pretrained_cfg_overlay=dict(file=DST)) loads.
 --img-size resamples the position embedding, --num-classes drops a head of another size (the new
 one keeps the model's initialisation); --set overrides any other model kwarg (values in JSON).
 """
+
 import argparse
 import json
 import logging
@@ -63,8 +64,10 @@ def main(argv=None):
         if args.to_timm:
             from safetensors.numpy import save_file
 
-            state = {k: v.to_global(sbp=[flow.sbp.broadcast] * len(v.sbp)).to_local().numpy()
-                     for k, v in model.state_dict().items()}
+            state = {
+                k: v.to_global(sbp=[flow.sbp.broadcast] * len(v.sbp)).to_local().numpy()
+                for k, v in model.state_dict().items()
+            }
             save_file(from_libai(state, model), args.dst)
             print(f"saved {args.dst}")
             return

@@ -17,6 +17,7 @@ Outputs in OUT_DIR:
                  new) of the checkpoint loaded by timm itself, per case of manifest.json;
   manifest.json  per fixture: timm kwargs, files; per case: file, load kwargs, what the output is.
 """
+
 import argparse
 import json
 import os
@@ -32,17 +33,45 @@ import timm  # noqa: E402
 
 ARCH = "vit_tiny_patch16_224"  # the plain fixtures' timm name: every size kwarg overrides it
 SMALL = dict(embed_dim=48, depth=2, num_heads=4, num_classes=10)  # 4 heads: TP=2 splits them
-P8, P7 = dict(img_size=32, patch_size=8, **SMALL), dict(img_size=28, patch_size=7, **SMALL)  # 4x4 grids
+P8, P7 = (
+    dict(img_size=32, patch_size=8, **SMALL),
+    dict(img_size=28, patch_size=7, **SMALL),
+)  # 4x4 grids
 FIXTURES = {
     # name: (timm model name, timm kwargs (the checkpoint's own model), formats written)
-    "tiny16": (ARCH, dict(img_size=48, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=10),
-               ("safetensors", "pth", "npz")),
-    "small_avg": (ARCH, dict(img_size=32, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=10,
-                             global_pool="avg"), ("safetensors", "pth")),
-    "p14": (ARCH, dict(img_size=28, patch_size=14, embed_dim=48, depth=2, num_heads=3, num_classes=10),
-            ("safetensors",)),
-    "deit": (ARCH, dict(img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=10), ("pth",)),
-    "mae": (ARCH, dict(img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=0), ("pth",)),
+    "tiny16": (
+        ARCH,
+        dict(img_size=48, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=10),
+        ("safetensors", "pth", "npz"),
+    ),
+    "small_avg": (
+        ARCH,
+        dict(
+            img_size=32,
+            patch_size=16,
+            embed_dim=64,
+            depth=2,
+            num_heads=4,
+            num_classes=10,
+            global_pool="avg",
+        ),
+        ("safetensors", "pth"),
+    ),
+    "p14": (
+        ARCH,
+        dict(img_size=28, patch_size=14, embed_dim=48, depth=2, num_heads=3, num_classes=10),
+        ("safetensors",),
+    ),
+    "deit": (
+        ARCH,
+        dict(img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=10),
+        ("pth",),
+    ),
+    "mae": (
+        ARCH,
+        dict(img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=0),
+        ("pth",),
+    ),
     # the families of today's strongest checkpoints, small (patch 8 or 7, 4x4 grids)
     "deit3": ("deit3_small_patch16_224", P8, ("safetensors", "release")),
     "dinov2": ("vit_small_patch14_dinov2", P7, ("release",)),
@@ -51,13 +80,24 @@ FIXTURES = {
     "clip_quickgelu": ("vit_base_patch16_clip_quickgelu_224", P8, ("safetensors",)),
     "siglip": ("vit_base_patch16_siglip_224", P8, ("safetensors", "release")),
     "qk_norm": (ARCH, dict(P8, qk_norm=True), ("safetensors",)),
-    "eva02_b": ("eva02_base_patch14_224", dict(P7, ref_feat_shape=(4, 4)), ("safetensors",)),  # q/k/v, scale_mlp
-    "eva02_ti": ("eva02_tiny_patch14_224", dict(P7, ref_feat_shape=(4, 4)), ("safetensors",)),  # fused, packed
+    "eva02_b": (
+        "eva02_base_patch14_224",
+        dict(P7, ref_feat_shape=(4, 4)),
+        ("safetensors",),
+    ),  # q/k/v, scale_mlp
+    "eva02_ti": (
+        "eva02_tiny_patch14_224",
+        dict(P7, ref_feat_shape=(4, 4)),
+        ("safetensors",),
+    ),  # fused, packed
     "eva02_clip": ("eva02_base_patch16_clip_224", P8, ("safetensors",)),  # sub-LN in attention
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
-    "deit3": "deit3_release.pth", "dinov2": "dinov2_release.pth", "dinov2_reg4": "dinov2_reg4_release.pth",
-    "clip": "clip_release.pt", "siglip": "siglip_openclip.bin",
+    "deit3": "deit3_release.pth",
+    "dinov2": "dinov2_release.pth",
+    "dinov2_reg4": "dinov2_reg4_release.pth",
+    "clip": "clip_release.pt",
+    "siglip": "siglip_openclip.bin",
 }
 
 
@@ -75,7 +115,11 @@ def build(seed, timm_name, sharp=False, **kwargs):
                     p[: 2 * p.shape[0] // 3].mul_(4.0)
         # timm zero-inits biases, tokens ~0, LayerScale 1e-5: randomise so every mapping shows
         for name, p in model.named_parameters():
-            if name.endswith(("bias", "_bias")) or name in ("cls_token", "reg_token") or "norm" in name:
+            if (
+                name.endswith(("bias", "_bias"))
+                or name in ("cls_token", "reg_token")
+                or "norm" in name
+            ):
                 p.add_(torch.randn_like(p) * 0.1)
             if name.endswith(("gamma", "gamma_1", "gamma_2")):
                 p.copy_(0.5 + torch.rand_like(p))
@@ -83,7 +127,9 @@ def build(seed, timm_name, sharp=False, **kwargs):
         if getattr(model, "pos_embed", None) is not None:
             model.pos_embed.mul_(25.0)
         if isinstance(model.head, torch.nn.Linear):
-            if model.head.weight.std() < 1e-3:  # EVA's head_init_scale: a trained head's magnitude instead
+            if (
+                model.head.weight.std() < 1e-3
+            ):  # EVA's head_init_scale: a trained head's magnitude instead
                 model.head.weight.normal_(0.0, 0.02)
             model.head.weight.mul_(25.0)
             if "_clip_" in timm_name:  # CLIP's image projection, the head here, has no bias
@@ -113,7 +159,9 @@ def to_jax(state, num_heads):
         for n, wn, bn in zip(("query", "key", "value"), qkv_w, qkv_b):
             w[mha + f"{n}/kernel"] = wn.T.reshape(c, num_heads, hd)
             w[mha + f"{n}/bias"] = bn.reshape(num_heads, hd)
-        w[mha + "out/kernel"] = state[t + "attn.proj.weight"].reshape(c, num_heads, hd).permute(1, 2, 0)
+        w[mha + "out/kernel"] = (
+            state[t + "attn.proj.weight"].reshape(c, num_heads, hd).permute(1, 2, 0)
+        )
         w[mha + "out/bias"] = state[t + "attn.proj.bias"]
         for jn, tn in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
             w[j + f"{jn}/scale"] = state[t + f"{tn}.weight"]
@@ -130,7 +178,12 @@ CASES = {
     "tiny16.safetensors": ("tiny16", "safetensors", {}, "logits"),
     "tiny16.pth": ("tiny16", "pth", {}, "logits"),
     "tiny16.npz": ("tiny16", "npz", {}, "logits"),
-    "tiny16.safetensors@64": ("tiny16", "safetensors", dict(img_size=64), "logits"),  # upsampled pos-embed
+    "tiny16.safetensors@64": (
+        "tiny16",
+        "safetensors",
+        dict(img_size=64),
+        "logits",
+    ),  # upsampled pos-embed
     "tiny16.safetensors@32": ("tiny16", "safetensors", dict(img_size=32), "logits"),  # downsampled
     "tiny16.npz@64": ("tiny16", "npz", dict(img_size=64), "logits"),
     "tiny16.npz@32": ("tiny16", "npz", dict(img_size=32), "logits"),
@@ -141,10 +194,20 @@ CASES = {
     "small_avg.pth": ("small_avg", "pth", {}, "logits"),
     "small_avg.safetensors@48": ("small_avg", "safetensors", dict(img_size=48), "logits"),
     "p14.safetensors": ("p14", "safetensors", {}, "logits"),
-    "p14.safetensors/p16": ("p14", "safetensors", dict(patch_size=16, img_size=32), "logits"),  # patch resample
+    "p14.safetensors/p16": (
+        "p14",
+        "safetensors",
+        dict(patch_size=16, img_size=32),
+        "logits",
+    ),  # patch resample
     "deit.pth": ("deit", "pth", {}, "logits"),
     "mae.pth/token": ("mae", "pth", {}, "logits"),  # pretrain encoder: class token + norm, no head
-    "mae.pth/avg": ("mae", "pth", dict(global_pool="avg"), "logits"),  # fine-tune: fc_norm, norm unused
+    "mae.pth/avg": (
+        "mae",
+        "pth",
+        dict(global_pool="avg"),
+        "logits",
+    ),  # fine-tune: fc_norm, norm unused
     "mae.pth/avg_nc5": ("mae", "pth", dict(global_pool="avg", num_classes=5), "pre_logits"),
     # DeiT III: LayerScale, no_embed_class (timm's file and the release's gamma_1/gamma_2 names)
     "deit3.safetensors": ("deit3", "safetensors", {}, "logits"),
@@ -155,7 +218,12 @@ CASES = {
     "dinov2.release@42/nc7": ("dinov2", "release", dict(img_size=42, num_classes=7), "pre_logits"),
     "dinov2_reg4.safetensors": ("dinov2_reg4", "safetensors", {}, "logits"),
     "dinov2_reg4.release": ("dinov2_reg4", "release", {}, "pre_logits"),
-    "dinov2_reg4.release@56/nc7": ("dinov2_reg4", "release", dict(img_size=56, num_classes=7), "pre_logits"),
+    "dinov2_reg4.release@56/nc7": (
+        "dinov2_reg4",
+        "release",
+        dict(img_size=56, num_classes=7),
+        "pre_logits",
+    ),
     # CLIP image towers: pre_norm, eps 1e-5, no patch bias, the projection as head; OpenAI's names
     "clip.safetensors": ("clip", "safetensors", {}, "logits"),
     "clip.release": ("clip", "release", {}, "logits"),
@@ -173,10 +241,34 @@ CASES = {
     "eva02_ti.safetensors": ("eva02_ti", "safetensors", {}, "logits"),
     "eva02_clip.safetensors": ("eva02_clip", "safetensors", {}, "logits"),
     # dynamic_img_size: another input size, the position embedding / RoPE grid resampled on the fly
-    "tiny16.safetensors~dyn32": ("tiny16", "safetensors", dict(dynamic_img_size=True), "logits", 32),
-    "dinov2_reg4.safetensors~dyn42": ("dinov2_reg4", "safetensors", dict(dynamic_img_size=True), "logits", 42),
-    "siglip.safetensors~dyn48": ("siglip", "safetensors", dict(dynamic_img_size=True), "logits", 48),
-    "eva02_b.safetensors~dyn42": ("eva02_b", "safetensors", dict(dynamic_img_size=True), "logits", 42),
+    "tiny16.safetensors~dyn32": (
+        "tiny16",
+        "safetensors",
+        dict(dynamic_img_size=True),
+        "logits",
+        32,
+    ),
+    "dinov2_reg4.safetensors~dyn42": (
+        "dinov2_reg4",
+        "safetensors",
+        dict(dynamic_img_size=True),
+        "logits",
+        42,
+    ),
+    "siglip.safetensors~dyn48": (
+        "siglip",
+        "safetensors",
+        dict(dynamic_img_size=True),
+        "logits",
+        48,
+    ),
+    "eva02_b.safetensors~dyn42": (
+        "eva02_b",
+        "safetensors",
+        dict(dynamic_img_size=True),
+        "logits",
+        42,
+    ),
 }
 
 
@@ -187,10 +279,15 @@ def save(model, name, fmt, out_dir):
     path = os.path.join(out_dir, f"{name}.{fmt}")
     if name == "deit":  # DeiT's released checkpoints: the state dict under "model"
         torch.save({"model": state}, path)
-    elif name == "mae":  # MAE's: the encoder under "model" (norm, no head); full ones also carry the decoder
+    elif (
+        name == "mae"
+    ):  # MAE's: the encoder under "model" (norm, no head); full ones also carry the decoder
         c = state["cls_token"].shape[-1]
-        extra = {"mask_token": torch.randn(1, 1, 32), "decoder_embed.weight": torch.randn(32, c),
-                 "decoder_embed.bias": torch.randn(32)}
+        extra = {
+            "mask_token": torch.randn(1, 1, 32),
+            "decoder_embed.weight": torch.randn(32, c),
+            "decoder_embed.bias": torch.randn(32),
+        }
         torch.save({"model": {**state, **extra}}, path)
     elif fmt == "safetensors":
         safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
@@ -205,9 +302,14 @@ def save_release(model, name, path):
     """The weights in the family's own release format (what timm's checkpoint_filter_fn converts)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     if name == "deit3":  # facebookresearch/deit: block-level gamma_1 / gamma_2, under "model"
-        state = {k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v for k, v in state.items()}
+        state = {
+            k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v
+            for k, v in state.items()
+        }
         torch.save({"model": state}, path)
-    elif name.startswith("dinov2"):  # facebookresearch/dinov2: no head, mask_token, registers as register_tokens
+    elif name.startswith(
+        "dinov2"
+    ):  # facebookresearch/dinov2: no head, mask_token, registers as register_tokens
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         c = state["cls_token"].shape[-1]
         state["mask_token"] = torch.randn(1, c)
@@ -218,19 +320,39 @@ def save_release(model, name, path):
             state["pos_embed"] = torch.cat([cls_pos, state["pos_embed"]], dim=1)
         torch.save(state, path)
     elif name == "clip":  # OpenAI CLIP: the image tower under visual.*, the text tower beside it
-        torch.save({**to_openai_clip(state), "token_embedding.weight": torch.randn(8, 16),
-                    "logit_scale": torch.tensor(4.6)}, path)
+        torch.save(
+            {
+                **to_openai_clip(state),
+                "token_embedding.weight": torch.randn(8, 16),
+                "logit_scale": torch.tensor(4.6),
+            },
+            path,
+        )
     elif name == "siglip":  # OpenCLIP's timm-trunk models: visual.trunk.*, the text tower beside it
-        torch.save({**{f"visual.trunk.{k}": v for k, v in state.items()}, "text.token_embedding.weight":
-                    torch.randn(8, 16), "logit_bias": torch.tensor(-10.0)}, path)
+        torch.save(
+            {
+                **{f"visual.trunk.{k}": v for k, v in state.items()},
+                "text.token_embedding.weight": torch.randn(8, 16),
+                "logit_bias": torch.tensor(-10.0),
+            },
+            path,
+        )
     return path
 
 
 def to_openai_clip(state):
     """timm's CLIP tower names -> OpenAI CLIP's (the inverse of timm's _convert_openai_clip)."""
-    swaps = [("patch_embed.proj", "conv1"), ("norm_pre", "ln_pre"), ("blocks.", "transformer.resblocks."),
-             ("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv.", "attn.in_proj_"), ("attn.proj", "attn.out_proj"),
-             ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]
+    swaps = [
+        ("patch_embed.proj", "conv1"),
+        ("norm_pre", "ln_pre"),
+        ("blocks.", "transformer.resblocks."),
+        ("norm1", "ln_1"),
+        ("norm2", "ln_2"),
+        ("attn.qkv.", "attn.in_proj_"),
+        ("attn.proj", "attn.out_proj"),
+        ("mlp.fc1", "mlp.c_fc"),
+        ("mlp.fc2", "mlp.c_proj"),
+    ]
     out = {}
     for k, v in state.items():
         if k == "cls_token":
@@ -263,7 +385,9 @@ def timm_load(path, timm_name, fixture_kwargs, overrides):
         cfg = dict(file=path, num_classes=fixture_kwargs["num_classes"])
     if "dinov2" in path and "release" in path:  # the release has no head: timm keeps its own init
         cfg["num_classes"] = 0
-    return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=cfg, **kwargs).eval()
+    return timm.create_model(
+        timm_name, pretrained=True, pretrained_cfg_overlay=cfg, **kwargs
+    ).eval()
 
 
 def main(out_dir):
@@ -274,13 +398,20 @@ def main(out_dir):
     manifest = {"fixtures": {}, "cases": {}}
     originals = {}
     for seed, (name, (timm_name, kwargs, formats)) in enumerate(FIXTURES.items()):
-        model = build(seed, timm_name, sharp=name not in ("tiny16", "small_avg", "p14", "deit", "mae"), **kwargs)
+        model = build(
+            seed,
+            timm_name,
+            sharp=name not in ("tiny16", "small_avg", "p14", "deit", "mae"),
+            **kwargs,
+        )
         originals[name] = model
         files = {fmt: os.path.basename(save(model, name, fmt, out_dir)) for fmt in formats}
         manifest["fixtures"][name] = dict(timm_name=timm_name, timm_kwargs=kwargs, files=files)
     # unpickling this needs argparse.Namespace, which a weights-only reader must refuse
-    torch.save({"model": {"cls_token": torch.zeros(1, 1, 4)}, "args": argparse.Namespace(lr=0.1)},
-               os.path.join(out_dir, "unsafe.pth"))
+    torch.save(
+        {"model": {"cls_token": torch.zeros(1, 1, 4)}, "args": argparse.Namespace(lr=0.1)},
+        os.path.join(out_dir, "unsafe.pth"),
+    )
 
     with torch.no_grad():
         for case, (name, fmt, overrides, output, *size) in CASES.items():
@@ -303,8 +434,14 @@ def main(out_dir):
                 oracle[f"{case}/pos_embed"] = model.pos_embed.numpy()
             if "patch_size" in overrides:
                 oracle[f"{case}/patch_embed"] = model.patch_embed.proj.weight.numpy()
-            manifest["cases"][case] = dict(fixture=name, timm_name=timm_name, file=fixture["files"][fmt],
-                                           kwargs={**kwargs, **overrides}, input=f"input@{size}", output=output)
+            manifest["cases"][case] = dict(
+                fixture=name,
+                timm_name=timm_name,
+                file=fixture["files"][fmt],
+                kwargs={**kwargs, **overrides},
+                input=f"input@{size}",
+                output=output,
+            )
             print(f"{case:34s} {output:10s} {tuple(y.shape)}")
     np.savez_compressed(os.path.join(out_dir, "oracle.npz"), **oracle)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:

@@ -9,6 +9,7 @@ timm's entry points are called with its model-building functions replaced by one
 kwargs, so no model is built. A model is left out when one of its kwargs has no counterpart here
 (the list of those is printed, with the reason).
 """
+
 import functools
 import inspect
 import json
@@ -26,13 +27,53 @@ from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
 FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
 SAME = {  # kwargs with the same name and meaning here
-    "vit": {"img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
-            "mlp_ratio", "qkv_bias", "qk_norm", "init_values", "class_token", "reg_tokens", "no_embed_class",
-            "pre_norm", "fc_norm", "dynamic_img_size", "scale_attn_norm"},
-    "eva": {"img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
-            "mlp_ratio", "qkv_bias", "qk_norm", "init_values", "class_token", "num_reg_tokens", "no_embed_class",
-            "use_abs_pos_emb", "use_rot_pos_emb", "ref_feat_shape", "swiglu_mlp", "scale_mlp", "qkv_fused",
-            "use_pre_transformer_norm", "dynamic_img_size", "scale_attn_inner"},
+    "vit": {
+        "img_size",
+        "patch_size",
+        "in_chans",
+        "num_classes",
+        "global_pool",
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "mlp_ratio",
+        "qkv_bias",
+        "qk_norm",
+        "init_values",
+        "class_token",
+        "reg_tokens",
+        "no_embed_class",
+        "pre_norm",
+        "fc_norm",
+        "dynamic_img_size",
+        "scale_attn_norm",
+    },
+    "eva": {
+        "img_size",
+        "patch_size",
+        "in_chans",
+        "num_classes",
+        "global_pool",
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "mlp_ratio",
+        "qkv_bias",
+        "qk_norm",
+        "init_values",
+        "class_token",
+        "num_reg_tokens",
+        "no_embed_class",
+        "use_abs_pos_emb",
+        "use_rot_pos_emb",
+        "ref_feat_shape",
+        "swiglu_mlp",
+        "scale_mlp",
+        "qkv_fused",
+        "use_pre_transformer_norm",
+        "dynamic_img_size",
+        "scale_attn_inner",
+    },
 }
 IGNORED = {"weight_init"}  # initialisation of a model trained from scratch in timm only
 
@@ -82,6 +123,7 @@ def translate(arch, kwargs):
 def record(arch, store):
     def create(variant, pretrained=False, **kwargs):
         store[variant] = (arch, kwargs)
+
     return create
 
 
@@ -95,6 +137,7 @@ def main():
             skipped[variant] = "distilled (dist_token)"
         else:
             store[variant] = ("vit", kwargs)
+
     deit._create_deit = create_deit
     zoo = {}
     for name in sorted(_model_entrypoints):
@@ -102,7 +145,9 @@ def main():
             continue
         try:
             _model_entrypoints[name](pretrained=False)
-        except Exception as e:  # an entry point of another class (hybrid, NaFlex...) fails on the stub
+        except (
+            Exception
+        ) as e:  # an entry point of another class (hybrid, NaFlex...) fails on the stub
             skipped[name] = f"{type(e).__name__}: {e}"
             continue
         if name not in store:

@@ -17,6 +17,7 @@ process, interleaved over rounds, scored by the geometric mean of a square 1024^
 ViT-Ti-shaped one (MLP fc1 of 16 images). The core the library really selected is read back from
 OpenBLAS itself (`gotoblas_corename`): a name this build maps to another kernel is not a candidate.
 """
+
 import argparse
 import ctypes
 import glob
@@ -47,7 +48,10 @@ CANDIDATES = {
     "Barcelona": ("pni", "sse4a"),
     "Prescott": ("pni",),
 }
-SHAPES = ((1024, 1024, 1024), (3152, 192, 768))  # (m, k, n): square, and ViT-Ti fc1 at 16 x 197 tokens
+SHAPES = (
+    (1024, 1024, 1024),
+    (3152, 192, 768),
+)  # (m, k, n): square, and ViT-Ti fc1 at 16 x 197 tokens
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -95,11 +99,21 @@ def _probe():
 
 def _run_probe(core):
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    env.update(GLOG_minloglevel="3", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", LIBAI_VIT_OPENBLAS_PTH="0")
+    env.update(
+        GLOG_minloglevel="3",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        LIBAI_VIT_OPENBLAS_PTH="0",
+    )
     if core is not None:
         env["OPENBLAS_CORETYPE"] = core
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--probe"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -118,8 +132,11 @@ def measure(candidates, rounds=2, log=sys.stderr):
             if score > best.get(label, 0.0):
                 best[label], table[label] = score, res["gflops"]
     for label in sorted(best, key=best.get, reverse=True):
-        print("[openblas] %-22s %6.1f GFLOP/s  (1024^3 %.1f, ViT fc1 %.1f)" % (label, best[label], *table[label]),
-              file=log)
+        print(
+            "[openblas] %-22s %6.1f GFLOP/s  (1024^3 %.1f, ViT fc1 %.1f)"
+            % (label, best[label], *table[label]),
+            file=log,
+        )
     return best
 
 
@@ -138,7 +155,9 @@ def machine_key():
         model = next((line for line in f if line.startswith("model name")), "")
     lib = _liboneflow()
     size = os.path.getsize(lib) if os.path.isfile(lib) else 0
-    text = "\n".join([model.strip(), " ".join(sorted(cpu_flags())), os.path.basename(lib), str(size)])
+    text = "\n".join(
+        [model.strip(), " ".join(sorted(cpu_flags())), os.path.basename(lib), str(size)]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -161,7 +180,10 @@ def choose(remeasure=False):
     candidates = runnable(cpu_flags())
     if only:
         candidates = [c for c in candidates if c in only.split()]
-    print("[openblas] measuring the core types this CPU can run: %s" % " ".join(candidates), file=sys.stderr)
+    print(
+        "[openblas] measuring the core types this CPU can run: %s" % " ".join(candidates),
+        file=sys.stderr,
+    )
     scores = measure(candidates)
     named = {k: v for k, v in scores.items() if k in CANDIDATES}
     if not named:
@@ -174,8 +196,11 @@ def choose(remeasure=False):
             json.dump(cache, f, indent=1)
         os.replace(path + ".tmp", path)
     except OSError as e:
-        print("[openblas] could not cache the choice in %s (%s): it will be measured again" % (path, e),
-              file=sys.stderr)
+        print(
+            "[openblas] could not cache the choice in %s (%s): it will be measured again"
+            % (path, e),
+            file=sys.stderr,
+        )
     print("[openblas] chose %s" % core, file=sys.stderr)
     return core
 
@@ -188,10 +213,12 @@ def pth_line(core):
     LIBAI_VIT_OPENBLAS_PTH=0), and only when the CPU has its instructions (a venv copied to an older CPU
     must not crash). It records what it set in LIBAI_VIT_OPENBLAS_PTH, so the value is told from a user's."""
     need = " ".join(CANDIDATES[core])
-    return ("import os; 'OPENBLAS_CORETYPE' in os.environ or os.environ.get('LIBAI_VIT_OPENBLAS_PTH') == '0' or "
-            "not os.path.exists('/proc/cpuinfo') or set(%r.split()) <= set(next((l for l in open('/proc/cpuinfo') "
-            "if l.startswith('flags')), ':').split(':')[1].split()) and os.environ.update(OPENBLAS_CORETYPE=%r, "
-            "LIBAI_VIT_OPENBLAS_PTH=%r)\n" % (need, core, core))
+    return (
+        "import os; 'OPENBLAS_CORETYPE' in os.environ or os.environ.get('LIBAI_VIT_OPENBLAS_PTH') == '0' or "
+        "not os.path.exists('/proc/cpuinfo') or set(%r.split()) <= set(next((l for l in open('/proc/cpuinfo') "
+        "if l.startswith('flags')), ':').split(':')[1].split()) and os.environ.update(OPENBLAS_CORETYPE=%r, "
+        "LIBAI_VIT_OPENBLAS_PTH=%r)\n" % (need, core, core)
+    )
 
 
 def users_coretype():
@@ -219,12 +246,22 @@ def install_pth(core, site=None):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--measure", action="store_true", help="measure again (and cache the new choice)")
-    p.add_argument("--install-pth", action="store_true",
-                   help="write %s into this python's site-packages: a plain python then applies it" % PTH_NAME)
-    p.add_argument("--export", action="store_true",
-                   help="print a shell `export OPENBLAS_CORETYPE=...` (nothing when already set) and log the choice")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--measure", action="store_true", help="measure again (and cache the new choice)"
+    )
+    p.add_argument(
+        "--install-pth",
+        action="store_true",
+        help="write %s into this python's site-packages: a plain python then applies it" % PTH_NAME,
+    )
+    p.add_argument(
+        "--export",
+        action="store_true",
+        help="print a shell `export OPENBLAS_CORETYPE=...` (nothing when already set) and log the choice",
+    )
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.probe:
@@ -236,8 +273,11 @@ def main():
     core = choose(remeasure=args.measure)
     if args.export:
         if core:
-            print("[openblas] core type %s (the fastest measured on this machine; OPENBLAS_CORETYPE overrides)"
-                  % core, file=sys.stderr)
+            print(
+                "[openblas] core type %s (the fastest measured on this machine; OPENBLAS_CORETYPE overrides)"
+                % core,
+                file=sys.stderr,
+            )
             print("export OPENBLAS_CORETYPE=%s" % core)
         return
     if args.install_pth:

@@ -10,6 +10,7 @@ order), else from the config's training ImageFolder (its `classes` list or its t
 relative paths as seen from the current directory). Any unreadable input is a one-line error naming
 it and exit status 1.
 """
+
 import argparse
 import os
 import sys
@@ -27,7 +28,9 @@ def main(argv=None):
     p.add_argument("checkpoint", help="a run's checkpoint directory, e.g. output/X/model_final")
     p.add_argument("images", nargs="+")
     p.add_argument("--config", help="the run's config (default: the config.yaml above CHECKPOINT)")
-    p.add_argument("--model", help="zoo name, e.g. vit_base_patch16_224, instead of the run's config")
+    p.add_argument(
+        "--model", help="zoo name, e.g. vit_base_patch16_224, instead of the run's config"
+    )
     p.add_argument("--classes", help="class names, one per line in label order")
     p.add_argument("--topk", type=int, default=5)
     args = p.parse_args(argv)
@@ -40,7 +43,9 @@ def main(argv=None):
         transform = inference.preprocessing(cfg, model)
         names = inference.class_names(cfg, args.classes)
         if len(names) != model.num_classes:
-            raise inference.InferenceError(f"{len(names)} class names for a model with {model.num_classes} classes")
+            raise inference.InferenceError(
+                f"{len(names)} class names for a model with {model.num_classes} classes"
+            )
     except inference.InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ kernel family, from `perf record` on this process (perf must be installed; needs
 CPU seconds of the compute threads (OneFlow's spinning VM scheduler thread left out) are far steadier
 on a shared machine than wall time: use them to compare two versions of an op, one after the other.
 """
+
 import argparse
 import collections
 import os
@@ -44,10 +45,29 @@ def perf_shares(pid, seconds):
     """{family: share of samples} of process `pid` over `seconds`."""
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
-        subprocess.run(["perf", "record", "-q", "-o", data, "-p", str(pid), "--", "sleep", str(seconds)],
-                       check=True, capture_output=True)
-        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "symbol", "--stdio",
-                                 "-q", "--percent-limit", "0.05"], check=True, capture_output=True, text=True).stdout
+        subprocess.run(
+            ["perf", "record", "-q", "-o", data, "-p", str(pid), "--", "sleep", str(seconds)],
+            check=True,
+            capture_output=True,
+        )
+        report = subprocess.run(
+            [
+                "perf",
+                "report",
+                "-i",
+                data,
+                "--no-children",
+                "--sort",
+                "symbol",
+                "--stdio",
+                "-q",
+                "--percent-limit",
+                "0.05",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     shares, symbols = collections.Counter(), collections.Counter()
     for line in report.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\[.\])\s+(.*)", line)
@@ -59,13 +79,17 @@ def perf_shares(pid, seconds):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--attn", default="math")
     p.add_argument("--eager", action="store_true", help="eager instead of nn.Graph")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--perf", action="store_true", help="also sample the kernels with perf over the timed steps")
+    p.add_argument(
+        "--perf", action="store_true", help="also sample the kernels with perf over the timed steps"
+    )
     args = p.parse_args()
 
     from openblas_coretype import choose, core_in_use, users_coretype
@@ -76,8 +100,16 @@ def main():
 
     from libai_vit import vm_scheduler
 
-    case = dict(impl="ours", model=args.model, graph=not args.eager, layout=[1, 1, 1], micro_batch=args.batch,
-                num_micro=1, attn=args.attn, quiet_vm=False)
+    case = dict(
+        impl="ours",
+        model=args.model,
+        graph=not args.eager,
+        layout=[1, 1, 1],
+        micro_batch=args.batch,
+        num_micro=1,
+        attn=args.attn,
+        quiet_vm=False,
+    )
     step = build_oneflow_step(case)
     step()
     t = time.perf_counter()
@@ -92,13 +124,21 @@ def main():
         scheduler = found[0] if found else None
 
     def compute_cpu():
-        return sum(u + s for t, (u, s) in vm_scheduler.thread_cpu_seconds().items() if t != scheduler)
+        return sum(
+            u + s for t, (u, s) in vm_scheduler.thread_cpu_seconds().items() if t != scheduler
+        )
 
     print(f"OpenBLAS core {core_in_use()}; load {os.getloadavg()[0]:.1f}", flush=True)
     c0, result = compute_cpu(), {}
     if args.perf:  # samples the first ~2/3 of the timed steps
-        sampler = threading.Thread(target=lambda: result.update(
-            zip(("shares", "symbols"), perf_shares(os.getpid(), max(2, int(0.6 * args.steps * walls0))))))
+        sampler = threading.Thread(
+            target=lambda: result.update(
+                zip(
+                    ("shares", "symbols"),
+                    perf_shares(os.getpid(), max(2, int(0.6 * args.steps * walls0))),
+                )
+            )
+        )
         sampler.start()
     walls = []
     for _ in range(args.steps):
@@ -107,15 +147,21 @@ def main():
         walls.append(time.perf_counter() - t)
     cpu = (compute_cpu() - c0) / args.steps
     walls.sort()
-    print(f"{args.model} batch {args.batch} {'eager' if args.eager else 'nn.Graph'}: compute CPU {cpu:.3f} s per "
-          f"step, wall median {walls[len(walls) // 2]:.3f} s ({args.batch / walls[len(walls) // 2]:.2f} img/s), "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GB")
+    print(
+        f"{args.model} batch {args.batch} {'eager' if args.eager else 'nn.Graph'}: compute CPU {cpu:.3f} s per "
+        f"step, wall median {walls[len(walls) // 2]:.3f} s ({args.batch / walls[len(walls) // 2]:.2f} img/s), "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB"
+    )
     if args.perf:
         sampler.join()
         shares = result["shares"]
-        idle = shares.pop("kernel / scheduler", 0.0)  # mostly the lowered VM scheduler's sched_yield loop
-        print(f"share of the compute samples by kernel family ({idle * 100:.0f}% of all samples were in the "
-              f"kernel/scheduler, left out):")
+        idle = shares.pop(
+            "kernel / scheduler", 0.0
+        )  # mostly the lowered VM scheduler's sched_yield loop
+        print(
+            f"share of the compute samples by kernel family ({idle * 100:.0f}% of all samples were in the "
+            f"kernel/scheduler, left out):"
+        )
         for name, share in shares.most_common():
             print(f"  {share / (1 - idle) * 100:5.1f}%  {name}")
         print("top symbols:")

@@ -4,6 +4,7 @@ The registry's torchvision is a CUDA build whose C ops do not load with the CPU 
 torchvision, whose Python side registers fake kernels for `nms` and `qnms` and fails unless their
 schemas exist, so they are declared here (once, on import).
 """
+
 import torch
 
 _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")

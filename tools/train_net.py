@@ -1,7 +1,8 @@
 """Train (or evaluate) a ViT with LiBai's engine; launched by tools/train.sh.
 
-    bash tools/train.sh tools/train_net.py CONFIG NPROC [key=value ...] [--resume] [--eval-only]
+bash tools/train.sh tools/train_net.py CONFIG NPROC [key=value ...] [--resume] [--eval-only]
 """
+
 import logging
 import os
 import random
@@ -56,8 +57,10 @@ def main(args):
         model = Trainer.build_model(cfg)
         checkpointer = ReliableCheckpointer(model, save_dir=cfg.train.output_dir)
         name = select_resumable(cfg.train.output_dir) if args.resume else None
-        checkpointer.load(os.path.join(cfg.train.output_dir, name) if name else cfg.train.load_weight,
-                          checkpointables=[])
+        checkpointer.load(
+            os.path.join(cfg.train.output_dir, name) if name else cfg.train.load_weight,
+            checkpointables=[],
+        )
         if cfg.graph.enabled:
             model = Trainer.build_graph(cfg, model, is_train=False)
         return Trainer.test(cfg, Trainer.build_test_loader(cfg), model)
@@ -73,11 +76,19 @@ if __name__ == "__main__":
             setattr(args, flag[2:].replace("-", "_"), True)
     try:
         main(args)
-    except (ConfigError, parallel.LayoutError, PretrainedError, DatasetError) as e:  # refused before training
+    except (
+        ConfigError,
+        parallel.LayoutError,
+        PretrainedError,
+        DatasetError,
+    ) as e:  # refused before training
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (CheckpointError, NonFiniteLossError) as e:  # the run stopped; the message says what is kept
+    except (
+        CheckpointError,
+        NonFiniteLossError,
+    ) as e:  # the run stopped; the message says what is kept
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

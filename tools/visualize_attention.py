@@ -8,6 +8,7 @@ pretrained file with --model NAME. The model is built from `--model` (a zoo name
 --num-classes/--img-size) or else from the run's config.yaml; the image is preprocessed as the
 config's evaluation does (libai_vit.inference).
 """
+
 import argparse
 import os
 import sys
@@ -43,8 +44,13 @@ def draw(pixels, maps, out, title):
     for ax, (name, heat) in zip(axes.flat, panels):
         ax.imshow(pixels)
         if heat is not None:
-            ax.imshow(heat, cmap="inferno", alpha=0.6, interpolation="nearest",
-                      extent=(0, pixels.shape[1], pixels.shape[0], 0))
+            ax.imshow(
+                heat,
+                cmap="inferno",
+                alpha=0.6,
+                interpolation="nearest",
+                extent=(0, pixels.shape[1], pixels.shape[0], 0),
+            )
         ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -57,22 +63,34 @@ def main(argv=None):
     p.add_argument("checkpoint", help="output/model_final (or output/model_final/model)")
     p.add_argument("image")
     p.add_argument("--config", help="the run's config (default: the config.yaml above CHECKPOINT)")
-    p.add_argument("--model", help="zoo name, e.g. vit_base_patch16_224 (default: the run's config.yaml)")
+    p.add_argument(
+        "--model", help="zoo name, e.g. vit_base_patch16_224 (default: the run's config.yaml)"
+    )
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--block", type=int, default=-1, help="which block's attention (default: the last)")
+    p.add_argument(
+        "--block", type=int, default=-1, help="which block's attention (default: the last)"
+    )
     p.add_argument("--out", default=None, help="PNG to write (default: attention_<image name>.png)")
     args = p.parse_args(argv)
     out = args.out or f"attention_{os.path.splitext(os.path.basename(args.image))[0]}.png"
     try:
         checkpoint = inference.checkpoint_path(args.checkpoint)
-        image, = inference.read_images([args.image])
+        (image,) = inference.read_images([args.image])
         config = args.config or inference.find_config(checkpoint)
         cfg = inference.load_config(config) if args.config or (config and not args.model) else None
-        model = inference.load_model(checkpoint, cfg, args.model, attention_weights=True,
-                                     num_classes=args.num_classes, img_size=args.img_size)
+        model = inference.load_model(
+            checkpoint,
+            cfg,
+            args.model,
+            attention_weights=True,
+            num_classes=args.num_classes,
+            img_size=args.img_size,
+        )
         if not -model.depth <= args.block < model.depth:
-            raise inference.InferenceError(f"--block {args.block}: the model has {model.depth} blocks")
+            raise inference.InferenceError(
+                f"--block {args.block}: the model has {model.depth} blocks"
+            )
         transform = inference.preprocessing(cfg, model)
     except inference.InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -81,8 +99,12 @@ def main(argv=None):
     _, weights = inference.predict(model, pixels[None], attention_weights=True)
     maps = class_token_maps(model, weights[args.block][0])
     block = args.block % model.depth
-    draw(inference.undo_normalize(transform, pixels), maps, out,
-         f"{os.path.basename(args.image)}: class-token attention, block {block}")
+    draw(
+        inference.undo_normalize(transform, pixels),
+        maps,
+        out,
+        f"{os.path.basename(args.image)}: class-token attention, block {block}",
+    )
     print(f"wrote {out}")
     return 0
 

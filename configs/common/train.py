@@ -4,49 +4,54 @@ from libai.evaluation import ClsEvaluator
 from libai.scheduler import WarmupCosineLR
 from omegaconf import DictConfig
 
-train = DictConfig(dict(
-    output_dir="./output",  # log.txt, metrics.json, curves.png, config.yaml, checkpoints
-    train_micro_batch_size=32,  # samples per micro-batch per data-parallel rank
-    global_batch_size=None,  # micro x DP x accumulation; derived when None
-    num_accumulation_steps=None,  # micro-batches per step (pipeline micro-batches in graph mode)
-    train_iter=10000,  # steps; the larger of this and train_epoch x steps-per-epoch is used
-    train_epoch=0,
-    warmup_ratio=0.0,  # fraction of steps with linear warm-up
-    start_iter=0,  # set by the trainer when resuming
-    amp=dict(enabled=False),  # fp16 autocast (graph mode, CUDA)
-    activation_checkpoint=dict(enabled=False),  # recompute each block's activations in backward
-    zero_optimization=dict(enabled=False, stage=1),  # shard optimizer state over DP ranks
-    nccl_fusion_threshold_mb=16,
-    nccl_fusion_max_ops=24,
-    checkpointer=dict(period=5000, max_to_keep=3),  # save every `period` steps, keep the last few
-    test_micro_batch_size=32,  # evaluation samples per data-parallel rank
-    evaluation=dict(
-        enabled=True,
-        evaluator=LazyCall(ClsEvaluator)(topk=(1, 5)),
-        eval_period=5000,  # steps between evaluations (and after the last)
-        eval_iter=1e9,  # at most this many evaluation batches
-        eval_metric="Acc@1",  # metric that picks model_best
-        eval_mode="max",
-    ),
-    load_weight="",  # a checkpoint to start from (weights only)
-    log_period=20,  # steps between console lines and metrics.json rows
-    scheduler=LazyCall(WarmupCosineLR)(warmup_factor=0.001, alpha=0.01, warmup_method="linear"),
-    dist=dict(
-        data_parallel_size=1,
-        tensor_parallel_size=1,
-        pipeline_parallel_size=1,
-        pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
-        pipeline_num_layers=None,  # set from the model depth at start-up
-    ),
-    model_ema=dict(  # a moving average of the weights (timm's ModelEmaV3), evaluated beside the model
-        enabled=False,  # True: metrics Acc@1_ema / Acc@5_ema at every evaluation; saved and resumed
-        decay=0.9999,  # the average's decay per optimizer step (DeiT: 0.99996)
-        min_decay=0.0,  # lower bound of the warm-up decay
-        update_after_step=0,  # steps before the average starts following (it copies the model until then)
-        use_warmup=False,  # True: decay = 1 - (1 + step / warmup_gamma) ** -warmup_power, capped at `decay`
-        warmup_gamma=1.0,
-        warmup_power=2 / 3,
-    ),
-    nonfinite_loss="stop",  # NaN/Inf loss: "stop" the run (resume from the last checkpoint) or "skip" the step (eager)
-    seed=1234,  # one seed for every rank (data order, dropout, drop path)
-))
+train = DictConfig(
+    dict(
+        output_dir="./output",  # log.txt, metrics.json, curves.png, config.yaml, checkpoints
+        train_micro_batch_size=32,  # samples per micro-batch per data-parallel rank
+        global_batch_size=None,  # micro x DP x accumulation; derived when None
+        num_accumulation_steps=None,  # micro-batches per step (pipeline micro-batches in graph mode)
+        train_iter=10000,  # steps; the larger of this and train_epoch x steps-per-epoch is used
+        train_epoch=0,
+        warmup_ratio=0.0,  # fraction of steps with linear warm-up
+        start_iter=0,  # set by the trainer when resuming
+        amp=dict(enabled=False),  # fp16 autocast (graph mode, CUDA)
+        activation_checkpoint=dict(enabled=False),  # recompute each block's activations in backward
+        zero_optimization=dict(enabled=False, stage=1),  # shard optimizer state over DP ranks
+        nccl_fusion_threshold_mb=16,
+        nccl_fusion_max_ops=24,
+        checkpointer=dict(
+            period=5000, max_to_keep=3
+        ),  # save every `period` steps, keep the last few
+        test_micro_batch_size=32,  # evaluation samples per data-parallel rank
+        evaluation=dict(
+            enabled=True,
+            evaluator=LazyCall(ClsEvaluator)(topk=(1, 5)),
+            eval_period=5000,  # steps between evaluations (and after the last)
+            eval_iter=1e9,  # at most this many evaluation batches
+            eval_metric="Acc@1",  # metric that picks model_best
+            eval_mode="max",
+        ),
+        load_weight="",  # a checkpoint to start from (weights only)
+        log_period=20,  # steps between console lines and metrics.json rows
+        scheduler=LazyCall(WarmupCosineLR)(warmup_factor=0.001, alpha=0.01, warmup_method="linear"),
+        dist=dict(
+            data_parallel_size=1,
+            tensor_parallel_size=1,
+            pipeline_parallel_size=1,
+            pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
+            pipeline_num_layers=None,  # set from the model depth at start-up
+        ),
+        model_ema=dict(  # a moving average of the weights (timm's ModelEmaV3), evaluated beside the model
+            enabled=False,  # True: metrics Acc@1_ema / Acc@5_ema at every evaluation; saved and resumed
+            decay=0.9999,  # the average's decay per optimizer step (DeiT: 0.99996)
+            min_decay=0.0,  # lower bound of the warm-up decay
+            update_after_step=0,  # steps before the average starts following (it copies the model until then)
+            use_warmup=False,  # True: decay = 1 - (1 + step / warmup_gamma) ** -warmup_power, capped at `decay`
+            warmup_gamma=1.0,
+            warmup_power=2 / 3,
+        ),
+        # NaN/Inf loss: "stop" the run (resume from the last checkpoint) or "skip" the step (eager)
+        nonfinite_loss="stop",
+        seed=1234,  # one seed for every rank (data order, dropout, drop path)
+    )
+)

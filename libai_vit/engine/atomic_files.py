@@ -1,4 +1,5 @@
 """Files that are whole or absent: data synced before a rename publishes it, renames synced too."""
+
 import hashlib
 import os
 

@@ -1,5 +1,6 @@
 """One picklable object from rank 0 to every rank: rank 0 alone reads and writes files, decides, and
 tells the others (every rank must call it, as with any collective)."""
+
 import oneflow as flow
 
 

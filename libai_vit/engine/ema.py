@@ -10,14 +10,23 @@ with that step's number (1, 2, ...), as timm's train.py calls `ModelEmaV3.update
                 = decay                              otherwise,  s = step - update_after_step - 1
     ema = ema + (1 - decay) * (model - ema)          (floating tensors; others copied)
 """
+
 import copy
 
 import oneflow as flow
 
 
 class ModelEma:
-    def __init__(self, model, decay=0.9999, min_decay=0.0, update_after_step=0, use_warmup=False,
-                 warmup_gamma=1.0, warmup_power=2 / 3):
+    def __init__(
+        self,
+        model,
+        decay=0.9999,
+        min_decay=0.0,
+        update_after_step=0,
+        use_warmup=False,
+        warmup_gamma=1.0,
+        warmup_power=2 / 3,
+    ):
         self.module = copy.deepcopy(model)
         self.module.eval()
         for p in self.module.parameters():
@@ -59,5 +68,8 @@ class ModelEma:
     def load_state_dict(self, state):
         for name, value in self.module.state_dict().items():
             # a loaded tensor comes broadcast from rank 0: put it back on this tensor's placement and SBP
-            value.copy_(state[name].to_global(placement=value.placement, sbp=value.sbp)
-                        if value.is_global else state[name])
+            value.copy_(
+                state[name].to_global(placement=value.placement, sbp=value.sbp)
+                if value.is_global
+                else state[name]
+            )

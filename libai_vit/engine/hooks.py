@@ -1,5 +1,6 @@
 """Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random streams,
 the model EMA's update, and a quieter OneFlow VM scheduler on CPU."""
+
 import json
 import os
 import shutil
@@ -111,10 +112,12 @@ class Checkpointing(PeriodicCheckpointer):
         if (iteration + 1) % self.period and iteration < self.max_iter - 1:
             return
         self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}")
-        if iteration >= self.max_iter - 1:  # LiBai's name for the trained model, which tools look for
+        if (
+            iteration >= self.max_iter - 1
+        ):  # LiBai's name for the trained model, which tools look for
             self.checkpointer.save(f"{self.file_prefix}_final")
         if self.max_to_keep and dist.is_main_process():
-            for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep:]:
+            for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep :]:
                 shutil.rmtree(path, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
   all-reduces forward and two backward per layer of s·b·h; PP one s·b·h send per micro-batch and
   direction per stage boundary.
 """
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -34,7 +35,7 @@ ACT_SBH_SPLIT = 5
 GRAPH_ACT_FACTOR = 4.4
 # A rank's memory beyond parameters and activations (workspaces, comm buffers, the compiled plan),
 # measured against a model-less rank.
-RUNTIME_OVERHEAD = {"eager": 50 * 2 ** 20, "graph": 130 * 2 ** 20}
+RUNTIME_OVERHEAD = {"eager": 50 * 2**20, "graph": 130 * 2**20}
 # GFLOP/s a matmul-bound CPU core sustains; overridden with a measured number where one exists.
 DEFAULT_CORE_GFLOPS = 40.0
 # Fixed cost of one block's forward + backward for one micro-batch (~60 op launches): why tiny
@@ -47,6 +48,7 @@ DEFAULT_LINK_GBS = 2.0
 @dataclass(frozen=True)
 class Device:
     """What the estimate assumes of a rank's device; only "cpu" is measured (the constants above)."""
+
     act_factor: float  # nn.Graph's activation memory over eager's
     overhead_bytes: float  # the runtime's own memory per rank
     gflops: float  # sustained fp32 GFLOP/s
@@ -54,10 +56,12 @@ class Device:
 
 
 DEVICES = {
-    "cpu": Device(GRAPH_ACT_FACTOR, RUNTIME_OVERHEAD["graph"], DEFAULT_CORE_GFLOPS, DEFAULT_LINK_GBS),
+    "cpu": Device(
+        GRAPH_ACT_FACTOR, RUNTIME_OVERHEAD["graph"], DEFAULT_CORE_GFLOPS, DEFAULT_LINK_GBS
+    ),
     # NOT measured (no GPU runs OneFlow 0.9 here): nn.Graph on CUDA reuses activation buffers (factor 1),
     # ~1 GiB of CUDA context and cuBLAS workspace, half of the 19.5 TFLOP/s fp32 peak, NVLink 300 GB/s.
-    "a100-80gb": Device(1.0, 2 ** 30, 9750.0, 300.0),
+    "a100-80gb": Device(1.0, 2**30, 9750.0, 300.0),
 }
 
 
@@ -83,13 +87,20 @@ class ViTShape:
     @classmethod
     def from_config(cls, model_cfg):
         keys = cls.__dataclass_fields__
-        return cls(**{k: (model_cfg[k] if not isinstance(model_cfg[k], (list, tuple)) else model_cfg[k][0])
-                      for k in keys if k in model_cfg and model_cfg[k] is not None})
+        return cls(
+            **{
+                k: (
+                    model_cfg[k] if not isinstance(model_cfg[k], (list, tuple)) else model_cfg[k][0]
+                )
+                for k in keys
+                if k in model_cfg and model_cfg[k] is not None
+            }
+        )
 
 
 def forward_flops_per_image(m: ViTShape) -> float:
     s, h, f = m.tokens, m.embed_dim, m.hidden
-    patch = 2 * (s - 1) * h * m.in_chans * m.patch_size ** 2
+    patch = 2 * (s - 1) * h * m.in_chans * m.patch_size**2
     block = 2 * s * h * (3 * h + h + 2 * f) + 2 * 2 * s * s * h
     return patch + m.depth * block + 2 * h * m.num_classes
 
@@ -98,19 +109,25 @@ def train_flops_per_image(m: ViTShape) -> float:
     return 3 * forward_flops_per_image(m)
 
 
-def blocks_per_stage(m: ViTShape, pp: int, stage_layers: Optional[Sequence[int]] = None) -> List[int]:
+def blocks_per_stage(
+    m: ViTShape, pp: int, stage_layers: Optional[Sequence[int]] = None
+) -> List[int]:
     """Blocks on each pipeline stage: `stage_layers` (train.dist.pipeline_stage_layers) or the even split."""
     stages = stage_of_layers(m.depth, pp, stage_layers)
     return [stages.count(p) for p in range(pp)]
 
 
-def parameter_counts(m: ViTShape, tp: int, pp: int, stage_layers: Optional[Sequence[int]] = None) -> List[float]:
+def parameter_counts(
+    m: ViTShape, tp: int, pp: int, stage_layers: Optional[Sequence[int]] = None
+) -> List[float]:
     """Parameters held by one rank of each pipeline stage."""
     h, f = m.embed_dim, m.hidden
-    split = 3 * h * h + 3 * h + h * h + h * f + f + f * h  # column/row-parallel weights, column biases
+    split = (
+        3 * h * h + 3 * h + h * h + h * f + f + f * h
+    )  # column/row-parallel weights, column biases
     replicated = 4 * h + 2 * h  # two LayerNorms, row-parallel biases (dense, fc2)
     per_block = split / tp + replicated
-    first = h * m.in_chans * m.patch_size ** 2 + h + h + m.tokens * h  # patch conv, cls, pos
+    first = h * m.in_chans * m.patch_size**2 + h + h + m.tokens * h  # patch conv, cls, pos
     last = 2 * h + h * m.num_classes + m.num_classes  # norm, head (replicated in LiBai's Linear)
     counts = [n * per_block for n in blocks_per_stage(m, pp, stage_layers)]
     counts[0] += first
@@ -148,9 +165,16 @@ class Plan:
         return self.global_batch / self.step_s
 
 
-def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro: int, graph=True,
-                     graph_act_factor: float = GRAPH_ACT_FACTOR,
-                     stage_layers: Optional[Sequence[int]] = None) -> float:
+def activation_bytes(
+    m: ViTShape,
+    tp: int,
+    pp: int,
+    micro_batch: int,
+    num_micro: int,
+    graph=True,
+    graph_act_factor: float = GRAPH_ACT_FACTOR,
+    stage_layers: Optional[Sequence[int]] = None,
+) -> float:
     """Worst rank's activations: stage 0 keeps min(PP, M) micro-batches of its layers (1F1B)."""
     s, h, a, b = m.tokens, m.embed_dim, m.num_heads, micro_batch
     per_layer = s * b * h * (ACT_SBH_REPLICATED + ACT_SBH_SPLIT / tp) + 2 * a * s * s * b / tp
@@ -161,15 +185,34 @@ def activation_bytes(m: ViTShape, tp: int, pp: int, micro_batch: int, num_micro:
     return worst * BYTES * (graph_act_factor if graph else 1.0)
 
 
-def optimizer_state_bytes(m: ViTShape, dp: int, tp: int, pp: int, zero_stage: int = 0,
-                          stage_layers: Optional[Sequence[int]] = None) -> float:
+def optimizer_state_bytes(
+    m: ViTShape,
+    dp: int,
+    tp: int,
+    pp: int,
+    zero_stage: int = 0,
+    stage_layers: Optional[Sequence[int]] = None,
+) -> float:
     """AdamW's exp_avg and exp_avg_sq on the worst rank; ZeRO splits them over the DP ranks."""
-    return max(parameter_counts(m, tp, pp, stage_layers)) * 2 * BYTES / (dp if zero_stage >= 1 else 1)
+    return (
+        max(parameter_counts(m, tp, pp, stage_layers)) * 2 * BYTES / (dp if zero_stage >= 1 else 1)
+    )
 
 
-def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: int,
-         core_gflops: float = DEFAULT_CORE_GFLOPS, link_gbs: float = DEFAULT_LINK_GBS, graph=True,
-         zero_stage: int = 0, device: str = "cpu", stage_layers: Optional[Sequence[int]] = None) -> Plan:
+def plan(
+    m: ViTShape,
+    dp: int,
+    tp: int,
+    pp: int,
+    micro_batch: int,
+    num_micro: int,
+    core_gflops: float = DEFAULT_CORE_GFLOPS,
+    link_gbs: float = DEFAULT_LINK_GBS,
+    graph=True,
+    zero_stage: int = 0,
+    device: str = "cpu",
+    stage_layers: Optional[Sequence[int]] = None,
+) -> Plan:
     """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager. `device`: a
     key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`). `stage_layers`:
     blocks per pipeline stage (train.dist.pipeline_stage_layers; default the even split)."""
@@ -177,10 +220,16 @@ def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: in
     params = parameter_counts(m, tp, pp, stage_layers)
     # weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq; the runtime's own
     grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
-    overhead = RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"] if device == "cpu" else dev.overhead_bytes
+    overhead = (
+        RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"]
+        if device == "cpu"
+        else dev.overhead_bytes
+    )
     optimizer = optimizer_state_bytes(m, dp, tp, pp, zero_stage, stage_layers)
     param_bytes = max(params) * BYTES + grads + optimizer + overhead
-    act = activation_bytes(m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor, stage_layers)
+    act = activation_bytes(
+        m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor, stage_layers
+    )
     s, h, b = m.tokens, m.embed_dim, micro_batch
     sbh = s * b * h * BYTES
     layers_per_stage = max(blocks_per_stage(m, pp, stage_layers))  # the slowest stage sets the pace
@@ -198,9 +247,13 @@ def plan(m: ViTShape, dp: int, tp: int, pp: int, micro_batch: int, num_micro: in
     if pp > 1:
         notes.append(f"1F1B bubble (PP-1)/M = {(pp - 1) / num_micro:.0%} of compute")
     if tp > 1:
-        notes.append(f"TP all-reduces {comm_tp / 2 ** 20:.0f} MB/step ({4 * layers_per_stage} per micro-batch)")
+        notes.append(
+            f"TP all-reduces {comm_tp / 2**20:.0f} MB/step ({4 * layers_per_stage} per micro-batch)"
+        )
     if dp > 1:
-        notes.append(f"DP all-reduce of {max(params) * BYTES / 2 ** 20:.0f} MB gradients once per step")
+        notes.append(
+            f"DP all-reduce of {max(params) * BYTES / 2**20:.0f} MB gradients once per step"
+        )
     return Plan(dp, tp, pp, micro_batch, num_micro, param_bytes, act, comm, step_s, notes)
 
 
@@ -208,10 +261,18 @@ def _divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int,
-                    micro_batches: Optional[List[int]] = None, core_gflops: float = DEFAULT_CORE_GFLOPS,
-                    link_gbs: float = DEFAULT_LINK_GBS, zero_stage: int = 0, device: str = "cpu",
-                    stage_layers: Optional[Sequence[int]] = None) -> Dict[str, List[Plan]]:
+def enumerate_plans(
+    m: ViTShape,
+    world: int,
+    mem_bytes: float,
+    global_batch: int,
+    micro_batches: Optional[List[int]] = None,
+    core_gflops: float = DEFAULT_CORE_GFLOPS,
+    link_gbs: float = DEFAULT_LINK_GBS,
+    zero_stage: int = 0,
+    device: str = "cpu",
+    stage_layers: Optional[Sequence[int]] = None,
+) -> Dict[str, List[Plan]]:
     """Every DP x TP x PP = world (and micro-batch) that the model allows, split into those that fit
     `mem_bytes` per rank and those that do not; the fitting ones fastest first. `stage_layers`
     (train.dist.pipeline_stage_layers) applies to the layouts with as many stages; the others split
@@ -227,9 +288,22 @@ def enumerate_plans(m: ViTShape, world: int, mem_bytes: float, global_batch: int
             for mb in micro_batches or [1, 2, 4, 8, 16, 32, 64]:
                 if global_batch % (mb * dp):
                     continue
-                split = stage_layers if stage_layers is not None and len(stage_layers) == pp else None
-                p = plan(m, dp, tp, pp, mb, global_batch // (mb * dp), core_gflops, link_gbs,
-                         zero_stage=zero_stage, device=device, stage_layers=split)
+                split = (
+                    stage_layers if stage_layers is not None and len(stage_layers) == pp else None
+                )
+                p = plan(
+                    m,
+                    dp,
+                    tp,
+                    pp,
+                    mb,
+                    global_batch // (mb * dp),
+                    core_gflops,
+                    link_gbs,
+                    zero_stage=zero_stage,
+                    device=device,
+                    stage_layers=split,
+                )
                 (fits if p.mem_bytes <= mem_bytes else too_big).append(p)
     fits.sort(key=lambda p: (p.step_s, p.mem_bytes))
     too_big.sort(key=lambda p: p.mem_bytes)

@@ -1,5 +1,6 @@
 """LiBai's DefaultTrainer with this project's writers and hooks, verified checkpoints, exact resume,
 a check for non-finite losses on every step, whole-model gradient clipping and a model EMA."""
+
 import copy
 import json
 import logging
@@ -47,7 +48,10 @@ class _NoTracebackFor(logging.Filter):
     """LiBai logs every exception leaving the loop with its traceback; ours already say it all."""
 
     def filter(self, record):
-        return not (record.exc_info and isinstance(record.exc_info[1], (NonFiniteLossError, CheckpointError)))
+        return not (
+            record.exc_info
+            and isinstance(record.exc_info[1], (NonFiniteLossError, CheckpointError))
+        )
 
 
 logging.getLogger("libai.engine.trainer").addFilter(_NoTracebackFor())
@@ -105,7 +109,9 @@ class Trainer(DefaultTrainer):
         # LiBai's __init__ takes start_iter from the name in `last_checkpoint`; it must name a
         # checkpoint that verifies before then (the newest one, else the previous good one).
         self._resume_name = select_resumable(cfg.train.output_dir) if cfg.train.resume else None
-        self._optim_cfg = copy.deepcopy(cfg.optim)  # building an optimizer edits its config in place
+        self._optim_cfg = copy.deepcopy(
+            cfg.optim
+        )  # building an optimizer edits its config in place
         super().__init__(cfg)
         self._record_metrics = self._trainer.write_metrics
         self._trainer.write_metrics = self._checked_write_metrics
@@ -119,25 +125,38 @@ class Trainer(DefaultTrainer):
         ema_cfg = self.cfg.train.get("model_ema", None)
         self.model_ema = None
         if ema_cfg is not None and ema_cfg.enabled:
-            self.model_ema = ModelEma(self.model, **{k: v for k, v in ema_cfg.items() if k != "enabled"})
+            self.model_ema = ModelEma(
+                self.model, **{k: v for k, v in ema_cfg.items() if k != "enabled"}
+            )
             old.checkpointables["model_ema"] = self.model_ema
         d = self.cfg.train.dist
-        layout = {k: (list(d[k]) if k == "pipeline_stage_layers" and d[k] is not None else d[k])
-                  for k in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size",
-                            "pipeline_stage_layers")}
-        self.checkpointer = ReliableCheckpointer(old.model, old.save_dir, config=self.cfg, layout=layout,
-                                                 **old.checkpointables)
+        layout = {
+            k: (list(d[k]) if k == "pipeline_stage_layers" and d[k] is not None else d[k])
+            for k in (
+                "data_parallel_size",
+                "tensor_parallel_size",
+                "pipeline_parallel_size",
+                "pipeline_stage_layers",
+            )
+        }
+        self.checkpointer = ReliableCheckpointer(
+            old.model, old.save_dir, config=self.cfg, layout=layout, **old.checkpointables
+        )
         if resume and self._resume_name:
             path = os.path.join(self.cfg.train.output_dir, self._resume_name)
             if self.model_ema is not None and not os.path.exists(os.path.join(path, "model_ema")):
-                raise CheckpointError(f"checkpoint {path} has no model EMA (it was trained with train.model_ema."
-                                      f"enabled=False): resume without it, or start from its weights with "
-                                      f"train.load_weight={path}")
+                raise CheckpointError(
+                    f"checkpoint {path} has no model EMA (it was trained with train.model_ema."
+                    f"enabled=False): resume without it, or start from its weights with "
+                    f"train.load_weight={path}"
+                )
             extra = self.checkpointer.load(path)
             self.start_iter = extra["iter"] + 1
         else:
             self.checkpointer.load(self.cfg.train.load_weight, checkpointables=[])
-            if self.model_ema is not None:  # the average starts from the weights training starts from
+            if (
+                self.model_ema is not None
+            ):  # the average starts from the weights training starts from
                 self.model_ema.set(self.model)
         if self.model_ema is not None and self.cfg.graph.enabled:
             self.graph_eval_ema = self.build_graph(self.cfg, self.model_ema.module, is_train=False)
@@ -145,13 +164,17 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg, tokenizer=None):
         # LiBai sets cfg.dataloader.consumed_samples from start_iter, which no loader reads
-        cfg.dataloader.train.consumed_samples = try_get_key(cfg, "dataloader.consumed_samples", default=0)
+        cfg.dataloader.train.consumed_samples = try_get_key(
+            cfg, "dataloader.consumed_samples", default=0
+        )
         return super().build_train_loader(cfg, tokenizer)
 
     def build_writers(self):
         return [
             CommonMetricPrinter(self.global_batch_size, self.max_iter),  # progress with ETA
-            RawMetricsWriter(os.path.join(self.cfg.train.output_dir, "metrics.json"), self.start_iter),
+            RawMetricsWriter(
+                os.path.join(self.cfg.train.output_dir, "metrics.json"), self.start_iter
+            ),
         ]
 
     def build_hooks(self):
@@ -159,7 +182,9 @@ class Trainer(DefaultTrainer):
         ck = self.cfg.train.checkpointer
         for i, hook in enumerate(hooks):
             if type(hook) is libai_hooks.PeriodicCheckpointer:
-                hooks[i] = Checkpointing(self.checkpointer, ck.period, max_to_keep=ck.get("max_to_keep", None))
+                hooks[i] = Checkpointing(
+                    self.checkpointer, ck.period, max_to_keep=ck.get("max_to_keep", None)
+                )
         hooks.insert(0, RandomStreams(ck.period, self.cfg.train.seed))
         if self.model_ema is not None:
             # eager LiBai steps the optimizer every num_accumulation_steps iterations; a graph step is one update
@@ -177,13 +202,17 @@ class Trainer(DefaultTrainer):
 
     def _evaluate_with_ema(self, evaluate_model):
         """The model's metrics and the EMA's beside them (`Acc@1_ema`, ...), at every evaluation."""
+
         def evaluate():
             results = dict(evaluate_model())
             ema = self.graph_eval_ema if self.cfg.graph.enabled else self.model_ema.module
             logger.info("evaluating the model EMA (its metrics are logged as *_ema)")
-            results.update({f"{k}_ema": v for k, v in self.test(self.cfg, self.test_loader, ema).items()})
+            results.update(
+                {f"{k}_ema": v for k, v in self.test(self.cfg, self.test_loader, ema).items()}
+            )
             self._last_eval_results = results
             return results
+
         return evaluate
 
     def restart_compiled_randomness(self):
@@ -195,14 +224,19 @@ class Trainer(DefaultTrainer):
         graph_state, scheduler_state = self.graph_train.state_dict(), self.lr_scheduler.state_dict()
         for p in self.model.parameters():
             p.grad = None  # the first trace left lazy tensors there, which a second trace refuses
-        self.optimizer = clip_whole_model(build_optimizer(copy.deepcopy(self._optim_cfg), self.model),
-                                          graph=True)
+        self.optimizer = clip_whole_model(
+            build_optimizer(copy.deepcopy(self._optim_cfg), self.model), graph=True
+        )
         self.lr_scheduler = self.build_lr_scheduler(self.cfg, self.optimizer)
         self.lr_scheduler.load_state_dict(scheduler_state)
-        self.graph_train = self.build_graph(self.cfg, self.model, self.optimizer, self.lr_scheduler, is_train=True)
+        self.graph_train = self.build_graph(
+            self.cfg, self.model, self.optimizer, self.lr_scheduler, is_train=True
+        )
         self.graph_train.load_state_dict(graph_state)
         self._trainer.graph = self.graph_train
-        self.checkpointer.checkpointables.update(graph=self.graph_train, lr_scheduler=self.lr_scheduler)
+        self.checkpointer.checkpointables.update(
+            graph=self.graph_train, lr_scheduler=self.lr_scheduler
+        )
 
     def run_step(self):
         self._trainer.iter = self.iter
@@ -220,9 +254,13 @@ class Trainer(DefaultTrainer):
     def _checked_write_metrics(self, loss_dict, data_time, prefix=""):
         """Every rank learns whether the loss is finite (LiBai checks on rank 0 only, which hangs the
         others), before the step's metrics and checkpoint are written."""
-        values = {k: dist.tton(v, local_only=False, ranks=[0] if v.placement.ranks.ndim == 1 else [[0]])
-                  for k, v in loss_dict.items()}
-        total = broadcast_from_rank0(float(sum(values.values())) if dist.is_main_process() else None)
+        values = {
+            k: dist.tton(v, local_only=False, ranks=[0] if v.placement.ranks.ndim == 1 else [[0]])
+            for k, v in loss_dict.items()
+        }
+        total = broadcast_from_rank0(
+            float(sum(values.values())) if dist.is_main_process() else None
+        )
         if not math.isfinite(total):
             message = f"non-finite loss ({total}) at iteration {self.iter}"
             if self.cfg.train.get("nonfinite_loss", "stop") == "skip":
@@ -230,5 +268,6 @@ class Trainer(DefaultTrainer):
                 raise _SkippedStep()
             raise NonFiniteLossError(
                 f"{message}; training stopped before any checkpoint could hold it "
-                f"(train.nonfinite_loss=stop): lower optim.lr or check the data, then resume with --resume")
+                f"(train.nonfinite_loss=stop): lower optim.lr or check the data, then resume with --resume"
+            )
         self._record_metrics(loss_dict, data_time, prefix)

@@ -7,6 +7,7 @@
 - "auto": the best of those the `sdp_kernel` context allows for the device, shape and features asked.
 Tensors may be local or global (batch split over data-parallel ranks, heads over tensor-parallel ones).
 """
+
 import contextlib
 import contextvars
 import logging
@@ -24,13 +25,19 @@ BACKENDS = ("auto", "math", "fused", "flash")
 AUTO_FLASH_MIN_KEYS = 1024
 logger = logging.getLogger(__name__)
 
-_enabled = contextvars.ContextVar("attention_backends", default=frozenset({"math", "fused", "flash"}))
+_enabled = contextvars.ContextVar(
+    "attention_backends", default=frozenset({"math", "fused", "flash"})
+)
 
 
 @contextlib.contextmanager
 def sdp_kernel(enable_math=True, enable_fused=True, enable_flash=True):
     """Restrict which backends "auto" may pick (like torch.backends.cuda.sdp_kernel)."""
-    chosen = {name for name, on in (("math", enable_math), ("fused", enable_fused), ("flash", enable_flash)) if on}
+    chosen = {
+        name
+        for name, on in (("math", enable_math), ("fused", enable_fused), ("flash", enable_flash))
+        if on
+    }
     token = _enabled.set(frozenset(chosen))
     try:
         yield
@@ -38,8 +45,17 @@ def sdp_kernel(enable_math=True, enable_fused=True, enable_flash=True):
         _enabled.reset(token)
 
 
-def math_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None,
-                   return_weights=False):
+def math_attention(
+    q,
+    k,
+    v,
+    mask=None,
+    attn_bias=None,
+    causal=False,
+    dropout_p=0.0,
+    scale=None,
+    return_weights=False,
+):
     """The plain reference: scale, bias, mask, causal, softmax, dropout, matmul."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = flow.matmul(q, k, transpose_b=True, alpha=scale)
@@ -55,37 +71,69 @@ def math_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0
     return (out, weights) if return_weights else out
 
 
-def fused_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None,
-                    return_weights=False):
+def fused_attention(
+    q,
+    k,
+    v,
+    mask=None,
+    attn_bias=None,
+    causal=False,
+    dropout_p=0.0,
+    scale=None,
+    return_weights=False,
+):
     """Scale, mask, softmax (and dropout) in one OneFlow CUDA kernel; fully masked rows as math (NaN)."""
     if device_type(q) != "cuda":
-        raise ValueError(f"attention backend 'fused' runs OneFlow's CUDA-only fused softmax kernels, but the "
-                         f"tensors are on {device_type(q)!r}: use backend='flash', 'math' or 'auto'")
+        raise ValueError(
+            f"attention backend 'fused' runs OneFlow's CUDA-only fused softmax kernels, but the "
+            f"tensors are on {device_type(q)!r}: use backend='flash', 'math' or 'auto'"
+        )
     if return_weights:
-        raise ValueError("attention backend 'fused' cannot return the weights: use backend='math' or 'auto'")
+        raise ValueError(
+            "attention backend 'fused' cannot return the weights: use backend='math' or 'auto'"
+        )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if attn_bias is None:
         scores, kernel_scale = flow.matmul(q, k, transpose_b=True), scale
     else:  # the bias is added after scaling, so the kernel must not scale again
-        scores, kernel_scale = flow.matmul(q, k, transpose_b=True, alpha=scale) + replicate_like(attn_bias, q), 1.0
+        scores, kernel_scale = (
+            flow.matmul(q, k, transpose_b=True, alpha=scale) + replicate_like(attn_bias, q),
+            1.0,
+        )
     keep = _keep_mask(q, k, mask, causal, scores)
     if keep is None:
         keep = ones_beside((q.shape[-2], k.shape[-2]), scores, dtype=flow.bool)
     keep = _fused_kernel_mask(keep, scores)
     if dropout_p > 0.0:
-        weights = flow._C.fused_scale_mask_softmax_dropout(scores, keep, fill_value=-math.inf, scale=kernel_scale,
-                                                           p=dropout_p, training=True)
+        weights = flow._C.fused_scale_mask_softmax_dropout(
+            scores, keep, fill_value=-math.inf, scale=kernel_scale, p=dropout_p, training=True
+        )
         weights = weights[0] if isinstance(weights, (tuple, list)) else weights
     else:
-        weights = flow._C.fused_scale_mask_softmax(scores, keep, fill_value=-math.inf, scale=kernel_scale)
+        weights = flow._C.fused_scale_mask_softmax(
+            scores, keep, fill_value=-math.inf, scale=kernel_scale
+        )
     return flow.matmul(weights, v)
 
 
-def _flash(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None, return_weights=False):
+def _flash(
+    q,
+    k,
+    v,
+    mask=None,
+    attn_bias=None,
+    causal=False,
+    dropout_p=0.0,
+    scale=None,
+    return_weights=False,
+):
     if return_weights:
-        raise ValueError("attention backend 'flash' never forms the weights: use backend='math' or 'auto'")
-    return flash_attention(q, k, v, mask=mask, attn_bias=attn_bias, causal=causal, dropout_p=dropout_p,
-                           scale=scale)
+        raise ValueError(
+            "attention backend 'flash' never forms the weights: use backend='math' or 'auto'"
+        )
+    return flash_attention(
+        q, k, v, mask=mask, attn_bias=attn_bias, causal=causal, dropout_p=dropout_p, scale=scale
+    )
 
 
 _IMPLS = {"math": math_attention, "fused": fused_attention, "flash": _flash}
@@ -105,12 +153,24 @@ def select_backend(q, k, return_weights=False):
     for name in candidates:
         if name in enabled:
             return name
-    raise ValueError(f"no enabled attention backend can run this call (weights requested: {return_weights}, "
-                     f"device {device_type(q)!r}; enabled: {sorted(enabled)}): widen sdp_kernel(...)")
+    raise ValueError(
+        f"no enabled attention backend can run this call (weights requested: {return_weights}, "
+        f"device {device_type(q)!r}; enabled: {sorted(enabled)}): widen sdp_kernel(...)"
+    )
 
 
-def attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None,
-              backend="auto", return_weights=False):
+def attention(
+    q,
+    k,
+    v,
+    mask=None,
+    attn_bias=None,
+    causal=False,
+    dropout_p=0.0,
+    scale=None,
+    backend="auto",
+    return_weights=False,
+):
     """softmax(q k^T * scale + attn_bias, masked) v; (out, weights) if return_weights.
 
     `mask` is boolean, True = may attend; `mask` and `attn_bias` broadcast to (b, h, q_len, k_len);
@@ -120,10 +180,25 @@ def attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, s
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
         backend = select_backend(q, k, return_weights)
-        logger.debug("attention backend auto -> %s (device %s, q %s, k %s, weights %s)", backend,
-                     device_type(q), tuple(q.shape), tuple(k.shape), return_weights)
-    return _IMPLS[backend](q, k, v, mask=mask, attn_bias=attn_bias, causal=causal, dropout_p=dropout_p,
-                           scale=scale, return_weights=return_weights)
+        logger.debug(
+            "attention backend auto -> %s (device %s, q %s, k %s, weights %s)",
+            backend,
+            device_type(q),
+            tuple(q.shape),
+            tuple(k.shape),
+            return_weights,
+        )
+    return _IMPLS[backend](
+        q,
+        k,
+        v,
+        mask=mask,
+        attn_bias=attn_bias,
+        causal=causal,
+        dropout_p=dropout_p,
+        scale=scale,
+        return_weights=return_weights,
+    )
 
 
 class FlashAttention(nn.Module):
@@ -143,14 +218,30 @@ class FlashAttention(nn.Module):
         return flow.ones(i, j, dtype=flow.bool, device=device).tril(j - i)
 
     def flash_attn(self, q, k, v, mask=None, attn_bias=None):
-        return attention(q, k, v, mask=mask, attn_bias=attn_bias, causal=self.causal,
-                         dropout_p=self.dropout if self.training else 0.0, backend="flash")
+        return attention(
+            q,
+            k,
+            v,
+            mask=mask,
+            attn_bias=attn_bias,
+            causal=self.causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            backend="flash",
+        )
 
     def forward(self, q, k, v, mask=None, attn_bias=None):
         if self.flash:
             return self.flash_attn(q, k, v, mask=mask, attn_bias=attn_bias)
-        return attention(q, k, v, mask=mask, attn_bias=attn_bias, causal=self.causal,
-                         dropout_p=self.dropout if self.training else 0.0, backend="math")
+        return attention(
+            q,
+            k,
+            v,
+            mask=mask,
+            attn_bias=attn_bias,
+            causal=self.causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            backend="math",
+        )
 
 
 def _keep_mask(q, k, mask, causal, scores):

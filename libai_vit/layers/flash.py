@@ -16,6 +16,7 @@ advances once per step, so forward and backward still agree and masks change fro
 
 A row with no key to attend to (fully masked) is undefined: math gives NaN, flash a finite value.
 """
+
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
@@ -30,7 +31,7 @@ from libai_vit.parallel import replicate_like
 # -1e30 is -inf and -inf * 0 (an allowed position) is NaN: there -2^14, which mask + causal + bias
 # still leave finite and exp() still turns into 0.
 MASKED = -1e30
-MASKED_FP16 = -2.0 ** 14
+MASKED_FP16 = -(2.0**14)
 # Default blocks, tuned on a 2-core CPU with ViT-B heads: a key block as long as 4096 keeps sequences
 # up to 4096 in one key block (no logsumexp bookkeeping, ~1.3x math's time); query blocks take as many
 # rows as fit BLOCK_SCORES scores over all batch x heads (25 MB in fp32), at least BLOCK_Q.
@@ -47,7 +48,9 @@ class _Config:
     seed: int
     block_q: int
     block_k: int
-    mask_add: Optional[flow.Tensor]  # MASKED where the mask forbids, else 0; 4-d, broadcastable to the scores
+    mask_add: Optional[
+        flow.Tensor
+    ]  # MASKED where the mask forbids, else 0; 4-d, broadcastable to the scores
     bias_grad: bool
 
     def several_key_blocks(self, k_len):
@@ -67,8 +70,18 @@ class _Config:
         return blocks or [(0, 0, min(self.block_k, k_len), True)]
 
 
-def flash_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=0.0, scale=None,
-                    block_q=None, block_k=None):
+def flash_attention(
+    q,
+    k,
+    v,
+    mask=None,
+    attn_bias=None,
+    causal=False,
+    dropout_p=0.0,
+    scale=None,
+    block_q=None,
+    block_k=None,
+):
     """softmax(q k^T * scale + attn_bias, masked) v, blockwise; `mask` True = may attend.
 
     Blocks default to the module's BLOCK_* settings, read at call time so they can be tuned."""
@@ -77,14 +90,24 @@ def flash_attention(q, k, v, mask=None, attn_bias=None, causal=False, dropout_p=
         batch_heads = q.shape[0] * q.shape[1]
         block_q = max(BLOCK_Q, BLOCK_SCORES // (batch_heads * min(block_k, k.shape[-2])))
     cfg = _Config(
-        scale=q.shape[-1] ** -0.5 if scale is None else float(scale), causal=causal,
-        dropout_p=float(dropout_p), seed=_call_seed(q) if dropout_p > 0 else 0,
-        block_q=block_q, block_k=block_k,
-        mask_add=None if mask is None else replicate_like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
-        bias_grad=attn_bias is not None and attn_bias.requires_grad)
+        scale=q.shape[-1] ** -0.5 if scale is None else float(scale),
+        causal=causal,
+        dropout_p=float(dropout_p),
+        seed=_call_seed(q) if dropout_p > 0 else 0,
+        block_q=block_q,
+        block_k=block_k,
+        mask_add=None
+        if mask is None
+        else replicate_like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
+        bias_grad=attn_bias is not None and attn_bias.requires_grad,
+    )
     inputs = (q, k, v) if attn_bias is None else (q, k, v, replicate_like(_as_4d(attn_bias), q))
-    return AutogradFunctionBase.apply("FlashAttention", partial(FlashAttentionFunction.forward, cfg=cfg),
-                                      partial(FlashAttentionFunction.backward, cfg=cfg), *inputs)
+    return AutogradFunctionBase.apply(
+        "FlashAttention",
+        partial(FlashAttentionFunction.forward, cfg=cfg),
+        partial(FlashAttentionFunction.backward, cfg=cfg),
+        *inputs,
+    )
 
 
 class FlashAttentionFunction(flow.autograd.Function):
@@ -99,9 +122,13 @@ class FlashAttentionFunction(flow.autograd.Function):
             q_i = q[:, :, i0:i1]
             o_blocks, lse_blocks = [], []
             for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                s = _scores(cfg, q_i, k[:, :, j0:j1], bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
+                s = _scores(
+                    cfg, q_i, k[:, :, j0:j1], bias, i0, i1, j0, j1, q_len, k_len, causal_blk
+                )
                 p = flow.softmax(s, dim=-1)
-                if cfg.several_key_blocks(k_len):  # else the softmax is the answer, no logsumexp needed
+                if cfg.several_key_blocks(
+                    k_len
+                ):  # else the softmax is the answer, no logsumexp needed
                     lse_blocks.append(_block_lse(s, p))
                 if cfg.dropout_p > 0:
                     p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
@@ -114,7 +141,9 @@ class FlashAttentionFunction(flow.autograd.Function):
             lses.append(lse_i)
         out = flow.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         lse = None if lses[0] is None else flow.cat(lses, dim=2) if len(lses) > 1 else lses[0]
-        ctx.save_for_backward(q, k, v, out, *([] if lse is None else [lse]), *([] if bias is None else [bias]))
+        ctx.save_for_backward(
+            q, k, v, out, *([] if lse is None else [lse]), *([] if bias is None else [bias])
+        )
         return out
 
     @staticmethod
@@ -144,8 +173,14 @@ class FlashAttentionFunction(flow.autograd.Function):
                     dv_j = flow.matmul(y, _rows(do_i, c), transpose_a=True)
                     g = y * flow.matmul(do_aug, v_aug[:, :, j0:j1], transpose_b=True)  # dS / c
                 else:
-                    dv_j = flow.matmul(flow.masked_fill(y, dropped, 0.0), _rows(do_i, c, keep_scale), transpose_a=True)
-                    dp = flow.masked_fill(flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0)
+                    dv_j = flow.matmul(
+                        flow.masked_fill(y, dropped, 0.0),
+                        _rows(do_i, c, keep_scale),
+                        transpose_a=True,
+                    )
+                    dp = flow.masked_fill(
+                        flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0
+                    )
                     g = y * (dp - _rows(flow.ones_like(dp), d_i))  # dS / c
                     del dp
                 del y
@@ -195,7 +230,7 @@ def _combine(o_blocks, lse_blocks):
     weights = flow.exp(lse_all - lse)
     out = None
     for j, o in enumerate(o_blocks):
-        part = _rows(o, weights[..., j:j + 1])
+        part = _rows(o, weights[..., j : j + 1])
         out = part if out is None else out + part
     return out, lse
 
@@ -207,7 +242,9 @@ def _rows(t, c, factor=1.0):
     dim costs ~20x a same-shape one on OneFlow's CPU kernels, the matmul almost nothing."""
     if c is None:
         return t if factor == 1.0 else t * factor
-    return t * flow.matmul(c * factor if factor != 1.0 else c, ones_beside((1, 1, 1, t.shape[-1]), t))
+    return t * flow.matmul(
+        c * factor if factor != 1.0 else c, ones_beside((1, 1, 1, t.shape[-1]), t)
+    )
 
 
 def masked(dtype):
@@ -217,7 +254,7 @@ def masked(dtype):
 
 def _dropped(cfg, s, bi, bj):
     """The dropout mask of block (bi, bj): the same in forward and backward, new for every call."""
-    gen = block_generator(s, (cfg.seed * 1_000_003 + bi * 65_537 + bj) % (2 ** 63))
+    gen = block_generator(s, (cfg.seed * 1_000_003 + bi * 65_537 + bj) % (2**63))
     if s.is_global:
         u = flow.rand(*s.shape, placement=s.placement, sbp=s.sbp, generator=gen)
     else:
@@ -261,8 +298,8 @@ def _call_seed(q):
     if q.is_lazy:
         job = flow._oneflow_internal.JobBuildAndInferCtx_GetCurrentJobName()
         _trace_calls[job] = _trace_calls.get(job, 0) + 1
-        return (flow.default_generator.initial_seed() + _trace_calls[job]) % (2 ** 62)
-    return int(flow.randint(0, 2 ** 62, (1,), generator=flow.default_generator).item())
+        return (flow.default_generator.initial_seed() + _trace_calls[job]) % (2**62)
+    return int(flow.randint(0, 2**62, (1,), generator=flow.default_generator).item())
 
 
 def _block(t, i0, i1, j0, j1):
@@ -295,7 +332,9 @@ def _bias_grad(dbias, bias, q_len, k_len, cfg):
         for bj, j0 in enumerate(range(0, k_len if bias.shape[3] > 1 else 1, cfg.block_k)):
             j1 = min(j0 + cfg.block_k, k_len) if bias.shape[3] > 1 else 1
             # blocks skipped as fully causal-masked have no gradient
-            row.append(dbias[(bi, bj)] if (bi, bj) in dbias else flow.zeros_like(bias[:, :, i0:i1, j0:j1]))
+            row.append(
+                dbias[(bi, bj)] if (bi, bj) in dbias else flow.zeros_like(bias[:, :, i0:i1, j0:j1])
+            )
         rows.append(flow.cat(row, dim=3) if len(row) > 1 else row[0])
     return flow.cat(rows, dim=2) if len(rows) > 1 else rows[0]
 
@@ -304,7 +343,7 @@ def _cat_blocks(blocks, like, block_k):
     """Key-block grads in order; a key block no query saw (causal) gets zeros."""
     parts = []
     for bj, j0 in enumerate(range(0, like.shape[2], block_k)):
-        parts.append(blocks[bj] if bj in blocks else flow.zeros_like(like[:, :, j0:j0 + block_k]))
+        parts.append(blocks[bj] if bj in blocks else flow.zeros_like(like[:, :, j0 : j0 + block_k]))
     return flow.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
 
@@ -313,5 +352,7 @@ def ones_beside(shape, ref, dtype=None):
     nn.Graph cannot turn a local tensor into a global one."""
     dtype = ref.dtype if dtype is None else dtype
     if ref.is_global:
-        return flow.ones(*shape, dtype=dtype, placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp))
+        return flow.ones(
+            *shape, dtype=dtype, placement=ref.placement, sbp=[flow.sbp.broadcast] * len(ref.sbp)
+        )
     return flow.ones(*shape, dtype=dtype, device=ref.device)

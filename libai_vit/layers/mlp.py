@@ -5,6 +5,7 @@ column-parallel (each rank owns a slice of the hidden units), the output project
 - `SwiGLU`: EVA-02's gated MLP, silu(x W_g) * (x W_x), then a LayerNorm over the hidden units
   (timm's `scale_mlp`), then the output projection.
 """
+
 import oneflow as flow
 from libai.layers import MLP as LiBaiMLP
 from libai.layers import Linear
@@ -60,25 +61,40 @@ class Mlp(LiBaiMLP):
 class SwiGLU(nn.Module):
     """fc2(norm(silu(fc_g(x)) * fc_x(x))); `norm=False` drops the inner LayerNorm."""
 
-    def __init__(self, hidden_size, ffn_hidden_size, *, norm=True, norm_eps=1e-6, output_dropout_prob=0.0,
-                 layer_idx=0):
+    def __init__(
+        self,
+        hidden_size,
+        ffn_hidden_size,
+        *,
+        norm=True,
+        norm_eps=1e-6,
+        output_dropout_prob=0.0,
+        layer_idx=0,
+    ):
         super().__init__()
-        self.dense_h_to_4h_gate = Linear(hidden_size, ffn_hidden_size, parallel="col", init_method=no_init,
-                                         layer_idx=layer_idx)
-        self.dense_h_to_4h = Linear(hidden_size, ffn_hidden_size, parallel="col", init_method=no_init,
-                                    layer_idx=layer_idx)
+        self.dense_h_to_4h_gate = Linear(
+            hidden_size, ffn_hidden_size, parallel="col", init_method=no_init, layer_idx=layer_idx
+        )
+        self.dense_h_to_4h = Linear(
+            hidden_size, ffn_hidden_size, parallel="col", init_method=no_init, layer_idx=layer_idx
+        )
         # normalises over the hidden units that tensor parallelism splits (OneFlow reduces the row
         # statistics across ranks); its scale and shift are split like those units, as a column-
         # parallel bias is: broadcast, OneFlow 0.9's nn.Graph aborts at TP=2 ("Check failed:
         # separated_header_mem_ptr() == nullptr" in its CommNet, measured)
-        self.norm = LayerNorm(ffn_hidden_size, eps=norm_eps, layer_idx=layer_idx) if norm else nn.Identity()
+        self.norm = (
+            LayerNorm(ffn_hidden_size, eps=norm_eps, layer_idx=layer_idx) if norm else nn.Identity()
+        )
         if norm:
-            split = dict(placement=parallel.placement(layer_idx),
-                         sbp=dist.get_nd_sbp([flow.sbp.broadcast, flow.sbp.split(0)]))
+            split = dict(
+                placement=parallel.placement(layer_idx),
+                sbp=dist.get_nd_sbp([flow.sbp.broadcast, flow.sbp.split(0)]),
+            )
             self.norm.weight = nn.Parameter(flow.ones(ffn_hidden_size, **split))
             self.norm.bias = nn.Parameter(flow.zeros(ffn_hidden_size, **split))
-        self.dense_4h_to_h = Linear(ffn_hidden_size, hidden_size, parallel="row", init_method=no_init,
-                                    layer_idx=layer_idx)
+        self.dense_4h_to_h = Linear(
+            ffn_hidden_size, hidden_size, parallel="row", init_method=no_init, layer_idx=layer_idx
+        )
         self.dropout = nn.Dropout(output_dropout_prob)
 
     def forward(self, x):

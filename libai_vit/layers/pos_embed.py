@@ -11,6 +11,7 @@ interpolate has no antialias mode): checkpoints are resampled in numpy, and a mo
 `dynamic_img_size` multiplies its position embedding by the same matrices on the fly (so the
 gradient flows to the stored grid, as in timm).
 """
+
 import functools
 
 import numpy as np
@@ -20,8 +21,11 @@ from libai.layers import PatchEmbedding
 
 def _cubic(x, a):
     x = np.abs(x)
-    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-                    np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+    return np.where(
+        x < 1,
+        ((a + 2) * x - (a + 3)) * x * x + 1,
+        np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0),
+    )
 
 
 def resize_matrix(in_size, out_size, mode="bicubic", antialias=True):
@@ -30,7 +34,11 @@ def resize_matrix(in_size, out_size, mode="bicubic", antialias=True):
     m = np.zeros((out_size, in_size))
     if antialias:
         support_1 = {"bicubic": 2.0, "bilinear": 1.0}[mode]
-        kernel = (lambda x: _cubic(x, -0.5)) if mode == "bicubic" else (lambda x: np.maximum(0.0, 1 - np.abs(x)))
+        kernel = (
+            (lambda x: _cubic(x, -0.5))
+            if mode == "bicubic"
+            else (lambda x: np.maximum(0.0, 1 - np.abs(x)))
+        )
         stretch = max(scale, 1.0)  # downsampling widens the filter
         support = support_1 * stretch
         for i in range(out_size):
@@ -59,8 +67,10 @@ def resize_matrix(in_size, out_size, mode="bicubic", antialias=True):
 @functools.lru_cache(maxsize=64)
 def grid_resize_matrix(old_grid, new_grid, mode="bicubic", antialias=True):
     """(H*W, h*w) matrix taking a row-major flattened h x w grid to H x W."""
-    return np.kron(resize_matrix(old_grid[0], new_grid[0], mode, antialias),
-                   resize_matrix(old_grid[1], new_grid[1], mode, antialias))
+    return np.kron(
+        resize_matrix(old_grid[0], new_grid[0], mode, antialias),
+        resize_matrix(old_grid[1], new_grid[1], mode, antialias),
+    )
 
 
 def resample_pos_embed(pos_embed, new_grid, num_prefix_tokens, mode="bicubic", antialias=True):
@@ -69,7 +79,9 @@ def resample_pos_embed(pos_embed, new_grid, num_prefix_tokens, mode="bicubic", a
     side = int(round(np.sqrt(grid.shape[0])))
     if side * side != grid.shape[0]:
         raise ValueError(f"position embedding of {grid.shape[0]} tokens is not a square grid")
-    out = grid_resize_matrix((side, side), tuple(new_grid), mode, antialias) @ grid.astype(np.float64)
+    out = grid_resize_matrix((side, side), tuple(new_grid), mode, antialias) @ grid.astype(
+        np.float64
+    )
     return np.concatenate([prefix, out[None].astype(pos_embed.dtype)], axis=1)
 
 
@@ -88,8 +100,11 @@ def resample_pos_embed_tensor(pos_embed, old_grid, new_grid, num_prefix_tokens):
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if old_grid == new_grid:
         return pos_embed
-    m = flow.tensor(grid_resize_matrix(old_grid, new_grid).astype(np.float32), placement=pos_embed.placement,
-                    sbp=[flow.sbp.broadcast] * len(pos_embed.sbp))
+    m = flow.tensor(
+        grid_resize_matrix(old_grid, new_grid).astype(np.float32),
+        placement=pos_embed.placement,
+        sbp=[flow.sbp.broadcast] * len(pos_embed.sbp),
+    )
     grid = flow.matmul(m, pos_embed[0, num_prefix_tokens:]).unsqueeze(0)
     if not num_prefix_tokens:
         return grid
@@ -109,8 +124,10 @@ class PatchEmbed(PatchEmbedding):
     def forward(self, x):
         h, w = x.shape[-2:]
         if not self.dynamic_img_size and (h, w) != tuple(self.img_size):
-            raise ValueError(f"input images are {h}x{w} but the model's img_size is {tuple(self.img_size)}: "
-                             f"resize them, or build the model with dynamic_img_size=True")
+            raise ValueError(
+                f"input images are {h}x{w} but the model's img_size is {tuple(self.img_size)}: "
+                f"resize them, or build the model with dynamic_img_size=True"
+            )
         x = self.proj(x)
         grid = tuple(x.shape[-2:])
         return x.flatten(2).transpose(1, 2), grid

@@ -11,6 +11,7 @@ so the rotation applies to the whole sequence at once, on whatever ranks hold th
 swap is a product with a constant signed permutation matrix: OneFlow 0.9's nn.Graph mis-infers the
 split of a stacked pair view under tensor parallelism (a physical shape mismatch at compile time).
 """
+
 import functools
 
 import numpy as np
@@ -23,7 +24,9 @@ def rope_tables(grid, head_dim, ref_feat_shape=None, temperature=10000.0, num_pr
     if head_dim % 4:
         raise ValueError(f"2D RoPE needs a head dim divisible by 4, got {head_dim}")
     num_bands = head_dim // 4
-    bands = (1.0 / temperature ** (np.arange(num_bands, dtype=np.float32) / np.float32(num_bands))).astype(np.float32)
+    bands = (
+        1.0 / temperature ** (np.arange(num_bands, dtype=np.float32) / np.float32(num_bands))
+    ).astype(np.float32)
     axes = [np.arange(n, dtype=np.float32) for n in grid]
     if ref_feat_shape is not None:
         axes = [t / np.float32(n) * np.float32(r) for t, n, r in zip(axes, grid, ref_feat_shape)]
@@ -61,8 +64,13 @@ class RotaryEmbedding2D:
         self.num_prefix_tokens = num_prefix_tokens
 
     def __call__(self, grid, like):
-        tables = rope_tables(tuple(grid), self.head_dim, self.ref_feat_shape, self.temperature,
-                             self.num_prefix_tokens) + (pair_swap_matrix(self.head_dim),)
+        tables = rope_tables(
+            tuple(grid),
+            self.head_dim,
+            self.ref_feat_shape,
+            self.temperature,
+            self.num_prefix_tokens,
+        ) + (pair_swap_matrix(self.head_dim),)
         if like.is_global:
             place = dict(placement=like.placement, sbp=[flow.sbp.broadcast] * len(like.sbp))
         else:

@@ -13,6 +13,7 @@ with heads interleaved as [q_h | k_h | v_h] per head, so a tensor-parallel rank 
   broadcast like the residual stream it scales;
 - `mlp`: LiBai's MLP with timm's `act_layer`, or EVA-02's SwiGLU.
 """
+
 import oneflow as flow
 from libai.layers import DropPath, MultiheadAttention
 from oneflow import nn
@@ -30,24 +31,50 @@ class LayerScale(nn.Module):
     def __init__(self, dim, init_values, layer_idx=0):
         super().__init__()
         self.init_values = init_values
-        self.gamma = nn.Parameter(flow.full((dim,), init_values, dtype=flow.float32,
-                                            placement=parallel.placement(layer_idx), sbp=parallel.broadcast_sbp()))
+        self.gamma = nn.Parameter(
+            flow.full(
+                (dim,),
+                init_values,
+                dtype=flow.float32,
+                placement=parallel.placement(layer_idx),
+                sbp=parallel.broadcast_sbp(),
+            )
+        )
 
     def forward(self, x):
         return x * self.gamma
 
 
 class Attention(MultiheadAttention):
-    def __init__(self, hidden_size, num_heads, *, qkv_bias=True, qk_norm=False, scale_norm=False, norm_eps=1e-6,
-                 attn_backend="math", layer_idx=0, **kwargs):
+    def __init__(
+        self,
+        hidden_size,
+        num_heads,
+        *,
+        qkv_bias=True,
+        qk_norm=False,
+        scale_norm=False,
+        norm_eps=1e-6,
+        attn_backend="math",
+        layer_idx=0,
+        **kwargs,
+    ):
         super().__init__(hidden_size, num_heads, init_method=no_init, layer_idx=layer_idx, **kwargs)
         self.attention_dropout_prob = self.dropout.p
         self.attn_backend = attn_backend
         if not qkv_bias:
             self.query_key_value.bias = None
-        norm = (lambda: LayerNorm(self.head_size, eps=norm_eps, layer_idx=layer_idx)) if qk_norm else nn.Identity
+        norm = (
+            (lambda: LayerNorm(self.head_size, eps=norm_eps, layer_idx=layer_idx))
+            if qk_norm
+            else nn.Identity
+        )
         self.q_norm, self.k_norm = norm(), norm()
-        self.norm = LayerNorm(hidden_size, eps=norm_eps, layer_idx=layer_idx) if scale_norm else nn.Identity()
+        self.norm = (
+            LayerNorm(hidden_size, eps=norm_eps, layer_idx=layer_idx)
+            if scale_norm
+            else nn.Identity()
+        )
 
     def forward(self, hidden_states, rope=None, return_weights=False):
         bsz, seq = hidden_states.shape[:2]
@@ -57,9 +84,15 @@ class Attention(MultiheadAttention):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = attention(q, k, v, scale=self.norm_factor,
-                        dropout_p=self.attention_dropout_prob if self.training else 0.0,
-                        backend=self.attn_backend, return_weights=return_weights)
+        out = attention(
+            q,
+            k,
+            v,
+            scale=self.norm_factor,
+            dropout_p=self.attention_dropout_prob if self.training else 0.0,
+            backend=self.attn_backend,
+            return_weights=return_weights,
+        )
         weights = None
         if return_weights:
             out, weights = out
@@ -69,29 +102,67 @@ class Attention(MultiheadAttention):
 
 
 class Block(nn.Module):
-    def __init__(self, hidden_size, ffn_hidden_size, num_attention_heads, *, qkv_bias=True, qk_norm=False,
-                 scale_attn_norm=False, init_values=None, act_layer="gelu", mlp_layer="mlp", scale_mlp_norm=False,
-                 attn_backend="math", attention_dropout_prob=0.0, output_dropout_prob=0.0, drop_path_prob=0.0,
-                 layernorm_epsilon=1e-6, layer_idx=0):
+    def __init__(
+        self,
+        hidden_size,
+        ffn_hidden_size,
+        num_attention_heads,
+        *,
+        qkv_bias=True,
+        qk_norm=False,
+        scale_attn_norm=False,
+        init_values=None,
+        act_layer="gelu",
+        mlp_layer="mlp",
+        scale_mlp_norm=False,
+        attn_backend="math",
+        attention_dropout_prob=0.0,
+        output_dropout_prob=0.0,
+        drop_path_prob=0.0,
+        layernorm_epsilon=1e-6,
+        layer_idx=0,
+    ):
         super().__init__()
         self.layer_idx = layer_idx
         self.input_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx)
         self.self_attention = Attention(
-            hidden_size, num_attention_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, scale_norm=scale_attn_norm,
+            hidden_size,
+            num_attention_heads,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
+            scale_norm=scale_attn_norm,
             norm_eps=layernorm_epsilon,
-            attn_backend=attn_backend, attention_dropout_prob=attention_dropout_prob,
-            output_dropout_prob=output_dropout_prob, layer_idx=layer_idx)
+            attn_backend=attn_backend,
+            attention_dropout_prob=attention_dropout_prob,
+            output_dropout_prob=output_dropout_prob,
+            layer_idx=layer_idx,
+        )
         self.ls1 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
-        self.post_attention_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx)
+        self.post_attention_layernorm = LayerNorm(
+            hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx
+        )
         if mlp_layer == "swiglu":
-            self.mlp = SwiGLU(hidden_size, ffn_hidden_size, norm=scale_mlp_norm, norm_eps=layernorm_epsilon,
-                              output_dropout_prob=output_dropout_prob, layer_idx=layer_idx)
+            self.mlp = SwiGLU(
+                hidden_size,
+                ffn_hidden_size,
+                norm=scale_mlp_norm,
+                norm_eps=layernorm_epsilon,
+                output_dropout_prob=output_dropout_prob,
+                layer_idx=layer_idx,
+            )
         elif mlp_layer == "mlp" and not scale_mlp_norm:
-            self.mlp = Mlp(hidden_size, ffn_hidden_size, act_layer=act_layer, output_dropout_prob=output_dropout_prob,
-                           layer_idx=layer_idx)
+            self.mlp = Mlp(
+                hidden_size,
+                ffn_hidden_size,
+                act_layer=act_layer,
+                output_dropout_prob=output_dropout_prob,
+                layer_idx=layer_idx,
+            )
         else:
-            raise ValueError(f"mlp_layer={mlp_layer!r} (scale_mlp_norm={scale_mlp_norm}): use 'mlp' without "
-                             f"scale_mlp_norm, or 'swiglu'")
+            raise ValueError(
+                f"mlp_layer={mlp_layer!r} (scale_mlp_norm={scale_mlp_norm}): use 'mlp' without "
+                f"scale_mlp_norm, or 'swiglu'"
+            )
         self.ls2 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
 
@@ -99,7 +170,9 @@ class Block(nn.Module):
         x = x.to_global(placement=self.input_layernorm.weight.placement)
         if rope is not None:
             rope = tuple(t.to_global(placement=x.placement) for t in rope)
-        attn = self.self_attention(self.input_layernorm(x), rope=rope, return_weights=return_weights)
+        attn = self.self_attention(
+            self.input_layernorm(x), rope=rope, return_weights=return_weights
+        )
         weights = None
         if return_weights:
             attn, weights = attn

@@ -6,13 +6,31 @@ timm keeps EVA's q/k/v as three projections (`qkv_fused=False`) with no k bias; 
 column-parallel projection whose k bias loads as zeros and stays zero: softmax over keys ignores a
 bias that adds the same q.b_k to every key's score, so its gradient is exactly zero.
 """
+
 from libai_vit.models.vision_transformer import VisionTransformer
 
 
 class Eva(VisionTransformer):
-    def __init__(self, global_pool="avg", qkv_fused=True, swiglu_mlp=False, scale_mlp=False, scale_attn_inner=False,
-                 num_reg_tokens=0, use_pre_transformer_norm=False, head_init_scale=0.001, **kwargs):
+    def __init__(
+        self,
+        global_pool="avg",
+        qkv_fused=True,
+        swiglu_mlp=False,
+        scale_mlp=False,
+        scale_attn_inner=False,
+        num_reg_tokens=0,
+        use_pre_transformer_norm=False,
+        head_init_scale=0.001,
+        **kwargs,
+    ):
         del qkv_fused  # fused or not, the checkpoint loads into the one q/k/v projection
-        super().__init__(global_pool=global_pool, mlp_layer="swiglu" if swiglu_mlp else "mlp",
-                         scale_mlp_norm=scale_mlp, scale_attn_norm=scale_attn_inner, reg_tokens=num_reg_tokens,
-                         pre_norm=use_pre_transformer_norm, head_init_scale=head_init_scale, **kwargs)
+        super().__init__(
+            global_pool=global_pool,
+            mlp_layer="swiglu" if swiglu_mlp else "mlp",
+            scale_mlp_norm=scale_mlp,
+            scale_attn_norm=scale_attn_inner,
+            reg_tokens=num_reg_tokens,
+            pre_norm=use_pre_transformer_norm,
+            head_init_scale=head_init_scale,
+            **kwargs,
+        )

@@ -13,6 +13,7 @@ The families of timm's `vision_transformer.py` are options of this one class (De
 and no_embed_class; DINOv2: LayerScale and registers; CLIP: pre_norm, quick_gelu; SigLIP: 'map'
 pooling); EVA-02 (2D RoPE, SwiGLU) is `libai_vit.models.eva.Eva`, this class with EVA's option names.
 """
+
 import zlib
 
 import numpy as np
@@ -97,7 +98,9 @@ class VisionTransformer(nn.Module):
         if global_pool not in GLOBAL_POOLS:
             raise ValueError(f"global_pool={global_pool!r} must be one of {GLOBAL_POOLS}")
         if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True (or use global_pool='avg' or 'map')")
+            raise ValueError(
+                "global_pool='token' needs class_token=True (or use global_pool='avg' or 'map')"
+            )
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate} must be in [0, 1)")
         img = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
@@ -105,8 +108,10 @@ class VisionTransformer(nn.Module):
         if img[0] % patch[0] or img[1] % patch[1]:
             raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
         if use_rot_pos_emb and (embed_dim // num_heads) % 4:
-            raise ValueError(f"use_rot_pos_emb needs a head dim (embed_dim / num_heads = {embed_dim // num_heads}) "
-                             f"divisible by 4")
+            raise ValueError(
+                f"use_rot_pos_emb needs a head dim (embed_dim / num_heads = {embed_dim // num_heads}) "
+                f"divisible by 4"
+            )
         parallel.ensure_setup(depth)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -119,38 +124,86 @@ class VisionTransformer(nn.Module):
         self.head_init_scale = head_init_scale
 
         first = dict(placement=parallel.placement(parallel.FIRST), sbp=parallel.broadcast_sbp())
-        self.patch_embed = PatchEmbed(img_size=tuple(img), patch_size=tuple(patch), in_chans=in_chans,
-                                      embed_dim=embed_dim, bias=not pre_norm, dynamic_img_size=dynamic_img_size,
-                                      layer_idx=parallel.FIRST)
+        self.patch_embed = PatchEmbed(
+            img_size=tuple(img),
+            patch_size=tuple(patch),
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            bias=not pre_norm,
+            dynamic_img_size=dynamic_img_size,
+            layer_idx=parallel.FIRST,
+        )
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(flow.zeros(1, 1, embed_dim, **first)) if class_token else None
-        self.reg_token = nn.Parameter(flow.zeros(1, reg_tokens, embed_dim, **first)) if reg_tokens else None
+        self.reg_token = (
+            nn.Parameter(flow.zeros(1, reg_tokens, embed_dim, **first)) if reg_tokens else None
+        )
         embed_len = num_patches if no_embed_class else num_patches + self.num_prefix_tokens
-        self.pos_embed = nn.Parameter(flow.zeros(1, embed_len, embed_dim, **first)) if use_abs_pos_emb else None
+        self.pos_embed = (
+            nn.Parameter(flow.zeros(1, embed_len, embed_dim, **first)) if use_abs_pos_emb else None
+        )
         self.pos_drop = nn.Dropout(p=drop_rate)
-        self.norm_pre = LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.FIRST) if pre_norm else nn.Identity()
-        self.rope = RotaryEmbedding2D(embed_dim // num_heads, ref_feat_shape,
-                                      num_prefix_tokens=self.num_prefix_tokens) if use_rot_pos_emb else None
+        self.norm_pre = (
+            LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.FIRST)
+            if pre_norm
+            else nn.Identity()
+        )
+        self.rope = (
+            RotaryEmbedding2D(
+                embed_dim // num_heads, ref_feat_shape, num_prefix_tokens=self.num_prefix_tokens
+            )
+            if use_rot_pos_emb
+            else None
+        )
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
-        self.blocks = nn.Sequential(*[
-            Block(embed_dim, int(embed_dim * mlp_ratio), num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
-                  scale_attn_norm=scale_attn_norm, init_values=init_values, act_layer=act_layer,
-                  mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm, attn_backend=attn_backend,
-                  attention_dropout_prob=attn_drop_rate, output_dropout_prob=drop_rate,
-                  drop_path_prob=drop_path[i], layernorm_epsilon=norm_eps, layer_idx=i)
-            for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    embed_dim,
+                    int(embed_dim * mlp_ratio),
+                    num_heads,
+                    qkv_bias=qkv_bias,
+                    qk_norm=qk_norm,
+                    scale_attn_norm=scale_attn_norm,
+                    init_values=init_values,
+                    act_layer=act_layer,
+                    mlp_layer=mlp_layer,
+                    scale_mlp_norm=scale_mlp_norm,
+                    attn_backend=attn_backend,
+                    attention_dropout_prob=attn_drop_rate,
+                    output_dropout_prob=drop_rate,
+                    drop_path_prob=drop_path[i],
+                    layernorm_epsilon=norm_eps,
+                    layer_idx=i,
+                )
+                for i in range(depth)
+            ]
+        )
         # timm: average pooling normalises after pooling (fc_norm) instead of before
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         last = dict(eps=norm_eps, layer_idx=parallel.LAST)
         self.norm = nn.Identity() if use_fc_norm else LayerNorm(embed_dim, **last)
-        self.attn_pool = AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, norm_eps=norm_eps,
-                                             act_layer=act_layer, attn_backend=attn_backend) \
-            if global_pool == "map" else None
+        self.attn_pool = (
+            AttentionPoolLatent(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                qkv_bias=qkv_bias,
+                norm_eps=norm_eps,
+                act_layer=act_layer,
+                attn_backend=attn_backend,
+            )
+            if global_pool == "map"
+            else None
+        )
         self.fc_norm = LayerNorm(embed_dim, **last) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = Linear(embed_dim, num_classes, layer_idx=parallel.LAST) if num_classes > 0 else nn.Identity()
+        self.head = (
+            Linear(embed_dim, num_classes, layer_idx=parallel.LAST)
+            if num_classes > 0
+            else nn.Identity()
+        )
         self.loss_func = nn.CrossEntropyLoss() if loss_func is None else loss_func
         self.init_weights(init_seed)
 
@@ -199,9 +252,18 @@ class VisionTransformer(nn.Module):
         prefix = [_batch_like(t, x) for t in (self.cls_token, self.reg_token) if t is not None]
         pos_embed = self.pos_embed
         if pos_embed is not None:
-            pos_embed = _batch_like(resample_pos_embed_tensor(
-                pos_embed, self.patch_embed.grid_size, grid, 0 if self.no_embed_class else self.num_prefix_tokens), x)
-        if self.no_embed_class:  # DeiT III, DINOv2 with registers: the prefix tokens get no position
+            pos_embed = _batch_like(
+                resample_pos_embed_tensor(
+                    pos_embed,
+                    self.patch_embed.grid_size,
+                    grid,
+                    0 if self.no_embed_class else self.num_prefix_tokens,
+                ),
+                x,
+            )
+        if (
+            self.no_embed_class
+        ):  # DeiT III, DINOv2 with registers: the prefix tokens get no position
             x = x if pos_embed is None else x + pos_embed
             x = flow.cat(prefix + [x], dim=1) if prefix else x
         else:
@@ -226,9 +288,9 @@ class VisionTransformer(nn.Module):
     def pool(self, x):
         """The pooled features of `forward_features`' tokens, before fc_norm."""
         if self.attn_pool is not None:
-            return self.attn_pool(x[:, self.num_prefix_tokens:])
+            return self.attn_pool(x[:, self.num_prefix_tokens :])
         if self.global_pool == "avg":
-            return x[:, self.num_prefix_tokens:].mean(dim=1)
+            return x[:, self.num_prefix_tokens :].mean(dim=1)
         return x[:, 0]
 
     def forward_head(self, x, pre_logits=False):
@@ -278,6 +340,9 @@ def _batch_like(param, x):
 
 
 def _assign(param, value):
-    full = flow.tensor(np.asarray(value, dtype=np.float32), placement=param.placement,
-                       sbp=[flow.sbp.broadcast] * len(param.sbp))
+    full = flow.tensor(
+        np.asarray(value, dtype=np.float32),
+        placement=param.placement,
+        sbp=[flow.sbp.broadcast] * len(param.sbp),
+    )
     param.copy_(full.to_global(sbp=param.sbp))

@@ -4,6 +4,7 @@
 DeiT III, DINOv2, CLIP, SigLIP and EVA-02 name whose architecture is built here, with its kwargs in
 this project's terms ("vit": VisionTransformer; "eva": Eva, which takes timm's EVA option names).
 """
+
 import difflib
 import json
 import os
@@ -26,7 +27,9 @@ def _entry(name):
     if name not in MODELS:
         close = difflib.get_close_matches(name, MODELS, n=5, cutoff=0.6)
         hint = f"; close: {', '.join(close)}" if close else "; see libai_vit.list_models()"
-        raise ValueError(f"unknown model {name!r} (timm's ViT/DeiT/DeiT III/DINOv2/CLIP/SigLIP/EVA-02 names){hint}")
+        raise ValueError(
+            f"unknown model {name!r} (timm's ViT/DeiT/DeiT III/DINOv2/CLIP/SigLIP/EVA-02 names){hint}"
+        )
     return MODELS[name]
 
 

@@ -13,6 +13,7 @@ and 7.4 clipped to 0.1 each moved by 0.1 each, where the whole-model norm 9.0 gi
   graph never exposes gradients to Python, so that combination is refused with one line (eager mode
   clips it exactly).
 """
+
 import re
 
 import oneflow as flow
@@ -25,11 +26,15 @@ _MERGEABLE = {"params", "weight_decay"}
 
 def clip_settings(optimizer):
     """(max_norm, norm_type) the groups ask for, or None; every group must ask for the same."""
-    wanted = {(g["clip_grad_max_norm"], g["clip_grad_norm_type"]) if g._enable_clip_grad else None
-              for g in optimizer.param_groups}
+    wanted = {
+        (g["clip_grad_max_norm"], g["clip_grad_norm_type"]) if g._enable_clip_grad else None
+        for g in optimizer.param_groups
+    }
     if len(wanted) > 1:
-        raise ConfigError(f"gradient clipping is set for some parameter groups only, or with different "
-                          f"values ({sorted(map(str, wanted))}): the whole model is clipped at one norm")
+        raise ConfigError(
+            f"gradient clipping is set for some parameter groups only, or with different "
+            f"values ({sorted(map(str, wanted))}): the whole model is clipped at one norm"
+        )
     return wanted.pop()
 
 
@@ -48,24 +53,39 @@ def clip_whole_model(optimizer, graph):
         optimizer.clip_grad = clip_grad
         return optimizer
     groups = optimizer.param_groups
-    differ = sorted({k for g in groups[1:] for k in g.options
-                     if k not in _MERGEABLE and g.options[k] != groups[0].options.get(k)})
+    differ = sorted(
+        {
+            k
+            for g in groups[1:]
+            for k in g.options
+            if k not in _MERGEABLE and g.options[k] != groups[0].options.get(k)
+        }
+    )
     if differ:
         raise ConfigError(
             f"whole-model gradient clipping (optim.params.clip_grad_max_norm={max_norm}) cannot run in graph "
             f"mode with parameter groups that differ in {', '.join(differ)} (e.g. layer-wise lr decay): "
             f"OneFlow 0.9's nn.Graph clips each group on its own; set graph.enabled=False (eager clips the "
-            f"whole model), or optim.params.layer_decay=1.0, or optim.params.clip_grad_max_norm=None")
+            f"whole model), or optim.params.layer_decay=1.0, or optim.params.clip_grad_max_norm=None"
+        )
     rates = {g["weight_decay"] for g in groups} - {0.0}
     if len(rates) > 1:
-        raise ConfigError(f"whole-model gradient clipping in graph mode needs one weight decay value besides 0, "
-                          f"got {sorted(rates)}")
+        raise ConfigError(
+            f"whole-model gradient clipping in graph mode needs one weight decay value besides 0, "
+            f"got {sorted(rates)}"
+        )
     rate = rates.pop() if rates else 0.0
     generate = optimizer._generate_conf_for_graph
 
     def one_conf(train_conf, vars_conf):
         confs = generate(train_conf, vars_conf)
-        decayed = [vars_conf[p].name for g in groups if g["weight_decay"] for p in g.parameters if p.requires_grad]
+        decayed = [
+            vars_conf[p].name
+            for g in groups
+            if g["weight_decay"]
+            for p in g.parameters
+            if p.requires_grad
+        ]
         merged = confs[0]
         for conf in confs[1:]:
             merged.variable_op_names.extend(conf.variable_op_names)

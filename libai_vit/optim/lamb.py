@@ -9,16 +9,35 @@ so nn.Graph cannot run this variant: `graph.enabled=False` (libai_vit.config ref
 timm's built-in gradient clipping (`max_grad_norm`, over the whole model) is
 `optim.params.clip_grad_max_norm` here (libai_vit.optim.clip, the same norm).
 """
+
 import math
 
 import oneflow as flow
 
 
 class Lamb(flow.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, grad_averaging=True,
-                 trust_clip=False, always_adapt=False, do_bias_correction=True):
-        options = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
-                       trust_clip=trust_clip, always_adapt=always_adapt, do_bias_correction=do_bias_correction)
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.01,
+        grad_averaging=True,
+        trust_clip=False,
+        always_adapt=False,
+        do_bias_correction=True,
+    ):
+        options = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            grad_averaging=grad_averaging,
+            trust_clip=trust_clip,
+            always_adapt=always_adapt,
+            do_bias_correction=do_bias_correction,
+        )
         super().__init__(params, options)
         self._state["step"] = 0
 
@@ -29,7 +48,9 @@ class Lamb(flow.optim.Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             beta3 = 1 - beta1 if group["grad_averaging"] else 1.0
-            bc1, bc2 = (1 - beta1 ** step, 1 - beta2 ** step) if group["do_bias_correction"] else (1.0, 1.0)
+            bc1, bc2 = (
+                (1 - beta1**step, 1 - beta2**step) if group["do_bias_correction"] else (1.0, 1.0)
+            )
             wd = group["weight_decay"]
             for p in group.parameters:
                 if p.grad is None:
@@ -47,7 +68,9 @@ class Lamb(flow.optim.Optimizer):
                 if wd != 0 or group["always_adapt"]:
                     w_norm, u_norm = _norm(p), _norm(update)
                     one = flow.ones_like(w_norm)
-                    ratio = flow.where(w_norm > 0, flow.where(u_norm > 0, w_norm / u_norm, one), one)
+                    ratio = flow.where(
+                        w_norm > 0, flow.where(u_norm > 0, w_norm / u_norm, one), one
+                    )
                     if group["trust_clip"]:
                         ratio = flow.clamp(ratio, max=1.0)
                     update = update * ratio
@@ -56,8 +79,10 @@ class Lamb(flow.optim.Optimizer):
         return loss
 
     def _generate_conf_for_graph(self, train_conf, vars_conf):
-        raise RuntimeError("libai_vit.optim.Lamb runs in eager mode only (graph.enabled=False): OneFlow 0.9's "
-                           "compiled lamb_update is another LAMB variant (see libai_vit/optim/lamb.py)")
+        raise RuntimeError(
+            "libai_vit.optim.Lamb runs in eager mode only (graph.enabled=False): OneFlow 0.9's "
+            "compiled lamb_update is another LAMB variant (see libai_vit/optim/lamb.py)"
+        )
 
 
 def _norm(x):

@@ -5,6 +5,7 @@ LiBai builds the optimizer as `LazyCall(flow.optim.AdamW)(params=LazyCall(f)(...
 `params.model` first; OneFlow's optimizers and LiBai's schedulers keep each group's own "lr" and
 scale it by the schedule, so a group's lr is its layer's scale times the peak lr.
 """
+
 from collections import defaultdict
 
 
@@ -18,9 +19,15 @@ def layer_id(name, depth):
     return depth + 1
 
 
-def layer_decay_param_groups(model, lr, layer_decay=0.75, weight_decay=0.05,
-                             no_weight_decay_names=None,
-                             clip_grad_max_norm=None, clip_grad_norm_type=2.0):
+def layer_decay_param_groups(
+    model,
+    lr,
+    layer_decay=0.75,
+    weight_decay=0.05,
+    no_weight_decay_names=None,
+    clip_grad_max_norm=None,
+    clip_grad_norm_type=2.0,
+):
     """Groups of `model`'s trainable parameters with lr = lr * layer_decay ** (depth + 1 - layer)
     and weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names` (None: the
     model's `no_weight_decay()`).
@@ -40,9 +47,14 @@ def layer_decay_param_groups(model, lr, layer_decay=0.75, weight_decay=0.05,
         groups[(layer, decay)].append(param)
     result = []
     for (layer, decay), params in sorted(groups.items()):
-        group = {"params": params, "lr": lr * layer_decay ** (depth + 1 - layer), "weight_decay": decay}
+        group = {
+            "params": params,
+            "lr": lr * layer_decay ** (depth + 1 - layer),
+            "weight_decay": decay,
+        }
         if clip_grad_max_norm is not None:
-            group.update(clip_grad_max_norm=clip_grad_max_norm, clip_grad_norm_type=clip_grad_norm_type)
+            group.update(
+                clip_grad_max_norm=clip_grad_max_norm, clip_grad_norm_type=clip_grad_norm_type
+            )
         result.append(group)
     return result
-

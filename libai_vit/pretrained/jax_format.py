@@ -4,6 +4,7 @@
 JAX stores Dense kernels (in, out), convolutions HWIO, attention kernels per head: query/key/value
 (C, heads, head_dim), out (heads, head_dim, C).
 """
+
 import numpy as np
 
 from libai_vit.pretrained.torch_pickle import PretrainedError
@@ -16,8 +17,14 @@ _PREFIXES = ("", "opt/target/")  # bare, or the optimizer-wrapped trees of the o
 def to_timm(w, path):
     prefix = next((p for p in _PREFIXES if f"{p}embedding/kernel" in w), None)
     if prefix is None:
-        hint = " (a big_vision checkpoint: not supported)" if any(k.startswith("params/") for k in w) else ""
-        raise PretrainedError(f"{path}: no 'embedding/kernel' entry, not an official JAX ViT .npz{hint}")
+        hint = (
+            " (a big_vision checkpoint: not supported)"
+            if any(k.startswith("params/") for k in w)
+            else ""
+        )
+        raise PretrainedError(
+            f"{path}: no 'embedding/kernel' entry, not an official JAX ViT .npz{hint}"
+        )
     used = set()
 
     def take(key):
@@ -42,10 +49,14 @@ def to_timm(w, path):
         j, t = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
         mha = j + "MultiHeadDotProductAttention_1/"
         state[t + "attn.qkv.weight"] = np.concatenate(
-            [take(mha + f"{n}/kernel").reshape(state["patch_embed.proj.bias"].shape[0], -1).T
-             for n in ("query", "key", "value")])
-        state[t + "attn.qkv.bias"] = np.concatenate([take(mha + f"{n}/bias").reshape(-1)
-                                                     for n in ("query", "key", "value")])
+            [
+                take(mha + f"{n}/kernel").reshape(state["patch_embed.proj.bias"].shape[0], -1).T
+                for n in ("query", "key", "value")
+            ]
+        )
+        state[t + "attn.qkv.bias"] = np.concatenate(
+            [take(mha + f"{n}/bias").reshape(-1) for n in ("query", "key", "value")]
+        )
         out = take(mha + "out/kernel")  # (heads, head_dim, C)
         state[t + "attn.proj.weight"] = out.reshape(-1, out.shape[-1]).T
         state[t + "attn.proj.bias"] = take(mha + "out/bias")

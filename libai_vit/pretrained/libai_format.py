@@ -1,6 +1,7 @@
 """This project's own checkpoints (a LiBai Checkpointer directory, DIR/model = flow.save of the state
 dict) as pretrained weights: the names are already this ViT's; only the embeddings may need resampling
 to a new image or patch size."""
+
 import os
 
 import numpy as np
@@ -18,7 +19,9 @@ def read(path):
     try:
         state = flow.load(os.path.join(path, "model"))
     except Exception as e:
-        raise PretrainedError(f"{path}: unreadable LiBai checkpoint ({type(e).__name__}: {e})") from None
+        raise PretrainedError(
+            f"{path}: unreadable LiBai checkpoint ({type(e).__name__}: {e})"
+        ) from None
     return {k: v.numpy() for k, v in state.items()}
 
 

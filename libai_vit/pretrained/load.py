@@ -1,4 +1,5 @@
 """Detect a checkpoint's format, convert it, and copy it into a VisionTransformer on any layout."""
+
 import logging
 import os
 import struct
@@ -29,10 +30,13 @@ _ADAPTED = ("head.", "fc_norm.", "norm.")
 class LoadReport:
     """What `load_pretrained` did. Names are this ViT's; checkpoint entries it has no kind of parameter
     for (decoder, mask_token, pre_logits...) keep the checkpoint's names."""
+
     path: str
     format: str
     loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)  # model parameters left at their initialisation
+    missing: List[str] = field(
+        default_factory=list
+    )  # model parameters left at their initialisation
     unexpected: List[str] = field(default_factory=list)  # checkpoint entries not used
     dropped: List[str] = field(default_factory=list)  # checkpoint head not matching num_classes
     resized: List[str] = field(default_factory=list)
@@ -67,7 +71,9 @@ def read(path, trust=False):
                     return "npz", {k: npz[k] for k in npz.files}
             except Exception as e:
                 raise PretrainedError(f"{path}: corrupt .npz ({type(e).__name__}: {e})") from None
-        raise PretrainedError(f"{path}: a zip archive that is neither a torch checkpoint nor an .npz")
+        raise PretrainedError(
+            f"{path}: a zip archive that is neither a torch checkpoint nor an .npz"
+        )
     with open(path, "rb") as f:
         head = f.read(9)
     size = os.path.getsize(path)
@@ -77,8 +83,12 @@ def read(path, trust=False):
         try:
             return "safetensors", load_file(path)
         except Exception as e:
-            raise PretrainedError(f"{path}: corrupt safetensors file ({type(e).__name__}: {e})") from None
-    raise PretrainedError(f"{path}: not a safetensors, torch (.pth/.bin, zip format) or JAX .npz file")
+            raise PretrainedError(
+                f"{path}: corrupt safetensors file ({type(e).__name__}: {e})"
+            ) from None
+    raise PretrainedError(
+        f"{path}: not a safetensors, torch (.pth/.bin, zip format) or JAX .npz file"
+    )
 
 
 def convert(path, model, trust=False):
@@ -88,8 +98,9 @@ def convert(path, model, trust=False):
         if fmt == "libai":
             arrays, unused, resized = libai_format.to_libai(content, model, path)
         elif fmt == "npz":
-            arrays, unused, resized = timm_format.to_libai(jax_format.to_timm(content, path), model, path,
-                                                           **jax_format.RESAMPLE)
+            arrays, unused, resized = timm_format.to_libai(
+                jax_format.to_timm(content, path), model, path, **jax_format.RESAMPLE
+            )
         else:
             state, release = original_formats.to_timm(timm_format.unwrap(content, path), path)
             fmt = f"{fmt}, {release} format" if release else fmt
@@ -125,8 +136,10 @@ def load_pretrained(model, path, trust=False, strict=True):
         elif param is None:
             report.unexpected.append(name)
         elif tuple(param.shape) != value.shape:
-            raise PretrainedError(f"{path}: {name} has shape {value.shape}, the model expects "
-                                  f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)")
+            raise PretrainedError(
+                f"{path}: {name} has shape {value.shape}, the model expects "
+                f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)"
+            )
         else:
             _assign(param, value)
             report.loaded.append(name)
@@ -135,8 +148,10 @@ def load_pretrained(model, path, trust=False, strict=True):
         unfit = [n for n in report.missing if not n.startswith(_ADAPTED)]
         unfit += [n for n in report.unexpected if n in arrays and not n.startswith(_ADAPTED)]
         if unfit:
-            raise PretrainedError(f"{path}: does not fit the model (depth or class token differ?): "
-                                  f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''} "
-                                  f"(strict=False loads what fits)")
+            raise PretrainedError(
+                f"{path}: does not fit the model (depth or class token differ?): "
+                f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''} "
+                f"(strict=False loads what fits)"
+            )
     logger.info("%s", report)
     return report

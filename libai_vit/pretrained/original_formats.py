@@ -8,6 +8,7 @@ so that `timm_format` does the rest:
   timm-trunk models under `visual.trunk.*`): renamed by the table below; the image projection
   `visual.proj` becomes the head (no bias), dropped when num_classes differs.
 """
+
 import re
 
 import numpy as np
@@ -45,7 +46,9 @@ def to_timm(state, path):
     if fmt == "clip":
         return _clip(state), "OpenAI/OpenCLIP CLIP"
     if fmt == "openclip_trunk":
-        out = {k[len("visual.trunk."):]: v for k, v in state.items() if k.startswith("visual.trunk.")}
+        out = {
+            k[len("visual.trunk.") :]: v for k, v in state.items() if k.startswith("visual.trunk.")
+        }
         if "visual.head.proj.weight" in state:
             w = state["visual.head.proj.weight"]
             out.update({"head.weight": w, "head.bias": np.zeros(w.shape[0], w.dtype)})
@@ -60,7 +63,7 @@ def _clip(state):
     for key, value in state.items():
         if not key.startswith("visual."):
             continue  # the text tower
-        key = key[len("visual."):]
+        key = key[len("visual.") :]
         for old, new in _CLIP:
             key = key.replace(old, new)
         if key == "proj":  # (width, embed) image projection: the head
@@ -78,9 +81,13 @@ def _clip(state):
 def _dinov2(state, path):
     out = {k: v for k, v in state.items() if k not in ("mask_token", "register_tokens")}
     if any(re.fullmatch(r"blocks\.\d+\.mlp\.w12\.weight", k) for k in state):
-        raise PretrainedError(f"{path}: DINOv2 giant's packed SwiGLU (mlp.w12) is not supported here; "
-                              f"use ViT-S/B/L DINOv2 weights")
-    if "register_tokens" in state:  # timm's no_embed_class layout: fold the class token's position in
+        raise PretrainedError(
+            f"{path}: DINOv2 giant's packed SwiGLU (mlp.w12) is not supported here; "
+            f"use ViT-S/B/L DINOv2 weights"
+        )
+    if (
+        "register_tokens" in state
+    ):  # timm's no_embed_class layout: fold the class token's position in
         out["reg_token"] = state["register_tokens"]
         out["cls_token"] = state["cls_token"] + state["pos_embed"][:, :1]
         out["pos_embed"] = state["pos_embed"][:, 1:]

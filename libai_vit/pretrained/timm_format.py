@@ -6,6 +6,7 @@ all heads; LiBai's query_key_value columns are grouped per head, [q_h | k_h | v_
 column split hands each rank whole heads (the attention pool's kv likewise, [k_h | v_h]). EVA keeps q, k
 and v as three projections with no k bias: they are stacked into the one projection, k's bias zero.
 """
+
 import re
 
 import numpy as np
@@ -31,14 +32,39 @@ _BLOCK = {  # timm sub-module of blocks.i -> LiBai's
     "ls2": "ls2",
 }
 _TOP = {  # timm name -> LiBai's, outside the blocks
-    **{k: k for k in ("cls_token", "reg_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
-                      "norm_pre.weight", "norm_pre.bias", "norm.weight", "norm.bias", "fc_norm.weight",
-                      "fc_norm.bias", "head.weight", "head.bias", "attn_pool.latent")},
-    **{f"attn_pool.{m}.{p}": f"attn_pool.{m}.{p}" for m in ("q", "kv", "proj", "norm") for p in ("weight", "bias")},
-    **{f"attn_pool.mlp.fc{i}.{p}": f"attn_pool.mlp.{n}.{p}"
-       for i, n in ((1, "dense_h_to_4h"), (2, "dense_4h_to_h")) for p in ("weight", "bias")},
+    **{
+        k: k
+        for k in (
+            "cls_token",
+            "reg_token",
+            "pos_embed",
+            "patch_embed.proj.weight",
+            "patch_embed.proj.bias",
+            "norm_pre.weight",
+            "norm_pre.bias",
+            "norm.weight",
+            "norm.bias",
+            "fc_norm.weight",
+            "fc_norm.bias",
+            "head.weight",
+            "head.bias",
+            "attn_pool.latent",
+        )
+    },
+    **{
+        f"attn_pool.{m}.{p}": f"attn_pool.{m}.{p}"
+        for m in ("q", "kv", "proj", "norm")
+        for p in ("weight", "bias")
+    },
+    **{
+        f"attn_pool.mlp.fc{i}.{p}": f"attn_pool.mlp.{n}.{p}"
+        for i, n in ((1, "dense_h_to_4h"), (2, "dense_4h_to_h"))
+        for p in ("weight", "bias")
+    },
 }
-_TRANSPOSED = re.compile(r".*(dense|dense_h_to_4h(_gate)?|dense_4h_to_h|head|attn_pool\.(q|proj))\.weight$")
+_TRANSPOSED = re.compile(
+    r".*(dense|dense_h_to_4h(_gate)?|dense_4h_to_h|head|attn_pool\.(q|proj))\.weight$"
+)
 _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$")
 
 
@@ -49,12 +75,16 @@ def unwrap(obj, path):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not any(isinstance(v, np.ndarray) for v in state.values()):
-        raise PretrainedError(f"{path}: no state dict of tensors found (top-level keys: {_keys(obj)})")
+        raise PretrainedError(
+            f"{path}: no state dict of tensors found (top-level keys: {_keys(obj)})"
+        )
     if all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     if "dist_token" in state:
-        raise PretrainedError(f"{path}: a distilled DeiT (dist_token, head_dist) does not fit this ViT, which "
-                              f"has no distillation token: use the non-distilled DeiT weights")
+        raise PretrainedError(
+            f"{path}: a distilled DeiT (dist_token, head_dist) does not fit this ViT, which "
+            f"has no distillation token: use the non-distilled DeiT weights"
+        )
     return state
 
 
@@ -81,7 +111,10 @@ def from_eva_layout(state, packed_glu=False):
             out[f"{m.group(1)}ls{m.group(3)}.gamma"] = value
         elif g:
             gate, val = np.split(value, 2, axis=0)
-            out[f"{g.group(1)}fc1_g.{g.group(2)}"], out[f"{g.group(1)}fc1_x.{g.group(2)}"] = gate, val
+            out[f"{g.group(1)}fc1_g.{g.group(2)}"], out[f"{g.group(1)}fc1_x.{g.group(2)}"] = (
+                gate,
+                val,
+            )
         elif not re.search(r"\.attn\.([qkv]_proj\.(weight|bias)|[qv]_bias)$", key):
             out[key] = value
     for key in state:
@@ -112,7 +145,9 @@ def to_libai(state, model, path, mode="bicubic", antialias=True):
     position and patch embeddings are resampled to the model's grid and patch size with `mode`.
     """
     heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
-    pool_heads = model.attn_pool.num_heads if getattr(model, "attn_pool", None) is not None else heads
+    pool_heads = (
+        model.attn_pool.num_heads if getattr(model, "attn_pool", None) is not None else heads
+    )
     out, unused, resized = {}, [], []
     packed_glu = bool(len(model.blocks)) and isinstance(model.blocks[0].mlp, SwiGLU)
     for key, value in from_eva_layout(state, packed_glu).items():
@@ -147,8 +182,10 @@ def from_libai(arrays, model):
     """This ViT's {name: array} -> timm's VisionTransformer names and layouts (the inverse of
     `to_libai`), e.g. to hand a model trained here to timm."""
     if len(model.blocks) and isinstance(model.blocks[0].mlp, SwiGLU):
-        raise PretrainedError("export to timm's layout covers timm's VisionTransformer (ViT, DeiT III, DINOv2, "
-                              "CLIP, SigLIP); EVA-02's SwiGLU/RoPE models are not exported")
+        raise PretrainedError(
+            "export to timm's layout covers timm's VisionTransformer (ViT, DeiT III, DINOv2, "
+            "CLIP, SigLIP); EVA-02's SwiGLU/RoPE models are not exported"
+        )
     names = {**{v: k for k, v in _TOP.items()}}
     heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
     out = {}
@@ -174,7 +211,9 @@ def _patch_embed(value, model, mode, antialias, resized):
     if value.ndim != 4:  # timm's earliest ViTs patchified by hand into a Linear
         value = value.reshape(target[0], -1, *target[2:])
     if value.shape[2:] != target[2:]:
-        resized.append(f"patch_embed.proj.weight {value.shape} -> {target} ({mode}, pseudo-inverse)")
+        resized.append(
+            f"patch_embed.proj.weight {value.shape} -> {target} ({mode}, pseudo-inverse)"
+        )
         value = resample.resample_patch_embed(value, target[2:], mode, antialias)
     return value
 
@@ -185,14 +224,21 @@ def _pos_embed(value, model, mode, antialias, resized, path):
     target = tuple(model.pos_embed.shape)
     prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     side = int(round(np.sqrt(value.shape[1] - prefix)))
-    if value.shape[1] == target[1] and side * side == value.shape[1] - prefix and \
-            tuple(model.patch_embed.grid_size) == (side, side):
+    if (
+        value.shape[1] == target[1]
+        and side * side == value.shape[1] - prefix
+        and tuple(model.patch_embed.grid_size) == (side, side)
+    ):
         return value
     try:
-        value = resample.resample_pos_embed(value, model.patch_embed.grid_size, prefix, mode, antialias)
+        value = resample.resample_pos_embed(
+            value, model.patch_embed.grid_size, prefix, mode, antialias
+        )
     except ValueError as e:
         raise PretrainedError(f"{path}: pos_embed {value.shape}: {e}") from None
-    resized.append(f"pos_embed {(side, side)} grid -> {tuple(model.patch_embed.grid_size)} ({mode})")
+    resized.append(
+        f"pos_embed {(side, side)} grid -> {tuple(model.patch_embed.grid_size)} ({mode})"
+    )
     return value
 
 

@@ -5,6 +5,7 @@ needs (like torch.load(weights_only=True)): torch's tensor-rebuild functions and
 mapped to numpy shims, plus OrderedDict. Any other global is refused unless the caller trusts the
 file. Torch's own classes are never imported: torch is not installed here.
 """
+
 import collections
 import pickle
 import zipfile
@@ -17,9 +18,16 @@ class PretrainedError(ValueError):
 
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -28,11 +36,14 @@ class _StorageType:
         self.dtype = dtype
 
 
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(
+    storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     if not size:
         return storage[offset].copy()
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * storage.itemsize for s in stride))
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=tuple(size), strides=tuple(s * storage.itemsize for s in stride)
+    )
     return np.array(view)  # own the memory: the view aliases the whole storage
 
 
@@ -54,19 +65,24 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file)
         self._archive, self._root, self._path, self._trust = archive, root, path, trust
         self._storages = {}
-        self._big_endian = f"{root}/byteorder" in archive.namelist() and \
-            archive.read(f"{root}/byteorder").strip() == b"big"
+        self._big_endian = (
+            f"{root}/byteorder" in archive.namelist()
+            and archive.read(f"{root}/byteorder").strip() == b"big"
+        )
 
     def find_class(self, module, name):
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[module, name]
         if module == "torch" or module.startswith("torch."):
-            raise PretrainedError(f"{self._path}: needs torch's {module}.{name}, which cannot be read without "
-                                  f"torch (only dense tensors and plain containers are supported)")
+            raise PretrainedError(
+                f"{self._path}: needs torch's {module}.{name}, which cannot be read without "
+                f"torch (only dense tensors and plain containers are supported)"
+            )
         if not self._trust:
             raise PretrainedError(
                 f"{self._path}: refusing to unpickle {module}.{name} (a pickle can run code; only tensors and "
-                f"plain containers are read by default): pass trust=True if you trust this file")
+                f"plain containers are read by default): pass trust=True if you trust this file"
+            )
         return super().find_class(module, name)
 
     def persistent_load(self, pid):
@@ -81,24 +97,32 @@ class _Unpickler(pickle.Unpickler):
                 self._storages[key] = (halves << 16).view(np.float32)
             else:
                 dtype = np.dtype(storage_type.dtype).newbyteorder(order)
-                self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel).astype(dtype.newbyteorder("="))
+                self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel).astype(
+                    dtype.newbyteorder("=")
+                )
         return self._storages[key]
 
 
 def load(path, trust=False):
     """The object `torch.save` wrote to `path`, tensors as numpy arrays."""
     if not zipfile.is_zipfile(path):
-        raise PretrainedError(f"{path}: not a zip-format torch checkpoint (legacy pre-1.6 torch files are "
-                              f"not supported: re-save it with a recent torch)")
+        raise PretrainedError(
+            f"{path}: not a zip-format torch checkpoint (legacy pre-1.6 torch files are "
+            f"not supported: re-save it with a recent torch)"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if not pkl:
-                raise PretrainedError(f"{path}: a zip archive without data.pkl, not a torch checkpoint")
+                raise PretrainedError(
+                    f"{path}: a zip archive without data.pkl, not a torch checkpoint"
+                )
             root = pkl[0].split("/")[0]
             with archive.open(pkl[0]) as f:
                 return _Unpickler(f, archive, root, path, trust).load()
     except PretrainedError:
         raise
     except Exception as e:  # truncated archives, bad CRCs, broken pickles
-        raise PretrainedError(f"{path}: corrupt torch checkpoint ({type(e).__name__}: {e})") from None
+        raise PretrainedError(
+            f"{path}: corrupt torch checkpoint ({type(e).__name__}: {e})"
+        ) from None

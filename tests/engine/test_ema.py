@@ -1,5 +1,6 @@
 """The model EMA: timm's ModelEmaV3 decay schedule (recorded by tools/make_recipe_fixtures.py) and
 its update; the whole recipe with EMA against timm is tests/projects/test_recipe_fidelity.py."""
+
 import json
 import os
 
@@ -10,7 +11,9 @@ import pytest
 import libai_vit  # noqa: F401
 from libai_vit.engine.ema import ModelEma
 
-REFERENCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "recipes", "reference.json")
+REFERENCE = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "fixtures", "recipes", "reference.json"
+)
 
 
 def test_decay_and_its_warmup_follow_timm():
@@ -19,7 +22,9 @@ def test_decay_and_its_warmup_follow_timm():
     model = flow.nn.Linear(2, 2)
     for case in cases:
         ema = ModelEma(model, **case["kwargs"])
-        assert [ema.get_decay(s) for s in range(len(case["decays"]))] == pytest.approx(case["decays"], rel=1e-12)
+        assert [ema.get_decay(s) for s in range(len(case["decays"]))] == pytest.approx(
+            case["decays"], rel=1e-12
+        )
 
 
 def test_update_moves_the_average_towards_the_model_and_leaves_the_model_alone():

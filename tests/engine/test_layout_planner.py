@@ -1,4 +1,5 @@
 """The layout planner's analytic model: FLOPs and parameter counts exactly, memory against launched runs."""
+
 import os
 import re
 import subprocess
@@ -39,36 +40,66 @@ def test_planner_places_blocks_as_training_does():
     """The planner's stages are parallel.stage_of_layers', including train.dist.pipeline_stage_layers."""
     from libai_vit import parallel
 
-    shape = planner.ViTShape(img_size=32, patch_size=8, embed_dim=64, depth=6, num_heads=4, num_classes=10)
+    shape = planner.ViTShape(
+        img_size=32, patch_size=8, embed_dim=64, depth=6, num_heads=4, num_classes=10
+    )
     even = parallel.stage_of_layers(6, 2)
     assert planner.blocks_per_stage(shape, 2) == [even.count(0), even.count(1)]
     assert planner.blocks_per_stage(shape, 2, [5, 1]) == [5, 1]
-    per_block = planner.parameter_counts(shape, 1, 1, None)[0] - planner.parameter_counts(
-        planner.ViTShape(img_size=32, patch_size=8, embed_dim=64, depth=5, num_heads=4, num_classes=10), 1, 1)[0]
-    uneven, balanced = planner.parameter_counts(shape, 1, 2, [5, 1]), planner.parameter_counts(shape, 1, 2)
+    per_block = (
+        planner.parameter_counts(shape, 1, 1, None)[0]
+        - planner.parameter_counts(
+            planner.ViTShape(
+                img_size=32, patch_size=8, embed_dim=64, depth=5, num_heads=4, num_classes=10
+            ),
+            1,
+            1,
+        )[0]
+    )
+    uneven, balanced = (
+        planner.parameter_counts(shape, 1, 2, [5, 1]),
+        planner.parameter_counts(shape, 1, 2),
+    )
     assert uneven[0] - balanced[0] == pytest.approx(2 * per_block)
     slow = planner.plan(shape, 1, 1, 2, 4, 4, stage_layers=[5, 1])
-    assert slow.step_s > planner.plan(shape, 1, 1, 2, 4, 4).step_s  # the 5-block stage sets the pace
+    assert (
+        slow.step_s > planner.plan(shape, 1, 1, 2, 4, 4).step_s
+    )  # the 5-block stage sets the pace
     assert slow.act_bytes > planner.plan(shape, 1, 1, 2, 4, 4).act_bytes
 
 
 def test_planner_ranks_only_layouts_the_model_allows_and_explains_them():
     shape = planner.ViTShape(embed_dim=192, depth=12, num_heads=3)  # 3 heads: no TP=2
-    plans = planner.enumerate_plans(shape, world=4, mem_bytes=2 ** 40, global_batch=64)
+    plans = planner.enumerate_plans(shape, world=4, mem_bytes=2**40, global_batch=64)
     assert plans["fits"] and all(p.tp in (1,) for p in plans["fits"])
     assert all(p.dp * p.tp * p.pp == 4 for p in plans["fits"])
     steps = [p.step_s for p in plans["fits"]]
     assert steps == sorted(steps)
     pipeline = next(p for p in plans["fits"] if p.pp == 2)
     assert any("bubble" in note for note in pipeline.notes)
-    tight = planner.enumerate_plans(shape, world=4, mem_bytes=300 * 2 ** 20, global_batch=64)
-    assert all(p.mem_bytes <= 300 * 2 ** 20 for p in tight["fits"]) and tight["too_big"]
+    tight = planner.enumerate_plans(shape, world=4, mem_bytes=300 * 2**20, global_batch=64)
+    assert all(p.mem_bytes <= 300 * 2**20 for p in tight["fits"]) and tight["too_big"]
 
 
 def test_plan_layout_tool_prints_a_ranked_table():
     cfg = os.path.join(ROOT, "configs", "common", "models", "vit", "vit_base_patch16_224.py")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "plan_layout.py"), cfg, "--gpus", "8",
-                          "--mem-gb", "4", "--top", "5"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "plan_layout.py"),
+            cfg,
+            "--gpus",
+            "8",
+            "--mem-gb",
+            "4",
+            "--top",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if re.match(r"\s*\d+\s+\d+x\d+x\d+\s", line)]
     assert len(rows) == 5 and "fastest that fits" in rows[0]
@@ -90,23 +121,38 @@ def test_memory_estimates_match_measured_peak_rss():
     trainer's default), within 25%."""
     import benchmark
 
-    base = benchmark.launch(dict(name="baseline", impl="baseline", layout=[1, 1, 1], depth=MEM_MODEL["depth"]), 300)
+    base = benchmark.launch(
+        dict(name="baseline", impl="baseline", layout=[1, 1, 1], depth=MEM_MODEL["depth"]), 300
+    )
     base_mb = base[0]["peak_rss_mb"]
     shape = planner.ViTShape(**MEM_MODEL)
     misses = []
     for (dp, tp, pp), micro, num_micro in MEM_CASES:
-        case = dict(name=f"mem {dp}x{tp}x{pp}", impl="ours", model="vit_tiny_patch16_224", overrides=MEM_MODEL,
-                    graph=True, layout=[dp, tp, pp], nproc=dp * tp * pp, micro_batch=micro, num_micro=num_micro,
-                    attn="math", warmup=1, steps=0)
+        case = dict(
+            name=f"mem {dp}x{tp}x{pp}",
+            impl="ours",
+            model="vit_tiny_patch16_224",
+            overrides=MEM_MODEL,
+            graph=True,
+            layout=[dp, tp, pp],
+            nproc=dp * tp * pp,
+            micro_batch=micro,
+            num_micro=num_micro,
+            attn="math",
+            warmup=1,
+            steps=0,
+        )
         measured = max(r["peak_rss_mb"] for r in benchmark.launch(case, 600)) - base_mb
-        estimate = planner.plan(shape, dp, tp, pp, micro, num_micro).mem_bytes / 2 ** 20
+        estimate = planner.plan(shape, dp, tp, pp, micro, num_micro).mem_bytes / 2**20
         # 1F1B keeps at most min(M, PP) micro-batches' activations on the first stage, but OneFlow's
         # CPU runtime sometimes runs the stages nearly serially and keeps only one (measured: 889 MB
         # in one run, 721 MB in another, of this 1x1x2 case): the estimate is that upper bound, and
         # the one-in-flight figure is its lower end
-        low = planner.plan(shape, dp, tp, pp, micro, 1).mem_bytes / 2 ** 20 if pp > 1 else estimate
+        low = planner.plan(shape, dp, tp, pp, micro, 1).mem_bytes / 2**20 if pp > 1 else estimate
         print(f"{dp}x{tp}x{pp}: estimated {low:.0f}-{estimate:.0f} MB, measured {measured:.0f} MB")
         if not 0.75 * low <= measured <= 1.25 * estimate:
-            misses.append(f"{dp}x{tp}x{pp} micro {micro}: estimated {low:.0f}-{estimate:.0f} MB, "
-                          f"measured {measured:.0f} MB")
+            misses.append(
+                f"{dp}x{tp}x{pp} micro {micro}: estimated {low:.0f}-{estimate:.0f} MB, "
+                f"measured {measured:.0f} MB"
+            )
     assert not misses, "; ".join(misses)

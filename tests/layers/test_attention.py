@@ -1,5 +1,6 @@
 """Attention backends: flash matches math (forward and grads), dropout, dispatch, the ViT with flash,
 nn.Graph, and (slow) global tensors with heads split over 2 processes."""
+
 import logging
 import os
 import textwrap
@@ -40,7 +41,9 @@ def _run(fn, q, k, v, mask, bias, d_out, **kw):
     b = None if bias is None else flow.tensor(bias, requires_grad=True)
     out = fn(*leaves, mask=mask, attn_bias=b, **kw)
     out.backward(flow.tensor(d_out))
-    return [out.numpy()] + [t.grad.numpy() for t in leaves] + ([] if b is None else [b.grad.numpy()])
+    return (
+        [out.numpy()] + [t.grad.numpy() for t in leaves] + ([] if b is None else [b.grad.numpy()])
+    )
 
 
 def _math(q, k, v, **kw):
@@ -50,8 +53,16 @@ def _math(q, k, v, **kw):
 # small blocks so the grid crosses several query and key blocks, with ragged last blocks
 @pytest.mark.parametrize("q_len,k_len", [(37, 37), (19, 45), (45, 45)])
 @pytest.mark.parametrize("d", [8, 24])
-@pytest.mark.parametrize("use_mask,use_bias,causal", [
-    (False, False, False), (True, False, False), (False, True, False), (False, False, True), (True, True, True)])
+@pytest.mark.parametrize(
+    "use_mask,use_bias,causal",
+    [
+        (False, False, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (True, True, True),
+    ],
+)
 def test_flash_matches_math_blockwise(q_len, k_len, d, use_mask, use_bias, causal):
     args = _inputs(2, 3, q_len, k_len, d, use_mask, use_bias, causal)
     ref = _run(_math, *args, causal=causal)
@@ -97,7 +108,9 @@ def test_dropout_reproducible_keeps_one_minus_p_and_backward_uses_same_mask():
 
     # the gradient is that of the function the forward computed: a directional finite difference
     rng = np.random.default_rng(5)
-    q, k, v, direction = (flow.tensor(rng.standard_normal((1, 2, 40, 8)).astype(np.float32)) for _ in range(4))
+    q, k, v, direction = (
+        flow.tensor(rng.standard_normal((1, 2, 40, 8)).astype(np.float32)) for _ in range(4)
+    )
     w = flow.tensor(rng.standard_normal((1, 2, 40, 8)).astype(np.float32))
     q_leaf = q.clone().requires_grad_()
     (_dropout_out(q_leaf, k, v, p, seed=6) * w).sum().backward()
@@ -157,19 +170,31 @@ def test_flash_attention_module():
     assert keep.shape == (9, 12) and bool(keep[0, 3]) and not bool(keep[0, 4])
     ref = attention(q, k, v, mask=keep, attn_bias=bias, backend="math")
     np.testing.assert_allclose(module(q, k, v, attn_bias=bias).numpy(), ref.numpy(), atol=TOL)
-    np.testing.assert_allclose(FlashAttention(causal=True, flash=False)(q, k, v, attn_bias=bias).numpy(),
-                               ref.numpy(), atol=TOL)
+    np.testing.assert_allclose(
+        FlashAttention(causal=True, flash=False)(q, k, v, attn_bias=bias).numpy(),
+        ref.numpy(),
+        atol=TOL,
+    )
 
 
 def _tiny_vit(backend):
-    return libai_vit.VisionTransformer(img_size=32, patch_size=8, num_classes=10, embed_dim=32, depth=2,
-                                       num_heads=4, attn_backend=backend)
+    return libai_vit.VisionTransformer(
+        img_size=32,
+        patch_size=8,
+        num_classes=10,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        attn_backend=backend,
+    )
 
 
 def _batch():
     rng = np.random.default_rng(7)
-    return (flow.tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32)),
-            flow.tensor(rng.integers(0, 10, 4), dtype=flow.int64))
+    return (
+        flow.tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32)),
+        flow.tensor(rng.integers(0, 10, 4), dtype=flow.int64),
+    )
 
 
 def test_vit_flash_trains_like_math():
@@ -220,9 +245,13 @@ def test_flash_inside_nn_graph_matches_eager_math():
         opt_e.zero_grad()
         loss_e.backward()
         opt_e.step()
-        loss_g = step(images.to_global(placement=flow.placement("cpu", [0]), sbp=flow.sbp.split(0)),
-                      labels.to_global(placement=flow.placement("cpu", [0]), sbp=flow.sbp.split(0)))
-        np.testing.assert_allclose(float(loss_g.to_local().numpy()), float(loss_e.numpy()), rtol=TOL, atol=TOL)
+        loss_g = step(
+            images.to_global(placement=flow.placement("cpu", [0]), sbp=flow.sbp.split(0)),
+            labels.to_global(placement=flow.placement("cpu", [0]), sbp=flow.sbp.split(0)),
+        )
+        np.testing.assert_allclose(
+            float(loss_g.to_local().numpy()), float(loss_e.numpy()), rtol=TOL, atol=TOL
+        )
 
 
 _GLOBAL_CHECK = textwrap.dedent('''
@@ -315,12 +344,26 @@ def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
     import visualize_attention
 
-    kwargs = dict(img_size=32, patch_size=8, num_classes=10, embed_dim=32, depth=2, num_heads=4, attn_backend="flash")
-    Checkpointer(libai_vit.VisionTransformer(**kwargs), save_dir=str(tmp_path / "out")).save("model_final")
-    config = DictConfig({"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True})
+    kwargs = dict(
+        img_size=32,
+        patch_size=8,
+        num_classes=10,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        attn_backend="flash",
+    )
+    Checkpointer(libai_vit.VisionTransformer(**kwargs), save_dir=str(tmp_path / "out")).save(
+        "model_final"
+    )
+    config = DictConfig(
+        {"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True}
+    )
     LazyConfig.save(config, str(tmp_path / "out" / "config.yaml"))
     image = tmp_path / "img.png"
-    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(image)
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(
+        image
+    )
     ckpt = str(tmp_path / "out" / "model_final" / "model")
     png = tmp_path / "attn.png"
     assert visualize_attention.main([ckpt, str(image), "--out", str(png)]) == 0

@@ -2,6 +2,7 @@
 it looks for a kernel, so the CUDA branch forced onto CPU tensors must get as far as the kernel lookup
 ("Cannot find the kernel") and no further. Calls that abort (OneFlow's CPU LayerNorm kernel is a
 fatal "TODO") run in a subprocess."""
+
 import os
 import subprocess
 import sys
@@ -59,17 +60,33 @@ def test_math_and_flash_accept_every_mask_form(mask, causal):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dropout_p", [0.0, 0.1])
 @pytest.mark.parametrize("is_global", [False, True])
-def test_fused_backend_reaches_the_kernel_with_every_mask_form(forced_cuda, mask, causal, dropout_p, is_global):
+def test_fused_backend_reaches_the_kernel_with_every_mask_form(
+    forced_cuda, mask, causal, dropout_p, is_global
+):
     q, k, v = _qkv(is_global)
     bias = flow.randn(1, H, Q, K) if mask == "bool_4d" else None  # the bias path too, once per form
     with pytest.raises(RuntimeError, match=NO_KERNEL):
-        attention(q, k, v, mask=MASKS[mask], attn_bias=bias, causal=causal, dropout_p=dropout_p,
-                  backend="fused").numpy()
+        attention(
+            q,
+            k,
+            v,
+            mask=MASKS[mask],
+            attn_bias=bias,
+            causal=causal,
+            dropout_p=dropout_p,
+            backend="fused",
+        ).numpy()
 
 
 def _run_probe(code):
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, GLOG_minloglevel="0"))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, GLOG_minloglevel="0"),
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -131,9 +148,15 @@ def test_flash_masking_is_finite_in_fp16():
     keep = flow.rand(B, 1, Q, K) > 0.5
     mask_add = keep.logical_not().to(flow.float16) * flash.masked(flow.float16)
     scores = flow.randn(B, H, Q, K).to(flow.float16) * 8
-    for masked_scores in (scores + mask_add, scores + mask_add + flow.ones(Q, K, dtype=flow.float16).triu(1)
-                          * flash.masked(flow.float16)):
+    for masked_scores in (
+        scores + mask_add,
+        scores
+        + mask_add
+        + flow.ones(Q, K, dtype=flow.float16).triu(1) * flash.masked(flow.float16),
+    ):
         assert bool(flow.isfinite(masked_scores.to(flow.float32)).all())
-    gap = (scores.to(flow.float32) - (scores + mask_add).to(flow.float32))[keep.logical_not().expand(B, H, Q, K)]
+    gap = (scores.to(flow.float32) - (scores + mask_add).to(flow.float32))[
+        keep.logical_not().expand(B, H, Q, K)
+    ]
     assert float(gap.min()) > 1e4  # exp(-1e4) = 0: masked keys still get no weight
     assert flash.masked(flow.float32) == flash.masked(flow.bfloat16) == flash.MASKED

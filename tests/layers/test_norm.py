@@ -1,4 +1,5 @@
 """The CPU LayerNorm path against a numpy reference, forward and backward."""
+
 import numpy as np
 import oneflow as flow
 
@@ -26,8 +27,12 @@ def test_layer_norm_module_backward_matches_finite_differences():
     x_np = rng.normal(size=(3, 8)).astype(np.float64)
     x = flow.tensor(x_np.astype(np.float32), requires_grad=True)
     x_g = x.to_global(placement=norm.weight.placement, sbp=norm.weight.sbp)
-    (norm(x_g) * flow.tensor(np.arange(8, dtype=np.float32)).to_global(
-        placement=norm.weight.placement, sbp=norm.weight.sbp)).sum().backward()
+    (
+        norm(x_g)
+        * flow.tensor(np.arange(8, dtype=np.float32)).to_global(
+            placement=norm.weight.placement, sbp=norm.weight.sbp
+        )
+    ).sum().backward()
 
     def loss(v):
         return (_reference(v, 1.0, 0.0, 1e-5) * np.arange(8)).sum()

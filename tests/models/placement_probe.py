@@ -1,5 +1,6 @@
 """Launched by test_placement.py: build a small ViT on a DP x TP x PP layout and dump, per
 parameter, its placement ranks, SBP and full value (gathered), plus the stage ids set in nn.Graph."""
+
 import json
 import sys
 
@@ -14,20 +15,40 @@ from libai_vit import parallel
 
 dp, tp, pp, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 split = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
-KWARGS = dict(img_size=16, patch_size=4, num_classes=6, embed_dim=32, depth=4, num_heads=4, mlp_ratio=2.0)
+KWARGS = dict(
+    img_size=16, patch_size=4, num_classes=6, embed_dim=32, depth=4, num_heads=4, mlp_ratio=2.0
+)
 
-parallel.setup(DictConfig(dict(data_parallel_size=dp, tensor_parallel_size=tp, pipeline_parallel_size=pp,
-                               pipeline_stage_layers=split)), KWARGS["depth"])
+parallel.setup(
+    DictConfig(
+        dict(
+            data_parallel_size=dp,
+            tensor_parallel_size=tp,
+            pipeline_parallel_size=pp,
+            pipeline_stage_layers=split,
+        )
+    ),
+    KWARGS["depth"],
+)
 model = libai_vit.VisionTransformer(**KWARGS)
 report = {}
 for name, p in model.named_parameters():
     everywhere = flow.env.all_device_placement("cpu")
-    full = p.to_global(sbp=[flow.sbp.broadcast] * len(p.sbp)).to_global(placement=everywhere, sbp=flow.sbp.broadcast)
+    full = p.to_global(sbp=[flow.sbp.broadcast] * len(p.sbp)).to_global(
+        placement=everywhere, sbp=flow.sbp.broadcast
+    )
     full = full.to_local().numpy()
-    report[name] = dict(ranks=np.asarray(p.placement.ranks).tolist(), sbp=[str(s) for s in p.sbp],
-                        value=full.ravel()[:64].tolist(), sum=float(full.sum()), shape=list(full.shape))
+    report[name] = dict(
+        ranks=np.asarray(p.placement.ranks).tolist(),
+        sbp=[str(s) for s in p.sbp],
+        value=full.ravel()[:64].tolist(),
+        sum=float(full.sum()),
+        shape=list(full.shape),
+    )
 opt = flow.optim.SGD(model.parameters(), lr=0.1)
-graph = GraphBase(model, opt, flow.optim.lr_scheduler.StepLR(opt, 10), grad_acc_steps=2 if pp > 1 else 1)
+graph = GraphBase(
+    model, opt, flow.optim.lr_scheduler.StepLR(opt, 10), grad_acc_steps=2 if pp > 1 else 1
+)
 stages = {}
 for name in ("patch_embed", "pos_drop", "norm", "head", "loss_func"):
     stages[name] = getattr(graph.model, name).to(GraphModule).stage_id

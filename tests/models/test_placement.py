@@ -1,5 +1,6 @@
 """Where every parameter lives at 2x2x2 (and an uneven pipeline split), and that the same seed
 gives the same weights on every layout."""
+
 import json
 import os
 

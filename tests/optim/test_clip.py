@@ -1,5 +1,6 @@
 """Gradient clipping by the whole model's norm (torch.nn.utils.clip_grad_norm_), eager and graph, where
 OneFlow 0.9 alone clips each parameter group on its own."""
+
 import numpy as np
 import oneflow as flow
 import pytest
@@ -35,6 +36,7 @@ def _train(graph, whole_model=True, steps=3):
         clip_whole_model(opt, graph=graph)
     x = flow.tensor(X)
     if graph:
+
         class Step(flow.nn.Graph):
             def __init__(self):
                 super().__init__()
@@ -45,6 +47,7 @@ def _train(graph, whole_model=True, steps=3):
                 loss = _loss(self.model, x)
                 loss.backward()
                 return loss
+
         step = Step()
         for _ in range(steps):
             step(x)
@@ -62,7 +65,7 @@ def test_eager_clips_by_the_whole_models_norm():
     opt = clip_whole_model(flow.optim.AdamW(_groups(model), lr=0.1), graph=False)
     _loss(model, flow.tensor(X)).backward()
     grads = [p.grad.numpy().copy() for p in model.parameters()]
-    total = np.sqrt(sum((g ** 2).sum() for g in grads))
+    total = np.sqrt(sum((g**2).sum() for g in grads))
     assert total > 1.0  # clipping engages
     opt.clip_grad()
     for p, g in zip(model.parameters(), grads):  # torch: g * max_norm / (total + 1e-6)
@@ -82,9 +85,13 @@ def test_graph_clips_by_the_whole_models_norm_with_per_group_weight_decay():
 def test_graph_refuses_groups_of_different_learning_rates():
     model = _model()
     opt = flow.optim.AdamW(_groups(model, lr_of_second=0.05), lr=0.1)
-    with pytest.raises(ConfigError, match="cannot run in graph mode with parameter groups that differ in lr"):
+    with pytest.raises(
+        ConfigError, match="cannot run in graph mode with parameter groups that differ in lr"
+    ):
         clip_whole_model(opt, graph=True)
-    clip_whole_model(flow.optim.AdamW(_groups(_model(), lr_of_second=0.05), lr=0.1), graph=False)  # eager: fine
+    clip_whole_model(
+        flow.optim.AdamW(_groups(_model(), lr_of_second=0.05), lr=0.1), graph=False
+    )  # eager: fine
 
 
 def test_clipping_some_groups_only_is_refused():

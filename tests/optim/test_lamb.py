@@ -1,5 +1,6 @@
 """libai_vit.optim.Lamb against timm's Lamb (= apex FusedLAMB, DeiT III's optimizer), step for step;
 OneFlow's own LAMB is another variant (why the recipe uses this one)."""
+
 import json
 import os
 
@@ -9,7 +10,9 @@ import oneflow as flow
 import libai_vit  # noqa: F401
 from libai_vit.optim import Lamb
 
-REFERENCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "recipes", "reference.json")
+REFERENCE = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "fixtures", "recipes", "reference.json"
+)
 
 
 def _run(make_optimizer):

@@ -1,5 +1,6 @@
 """Layer-wise lr decay groups: which parameter gets which lr scale and weight decay, and that OneFlow's
 AdamW with the warm-up/cosine schedule keeps the per-group ratios (LiBai's WarmupCosineLR refuses them)."""
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,16 @@ from libai_vit.optim import layer_decay_param_groups, layer_id
 
 @pytest.fixture(scope="module")
 def model():
-    return VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=16, depth=3, num_heads=2,
-                             mlp_ratio=2.0, global_pool="avg")
+    return VisionTransformer(
+        img_size=16,
+        patch_size=4,
+        num_classes=5,
+        embed_dim=16,
+        depth=3,
+        num_heads=2,
+        mlp_ratio=2.0,
+        global_pool="avg",
+    )
 
 
 def _by_name(model, groups):
@@ -20,7 +29,11 @@ def _by_name(model, groups):
 
 
 def test_layer_ids():
-    assert [layer_id(n, 12) for n in ("cls_token", "pos_embed", "patch_embed.proj.weight")] == [0, 0, 0]
+    assert [layer_id(n, 12) for n in ("cls_token", "pos_embed", "patch_embed.proj.weight")] == [
+        0,
+        0,
+        0,
+    ]
     assert layer_id("blocks.0.mlp.dense_h_to_4h.weight", 12) == 1
     assert layer_id("blocks.11.input_layernorm.bias", 12) == 12
     assert [layer_id(n, 12) for n in ("norm.weight", "fc_norm.bias", "head.weight")] == [13, 13, 13]
@@ -33,10 +46,14 @@ def test_lr_scale_and_weight_decay_per_parameter(model):
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     depth = 3
     expect_lr = {
-        "patch_embed.proj.weight": 0.5 ** 4, "cls_token": 0.5 ** 4, "pos_embed": 0.5 ** 4,
-        "blocks.0.self_attention.query_key_value.weight": 0.5 ** 3,
-        "blocks.2.mlp.dense_4h_to_h.bias": 0.5 ** 1,
-        "fc_norm.weight": 1.0, "head.weight": 1.0, "head.bias": 1.0,
+        "patch_embed.proj.weight": 0.5**4,
+        "cls_token": 0.5**4,
+        "pos_embed": 0.5**4,
+        "blocks.0.self_attention.query_key_value.weight": 0.5**3,
+        "blocks.2.mlp.dense_4h_to_h.bias": 0.5**1,
+        "fc_norm.weight": 1.0,
+        "head.weight": 1.0,
+        "head.bias": 1.0,
     }
     for name, lr in expect_lr.items():
         assert got[name]["lr"] == pytest.approx(lr), name
@@ -53,8 +70,9 @@ def test_optimizer_and_schedule_keep_the_ratios(model):
 
     from libai_vit.optim import warmup_cosine_lr
 
-    groups = layer_decay_param_groups(model, lr=1e-3, layer_decay=0.75, weight_decay=0.05,
-                                      clip_grad_max_norm=1.0)
+    groups = layer_decay_param_groups(
+        model, lr=1e-3, layer_decay=0.75, weight_decay=0.05, clip_grad_max_norm=1.0
+    )
     assert all(g["clip_grad_max_norm"] == 1.0 and g["clip_grad_norm_type"] == 2.0 for g in groups)
     opt = flow.optim.AdamW(groups, lr=123.0, weight_decay=0.5)  # the groups' own lr/wd win
     with pytest.raises(ValueError, match="different warmup configs"):
@@ -70,5 +88,7 @@ def test_optimizer_and_schedule_keep_the_ratios(model):
     assert np.allclose(seen[0], peak * 0.001)  # warm-up start
     assert np.allclose(seen[10], peak)  # warm-up end: every group at its own peak
     assert np.allclose(seen / seen[:, -1:], peak / peak[-1])  # ratios kept at every step
-    assert np.all(np.diff(seen[10:, 0]) <= 0) and seen[-1, 0] < 0.02 * peak[0]  # cosine down to ~alpha
+    assert (
+        np.all(np.diff(seen[10:, 0]) <= 0) and seen[-1, 0] < 0.02 * peak[0]
+    )  # cosine down to ~alpha
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05}

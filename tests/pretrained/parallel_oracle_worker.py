@@ -1,5 +1,6 @@
 """One process of a TP=2 or PP=2 run (launched by test_parallel_oracle.py): load every fixture that
 fits the layout and compare with timm's outputs. argv: TP PP. Exits non-zero on a mismatch."""
+
 import sys
 
 import numpy as np
@@ -12,8 +13,10 @@ from libai_vit.pretrained import load_pretrained
 tp, pp = int(sys.argv[1]), int(sys.argv[2])
 depths = {MANIFEST["cases"][c]["kwargs"]["depth"] for c in CASES}
 assert len(depths) == 1, "one layout set-up serves all cases only if they share a depth"
-parallel.setup(DictConfig(dict(data_parallel_size=1, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
-               depths.pop())
+parallel.setup(
+    DictConfig(dict(data_parallel_size=1, tensor_parallel_size=tp, pipeline_parallel_size=pp)),
+    depths.pop(),
+)
 checked, failed = 0, []
 for case in CASES:
     c = MANIFEST["cases"][case]

@@ -1,4 +1,5 @@
 """Bad, unsafe or ill-fitting checkpoint files fail with one clear line naming the file."""
+
 import os
 import pickle
 import shutil
@@ -19,7 +20,9 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 def _fails(path, match, **kwargs):
     with pytest.raises(PretrainedError, match=match) as e:
-        load_pretrained(VisionTransformer(**{**TINY, **kwargs.pop("model", {})}).eval(), str(path), **kwargs)
+        load_pretrained(
+            VisionTransformer(**{**TINY, **kwargs.pop("model", {})}).eval(), str(path), **kwargs
+        )
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -60,14 +63,22 @@ def test_code_running_pickle_refused(tmp_path):
 
 
 def test_wrong_width():
-    _fails(fixture("tiny16.safetensors"), r"has shape \(.*48.*\), the model expects \(.*64",
-           model=dict(embed_dim=64, num_heads=4))
+    _fails(
+        fixture("tiny16.safetensors"),
+        r"has shape \(.*48.*\), the model expects \(.*64",
+        model=dict(embed_dim=64, num_heads=4),
+    )
 
 
 def test_deeper_model_strict_and_not():
-    _fails(fixture("tiny16.safetensors"), r"does not fit the model.*blocks\.2\.", model=dict(depth=3))
-    report = load_pretrained(VisionTransformer(**{**TINY, "depth": 3}).eval(), fixture("tiny16.safetensors"),
-                             strict=False)
+    _fails(
+        fixture("tiny16.safetensors"), r"does not fit the model.*blocks\.2\.", model=dict(depth=3)
+    )
+    report = load_pretrained(
+        VisionTransformer(**{**TINY, "depth": 3}).eval(),
+        fixture("tiny16.safetensors"),
+        strict=False,
+    )
     assert all(n.startswith("blocks.2.") for n in report.missing) and len(report.missing) == 12
 
 
@@ -90,7 +101,9 @@ def test_distilled_deit_refused(tmp_path):
 def test_not_a_vit(tmp_path):
     from safetensors.numpy import save_file
 
-    save_file({"conv1.weight": np.zeros((4, 3, 3, 3), np.float32)}, str(tmp_path / "resnet.safetensors"))
+    save_file(
+        {"conv1.weight": np.zeros((4, 3, 3, 3), np.float32)}, str(tmp_path / "resnet.safetensors")
+    )
     _fails(tmp_path / "resnet.safetensors", "does not fit the model")
 
 
@@ -102,9 +115,25 @@ def test_convert_tool_output_loads_with_libai_checkpointer(tmp_path):
     shutil.copy(fixture("tiny16.npz"), src)
     dst = tmp_path / "converted"
     over = [f"{k}={v}" for k, v in TINY.items() if k in ("embed_dim", "depth", "num_heads")]
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), str(src), str(dst),
-                           "--model", "vit_tiny_patch16_224", "--img-size", "64", "--num-classes", "10",
-                           "--set", *over], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            str(src),
+            str(dst),
+            "--model",
+            "vit_tiny_patch16_224",
+            "--img-size",
+            "64",
+            "--num-classes",
+            "10",
+            "--set",
+            *over,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = VisionTransformer(**case["kwargs"]).eval()
     Checkpointer(model).load(str(dst))
@@ -114,8 +143,18 @@ def test_convert_tool_output_loads_with_libai_checkpointer(tmp_path):
 
 def test_convert_tool_error_is_one_line(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"garbage")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"),
-                           str(tmp_path / "bad.pth"), str(tmp_path / "out"), "--model", "vit_tiny_patch16_224"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            str(tmp_path / "bad.pth"),
+            str(tmp_path / "out"),
+            "--model",
+            "vit_tiny_patch16_224",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert f"error: {tmp_path / 'bad.pth'}: not a safetensors" in proc.stderr

@@ -1,4 +1,5 @@
 """timm checkpoints loaded into a tensor- or pipeline-parallel ViT (2 processes) give timm's outputs."""
+
 import os
 
 import pytest

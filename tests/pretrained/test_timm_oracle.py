@@ -1,4 +1,5 @@
 """Every timm fixture, in every format, loaded into our ViT (1x1x1) gives timm's own outputs."""
+
 import numpy as np
 import pytest
 from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output, run_case
@@ -19,10 +20,13 @@ def test_resampled_embeddings_match_timm(case):
     c = MANIFEST["cases"][case]
     model = build(case)
     load_pretrained(model, fixture(c["file"]))
-    np.testing.assert_allclose(model.pos_embed.numpy(), ORACLE[f"{case}/pos_embed"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        model.pos_embed.numpy(), ORACLE[f"{case}/pos_embed"], atol=1e-5, rtol=0
+    )
     if f"{case}/patch_embed" in ORACLE:
-        np.testing.assert_allclose(model.patch_embed.proj.weight.numpy(), ORACLE[f"{case}/patch_embed"],
-                                   atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            model.patch_embed.proj.weight.numpy(), ORACLE[f"{case}/patch_embed"], atol=1e-5, rtol=0
+        )
 
 
 def test_resampling_mode_is_visible_at_this_tolerance():
@@ -35,7 +39,9 @@ def test_resampling_mode_is_visible_at_this_tolerance():
 
 def test_zoo_create_model_pretrained():
     kwargs = dict(MANIFEST["fixtures"]["tiny16"]["timm_kwargs"])
-    model = create_model("vit_tiny_patch16_224", pretrained=fixture("tiny16.safetensors"), **kwargs).eval()
+    model = create_model(
+        "vit_tiny_patch16_224", pretrained=fixture("tiny16.safetensors"), **kwargs
+    ).eval()
     ours = output(model, ORACLE["input@48"], "logits")
     assert np.abs(ours - ORACLE["tiny16.safetensors/output"]).max() < TOL
 
@@ -64,18 +70,30 @@ def test_report_mae_finetune():
     r = _report("mae.pth/avg_nc5")
     assert r.format == "torch"
     assert sorted(r.missing) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
-    assert sorted(r.unexpected) == ["decoder_embed.bias", "decoder_embed.weight", "mask_token",
-                                    "norm.bias", "norm.weight"]
+    assert sorted(r.unexpected) == [
+        "decoder_embed.bias",
+        "decoder_embed.weight",
+        "mask_token",
+        "norm.bias",
+        "norm.weight",
+    ]
     r = _report("mae.pth/token")
-    assert r.missing == [] and sorted(r.unexpected) == ["decoder_embed.bias", "decoder_embed.weight",
-                                                        "mask_token"]
+    assert r.missing == [] and sorted(r.unexpected) == [
+        "decoder_embed.bias",
+        "decoder_embed.weight",
+        "mask_token",
+    ]
 
 
 def test_report_deit_and_resampling():
     assert _report("deit.pth").missing == []
     assert _report("tiny16.npz@64").resized == ["pos_embed (3, 3) grid -> (4, 4) (bilinear)"]
     assert _report("tiny16.safetensors@32").resized == ["pos_embed (3, 3) grid -> (2, 2) (bicubic)"]
-    assert _report("p14.safetensors/p16").resized[0].startswith("patch_embed.proj.weight (48, 3, 14, 14) ->")
+    assert (
+        _report("p14.safetensors/p16")
+        .resized[0]
+        .startswith("patch_embed.proj.weight (48, 3, 14, 14) ->")
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny16", "deit3", "dinov2_reg4", "clip", "siglip", "qk_norm"])
@@ -107,7 +125,11 @@ def test_report_release_formats():
 
 def test_eva_checkpoint_into_a_plain_vit_is_refused_by_name():
     c = MANIFEST["cases"]["eva02_b.safetensors"]
-    model = create_model("vit_small_patch16_224", **{k: c["kwargs"][k] for k in
-                                                   ("img_size", "patch_size", "embed_dim", "depth", "num_heads")})
+    model = create_model(
+        "vit_small_patch16_224",
+        **{
+            k: c["kwargs"][k] for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+        },
+    )
     with pytest.raises(PretrainedError, match="has shape .* the model expects"):
         load_pretrained(model, fixture(c["file"]))

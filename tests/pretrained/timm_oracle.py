@@ -1,4 +1,5 @@
 """The timm fixtures (tests/fixtures/timm, made by tools/make_timm_fixtures.py) and our side of them."""
+
 import json
 import os
 

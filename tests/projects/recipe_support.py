@@ -1,6 +1,7 @@
 """Pieces the recipe fidelity runs (tests/projects/fidelity/*.py) put in place of ImageNet: the
 reference's fixed images as a dataset, and flowvision's Mixup with the reference's fixed lambda and
 cutmix box (tools/make_recipe_fixtures.py does the same to timm's Mixup)."""
+
 import json
 import os
 
@@ -12,7 +13,9 @@ from libai.config import LazyCall
 from libai.data.build import build_image_test_loader
 from libai.data.structures import DistTensorData, Instance
 
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "recipes")
+FIXTURES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "recipes"
+)
 
 
 def reference():
@@ -32,8 +35,12 @@ class NpzImages(flow.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return Instance(images=DistTensorData(flow.tensor(self.images[i]), placement_idx=0),
-                        labels=DistTensorData(flow.tensor(int(self.labels[i]), dtype=flow.long), placement_idx=-1))
+        return Instance(
+            images=DistTensorData(flow.tensor(self.images[i]), placement_idx=0),
+            labels=DistTensorData(
+                flow.tensor(int(self.labels[i]), dtype=flow.long), placement_idx=-1
+            ),
+        )
 
 
 class FixedMixup(Mixup):
@@ -66,13 +73,26 @@ def on_reference(dataloader, model, train):
     mixup = dataloader.train.mixup_func
     dataloader.train.dataset = [LazyCall(NpzImages)(normalize=ref["normalize"])]
     dataloader.train.mixup_func = LazyCall(FixedMixup)(
-        mixup_lam=ref["mix"]["mixup_lam"], cutmix_lam=ref["mix"]["cutmix_lam"], box=ref["mix"]["box"],
-        mixup_alpha=mixup.mixup_alpha, cutmix_alpha=mixup.cutmix_alpha, prob=mixup.prob, switch_prob=mixup.switch_prob,
-        mode=mixup.mode, label_smoothing=mixup.label_smoothing, num_classes="${model.num_classes}")
-    dataloader.train.shuffle = False  # the reference's order (timm's RepeatAugSampler, shuffle=False)
+        mixup_lam=ref["mix"]["mixup_lam"],
+        cutmix_lam=ref["mix"]["cutmix_lam"],
+        box=ref["mix"]["box"],
+        mixup_alpha=mixup.mixup_alpha,
+        cutmix_alpha=mixup.cutmix_alpha,
+        prob=mixup.prob,
+        switch_prob=mixup.switch_prob,
+        mode=mixup.mode,
+        label_smoothing=mixup.label_smoothing,
+        num_classes="${model.num_classes}",
+    )
+    dataloader.train.shuffle = (
+        False  # the reference's order (timm's RepeatAugSampler, shuffle=False)
+    )
     dataloader.train.num_workers = 0
-    dataloader.test = [LazyCall(build_image_test_loader)(dataset=LazyCall(NpzImages)(normalize=ref["normalize"]),
-                                                         num_workers=0)]
+    dataloader.test = [
+        LazyCall(build_image_test_loader)(
+            dataset=LazyCall(NpzImages)(normalize=ref["normalize"]), num_workers=0
+        )
+    ]
 
     train.train_epoch = 0
     train.train_iter = ref["steps"]

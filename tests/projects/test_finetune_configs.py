@@ -1,14 +1,24 @@
 """The project's configs load, and their data follows the model: image size, eval crop, classes."""
+
 import pytest
 from libai.config import instantiate
 
 import libai_vit  # noqa: F401
 from libai_vit.config import load_config
 
-CONFIGS = ["projects/imagenet_finetune/configs/" + name for name in (
-    "vit_base_patch16_224_mae.py", "vit_base_patch16_224_deit.py", "vit_large_patch16_224_mae.py",
-    "vit_base_patch16_384.py", "demo_digits_pretrain.py", "demo_digits_finetune.py",
-    "deit_base_patch16_224_scratch.py", "deit3_base_patch16_224.py")] + ["configs/vit_imagenet.py"]
+CONFIGS = [
+    "projects/imagenet_finetune/configs/" + name
+    for name in (
+        "vit_base_patch16_224_mae.py",
+        "vit_base_patch16_224_deit.py",
+        "vit_large_patch16_224_mae.py",
+        "vit_base_patch16_384.py",
+        "demo_digits_pretrain.py",
+        "demo_digits_finetune.py",
+        "deit_base_patch16_224_scratch.py",
+        "deit3_base_patch16_224.py",
+    )
+] + ["configs/vit_imagenet.py"]
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -45,15 +55,30 @@ def test_family_config_builds_the_timm_architecture(name):
     small = ["model.depth=2", "model.embed_dim=64", "model.num_heads=4", "model.num_classes=3"]
     cfg = load_config("projects/imagenet_finetune/configs/" + name, small)
     for key, value in model_kwargs(timm_name).items():  # every architecture key as timm's
-        if key not in ("depth", "embed_dim", "num_heads", "num_classes", "img_size"):  # img_size: the recipe's own
+        if key not in (
+            "depth",
+            "embed_dim",
+            "num_heads",
+            "num_classes",
+            "img_size",
+        ):  # img_size: the recipe's own
             assert cfg.model[key] == (list(value) if isinstance(value, tuple) else value), key
     model = instantiate(cfg.model)
-    assert model.global_pool == pool and type(model).__name__ == ("Eva" if "eva" in name else "VisionTransformer")
-    for transform in (cfg.dataloader.train.dataset[0].transform, cfg.dataloader.test[0].dataset.transform):
-        normalize = [t for t in instantiate(transform).transforms if type(t).__name__ == "Normalize"]
+    assert model.global_pool == pool and type(model).__name__ == (
+        "Eva" if "eva" in name else "VisionTransformer"
+    )
+    for transform in (
+        cfg.dataloader.train.dataset[0].transform,
+        cfg.dataloader.test[0].dataset.transform,
+    ):
+        normalize = [
+            t for t in instantiate(transform).transforms if type(t).__name__ == "Normalize"
+        ]
         assert normalize[0].mean[0] == pytest.approx(mean, abs=1e-3)
     tf = instantiate(cfg.dataloader.test[0].dataset.transform)
     assert tf.transforms[1].size == (cfg.model.img_size, cfg.model.img_size)
+
+
 def test_recipes_pass_the_value_checks_and_name_their_parts():
     from libai_vit.config import validate_values
     from libai_vit.losses import BinaryCrossEntropy
@@ -67,4 +92,7 @@ def test_recipes_pass_the_value_checks_and_name_their_parts():
     deit3 = load_config(CONFIGS[7])
     assert deit3.optim._target_ is Lamb and deit3.model.loss_func._target_ is BinaryCrossEntropy
     assert deit3.model.loss_func.target_threshold == 0.0 and deit3.graph.enabled is False
-    assert deit3.optim.params.clip_grad_max_norm == 1.0 and deit3.dataloader.train.mixup_func.label_smoothing == 0.0
+    assert (
+        deit3.optim.params.clip_grad_max_norm == 1.0
+        and deit3.dataloader.train.mixup_func.label_smoothing == 0.0
+    )

@@ -9,6 +9,7 @@ the project's configs and tools/train.sh as a user runs them:
 3. evaluate the fine-tuned checkpoint with DP=1 and DP=2 (same top-1), predict with tools/predict.py;
 4. resume an interrupted fine-tune with --resume (it continues at the step after its checkpoint).
 """
+
 import json
 import os
 import re
@@ -31,8 +32,18 @@ FAMILY = ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=
 
 def _train(config, out, root, *overrides, nproc=1, extra=()):
     # flags (--resume, --eval-only) go before the key=value overrides, which take the rest of the line
-    return launch([os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, config), *extra,
-                   f"train.output_dir={out}", f"dataloader.root={root}", *FAMILY, *overrides], nproc)
+    return launch(
+        [
+            os.path.join(ROOT, "tools", "train_net.py"),
+            os.path.join(ROOT, config),
+            *extra,
+            f"train.output_dir={out}",
+            f"dataloader.root={root}",
+            *FAMILY,
+            *overrides,
+        ],
+        nproc,
+    )
 
 
 def _acc(text):
@@ -50,16 +61,40 @@ def _log(out):
 @pytest.fixture(scope="module")
 def runs(digits_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("finetune")
-    short = (f"train.train_iter={STEPS}", f"train.evaluation.eval_period={STEPS}",
-             f"train.checkpointer.period={STEPS}")
+    short = (
+        f"train.train_iter={STEPS}",
+        f"train.evaluation.eval_period={STEPS}",
+        f"train.checkpointer.period={STEPS}",
+    )
     pre, ft, scratch = (str(base / n) for n in ("pre", "ft", "scratch"))
     _train(PRE, pre, digits_root, *short)
     timm_file = str(base / "pre_timm.safetensors")
-    size = ["img_size=16", "patch_size=4", "embed_dim=64", "depth=4", "num_heads=4", "mlp_ratio=2.0",
-            "num_classes=5", "init_values=0.1"]
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), f"{pre}/model_final",
-                           timm_file, "--model", "vit_small_patch14_reg4_dinov2", "--to-timm", "--set", *size],
-                          capture_output=True, text=True, timeout=300)
+    size = [
+        "img_size=16",
+        "patch_size=4",
+        "embed_dim=64",
+        "depth=4",
+        "num_heads=4",
+        "mlp_ratio=2.0",
+        "num_classes=5",
+        "init_values=0.1",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            f"{pre}/model_final",
+            timm_file,
+            "--model",
+            "vit_small_patch14_reg4_dinov2",
+            "--to-timm",
+            "--set",
+            *size,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     _train(FT, ft, digits_root, *short, f"model.pretrained={timm_file}")
     _train(FT, scratch, digits_root, *short, "model.pretrained=null")
@@ -68,8 +103,12 @@ def runs(digits_root, tmp_path_factory):
 
 def test_finetune_beats_scratch_and_chance(runs):
     pre_acc, ft_acc, scratch_acc = (_acc(_log(runs[k])) for k in ("pre", "ft", "scratch"))
-    print(f"top-1: pretrain (5 classes) {pre_acc:.1f}, fine-tuned {ft_acc:.1f}, scratch {scratch_acc:.1f}")
-    assert pre_acc > 45  # chance: 20; measured 57-66 (the exact figure moves with the OpenBLAS kernel)
+    print(
+        f"top-1: pretrain (5 classes) {pre_acc:.1f}, fine-tuned {ft_acc:.1f}, scratch {scratch_acc:.1f}"
+    )
+    assert (
+        pre_acc > 45
+    )  # chance: 20; measured 57-66 (the exact figure moves with the OpenBLAS kernel)
     assert ft_acc > 40  # chance: 10
     assert ft_acc > scratch_acc + 5
 
@@ -79,14 +118,24 @@ def test_eval_is_reduced_over_data_parallel_ranks(runs):
     accs = []
     for nproc in (1, 2):
         out = str(runs["base"] / f"eval{nproc}")
-        _train(FT, out, runs["root"], f"train.load_weight={weights}", "model.pretrained=null",
-               f"train.dist.data_parallel_size={nproc}", f"train.train_micro_batch_size={64 // nproc}",
-               nproc=nproc, extra=["--eval-only"])
+        _train(
+            FT,
+            out,
+            runs["root"],
+            f"train.load_weight={weights}",
+            "model.pretrained=null",
+            f"train.dist.data_parallel_size={nproc}",
+            f"train.train_micro_batch_size={64 // nproc}",
+            nproc=nproc,
+            extra=["--eval-only"],
+        )
         accs.append(_acc(_log(out)))
     assert accs[0] == pytest.approx(_acc(_log(runs["ft"])), abs=1e-6)
     # LiBai 0.1.1 pads the shorter rank's shard with sample 0 when the val size (449 digits) is not a
     # multiple of DP, which can move the count by one sample
-    one_sample = 100.0 / sum(len(files) for _, _, files in os.walk(os.path.join(runs["root"], "val")))
+    one_sample = 100.0 / sum(
+        len(files) for _, _, files in os.walk(os.path.join(runs["root"], "val"))
+    )
     assert abs(accs[0] - accs[1]) <= one_sample + 1e-6
 
 
@@ -98,7 +147,7 @@ def test_predict_prints_top5_and_refuses_bad_input(runs, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = [out for out in proc.stdout.splitlines() if out.startswith(image)][0]
-    names = [part.split()[0] for part in line[len(image) + 2:].split(", ")]
+    names = [part.split()[0] for part in line[len(image) + 2 :].split(", ")]
     assert len(names) == 5 and set(names) <= {str(d) for d in range(10)}
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
@@ -110,8 +159,13 @@ def test_predict_prints_top5_and_refuses_bad_input(runs, tmp_path):
 
 def test_finetune_resumes(runs):
     out = str(runs["base"] / "resume")
-    common = (f"model.pretrained={runs['pre']}/model_final", "train.evaluation.enabled=False",
-              "train.checkpointer.period=10", "train.log_period=1", "train.train_iter=20")
+    common = (
+        f"model.pretrained={runs['pre']}/model_final",
+        "train.evaluation.enabled=False",
+        "train.checkpointer.period=10",
+        "train.log_period=1",
+        "train.train_iter=20",
+    )
     _train(FT, out, runs["root"], *common)
     # leave the folder as a run stopped between steps 10 and 20 leaves it (LiBai 0.1.1 cannot parse an
     # iteration out of "model_final", so resuming a finished run is not what is tested here)
@@ -130,5 +184,8 @@ def test_finetune_resumes(runs):
 
 def test_graph_training_quiets_oneflows_spinning_vm_scheduler(runs):
     # libai_vit/vm_scheduler.py: measured after the first step, the spinning thread goes to nice 19
-    assert re.search(r"OneFlow's VM scheduler thread \d+ spun \d+% of a core in sched_yield while "
-                     r"nn.Graph steps ran; lowered it to nice 19", _log(runs["ft"]))
+    assert re.search(
+        r"OneFlow's VM scheduler thread \d+ spun \d+% of a core in sched_yield while "
+        r"nn.Graph steps ran; lowered it to nice 19",
+        _log(runs["ft"]),
+    )

@@ -11,6 +11,7 @@ step's loss must match within 1e-4 relative:
   repeated augmentation), in eager mode (LAMB's graph kernel is another variant);
 - "clip": whole-model gradient clipping in graph mode (one compiled OptimizerConf).
 """
+
 import json
 import os
 import shutil
@@ -23,8 +24,11 @@ from conftest import ROOT, launch
 pytestmark = pytest.mark.slow
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "recipes")
-CONFIGS = {"mae": "tests/projects/fidelity/mae.py", "clip": "tests/projects/fidelity/mae.py",
-           "deit3": "tests/projects/fidelity/deit3.py"}
+CONFIGS = {
+    "mae": "tests/projects/fidelity/mae.py",
+    "clip": "tests/projects/fidelity/mae.py",
+    "deit3": "tests/projects/fidelity/deit3.py",
+}
 RUNS = {  # name: (case, dp, tp, pp, micro-batch, accumulation, graph)
     "mae_1x1x1": ("mae", 1, 1, 1, 8, 1, True),
     "mae_1x2x2": ("mae", 1, 2, 2, 4, 2, True),
@@ -45,16 +49,21 @@ def _overrides(ref, name, out):
     steps = ref["steps"]
     ema = case["ema"]
     over = [
-        f"train.output_dir={out}", f"graph.enabled={graph}",
-        f"train.dist.data_parallel_size={dp}", f"train.dist.tensor_parallel_size={tp}",
-        f"train.dist.pipeline_parallel_size={pp}", f"train.train_micro_batch_size={micro}",
+        f"train.output_dir={out}",
+        f"graph.enabled={graph}",
+        f"train.dist.data_parallel_size={dp}",
+        f"train.dist.tensor_parallel_size={tp}",
+        f"train.dist.pipeline_parallel_size={pp}",
+        f"train.train_micro_batch_size={micro}",
         f"train.num_accumulation_steps={acc}",
         f"model.pretrained={os.path.join(FIXTURES, case_name + '_init.safetensors')}",
         f"model.global_pool={case['global_pool']}",
-        f"optim.lr={case['lr']}", f"optim.weight_decay={case['weight_decay']}",
+        f"optim.lr={case['lr']}",
+        f"optim.weight_decay={case['weight_decay']}",
         f"optim.params.layer_decay={case['layer_decay']}",
         f"optim.params.clip_grad_max_norm={'null' if case['clip'] is None else case['clip']}",
-        f"train.warmup_ratio={case['warmup_steps'] / steps}", "train.scheduler.warmup_factor=0.0",
+        f"train.warmup_ratio={case['warmup_steps'] / steps}",
+        "train.scheduler.warmup_factor=0.0",
         f"train.scheduler.alpha={case['min_lr'] / case['lr']}",
         f"dataloader.train.num_repeats={case['num_repeats']}",
         f"dataloader.train.mixup_func.label_smoothing={case['smoothing']}",
@@ -77,14 +86,23 @@ def trained(tmp_path_factory):
             _launch(ref, name, out)
             done[name] = out
         return done[name]
+
     return run
 
 
 def _launch(ref, name, out, extra=()):
     _, dp, tp, pp = RUNS[name][:4]
     # checkpoints after steps 6 and 12: the resume test restarts from the first
-    launch([os.path.join(ROOT, "tools", "train_net.py"), os.path.join(ROOT, CONFIGS[RUNS[name][0]]), *extra,
-            *_overrides(ref, name, out), f"train.checkpointer.period={ref['steps'] // 2}"], dp * tp * pp)
+    launch(
+        [
+            os.path.join(ROOT, "tools", "train_net.py"),
+            os.path.join(ROOT, CONFIGS[RUNS[name][0]]),
+            *extra,
+            *_overrides(ref, name, out),
+            f"train.checkpointer.period={ref['steps'] // 2}",
+        ],
+        dp * tp * pp,
+    )
 
 
 def _losses(out):
@@ -111,8 +129,12 @@ def test_recipe_matches_pytorch_step_for_step(name, trained):
     if ref["cases"][case_name]["ema"]:
         evaluated = [r for r in rows if "Acc@1_ema" in r]
         assert evaluated and "Acc@5_ema" in evaluated[-1] and "Acc@1" in evaluated[-1]
-        _check_ema(os.path.join(out, "model_final", "model_ema"),
-                   os.path.join(FIXTURES, f"{case_name}_dp{dp}_ema.safetensors"), ref, case_name)
+        _check_ema(
+            os.path.join(out, "model_final", "model_ema"),
+            os.path.join(FIXTURES, f"{case_name}_dp{dp}_ema.safetensors"),
+            ref,
+            case_name,
+        )
 
 
 def test_model_ema_resumes_exactly(trained, tmp_path):
@@ -135,8 +157,12 @@ def test_model_ema_resumes_exactly(trained, tmp_path):
     theirs = ref["cases"]["mae"]["losses"]["1"]
     assert sorted(losses) == list(range(ref["steps"]))
     assert max(abs(losses[i] - theirs[i]) / theirs[i] for i in range(half, ref["steps"])) < 1e-4
-    _check_ema(os.path.join(out, "model_final", "model_ema"), os.path.join(FIXTURES, "mae_dp1_ema.safetensors"),
-               ref, "mae")
+    _check_ema(
+        os.path.join(out, "model_final", "model_ema"),
+        os.path.join(FIXTURES, "mae_dp1_ema.safetensors"),
+        ref,
+        "mae",
+    )
 
 
 def _check_ema(ours_path, reference_path, ref, case_name):
@@ -146,12 +172,18 @@ def _check_ema(ours_path, reference_path, ref, case_name):
     import libai_vit  # noqa: F401
     from libai_vit.models.zoo import pretrained_vit
 
-    theirs = pretrained_vit(pretrained=reference_path, global_pool=ref["cases"][case_name]["global_pool"],
-                            **ref["model"]).state_dict()
+    theirs = pretrained_vit(
+        pretrained=reference_path,
+        global_pool=ref["cases"][case_name]["global_pool"],
+        **ref["model"],
+    ).state_dict()
     ours = flow.load(ours_path)
     assert set(ours) == set(theirs)
-    init = pretrained_vit(pretrained=os.path.join(FIXTURES, f"{case_name}_init.safetensors"),
-                          global_pool=ref["cases"][case_name]["global_pool"], **ref["model"]).state_dict()
+    init = pretrained_vit(
+        pretrained=os.path.join(FIXTURES, f"{case_name}_init.safetensors"),
+        global_pool=ref["cases"][case_name]["global_pool"],
+        **ref["model"],
+    ).state_dict()
     moved = 0.0
     for key, value in theirs.items():
         a, b = ours[key].numpy(), value.numpy()

@@ -7,6 +7,7 @@ A checkpoint is a directory `model_XXXXXXX/` (the iteration that finished) holdi
 `last_checkpoint`. Assumes `output_dir` is one file system seen by every rank (as LiBai's --resume
 already does).
 """
+
 import errno
 import logging
 import os
@@ -39,9 +40,11 @@ def _note_relayout(path, saved):
     keys = ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size")
     now = parallel.current_layout()
     if saved and tuple(saved[k] for k in keys) != tuple(getattr(now, k) for k in keys):
-        logger.info(f"checkpoint {path} was written at DP x TP x PP = {' x '.join(str(saved[k]) for k in keys)}; "
-                    f"loading it at {' x '.join(str(getattr(now, k)) for k in keys)}: its tensors are whole "
-                    f"and are resharded to this layout")
+        logger.info(
+            f"checkpoint {path} was written at DP x TP x PP = {' x '.join(str(saved[k]) for k in keys)}; "
+            f"loading it at {' x '.join(str(getattr(now, k)) for k in keys)}: its tensors are whole "
+            f"and are resharded to this layout"
+        )
 
 
 class ReliableCheckpointer(Checkpointer):
@@ -64,7 +67,9 @@ class ReliableCheckpointer(Checkpointer):
         iteration = int(m.group(1)) if m else None
         bad = nonfinite_entries(self.model)
         if bad:
-            raise CheckpointError(f"not saving checkpoint {name}: the model holds NaN/Inf in {', '.join(bad[:5])}")
+            raise CheckpointError(
+                f"not saving checkpoint {name}: the model holds NaN/Inf in {', '.join(bad[:5])}"
+            )
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
@@ -95,14 +100,21 @@ class ReliableCheckpointer(Checkpointer):
         error = broadcast_from_rank0(str(error) if error else None)
         if error:
             last = self.get_checkpoint_file()
-            raise CheckpointError(f"saving checkpoint {final} failed: {error}; the last good checkpoint "
-                                  f"{last or '(none)'} is intact")
+            raise CheckpointError(
+                f"saving checkpoint {final} failed: {error}; the last good checkpoint "
+                f"{last or '(none)'} is intact"
+            )
         dist.synchronize()
 
     def _publish(self, tmp, final, name, iteration):
-        write_manifest(tmp, iteration=iteration, name=name, world_size=flow.env.get_world_size(),
-                       layout=self.layout,
-                       config=OmegaConf.to_container(self.config) if self.config is not None else None)
+        write_manifest(
+            tmp,
+            iteration=iteration,
+            name=name,
+            world_size=flow.env.get_world_size(),
+            layout=self.layout,
+            config=OmegaConf.to_container(self.config) if self.config is not None else None,
+        )
         if os.path.exists(final):  # the same iteration saved again after a fallback
             os.rename(final, os.path.join(self.save_dir, f".old-{name}"))
         os.rename(tmp, final)
@@ -121,7 +133,8 @@ class ReliableCheckpointer(Checkpointer):
                 raise CheckpointError(
                     f"checkpoint {path} has no {', '.join(missing)} state: it was written in {mode} mode; "
                     f"resume with graph.enabled={mode == 'graph'}, or start from its weights with "
-                    f"train.load_weight={path}")
+                    f"train.load_weight={path}"
+                )
         return super().load(path, checkpointables)
 
     def _load_file(self, f):
@@ -147,8 +160,10 @@ class ReliableCheckpointer(Checkpointer):
             try:
                 data[key] = flow.load(os.path.join(f, key), global_src_rank=0)
             except Exception as e:  # noqa: BLE001  (OneFlow raises many kinds; name the file)
-                raise CheckpointError(f"checkpoint entry {os.path.join(f, key)} cannot be loaded: "
-                                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise CheckpointError(
+                    f"checkpoint entry {os.path.join(f, key)} cannot be loaded: "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
         if iteration is None:
             m = PERIODIC.match(os.path.basename(os.path.normpath(f)))
             iteration = int(m.group(1)) if m else 0

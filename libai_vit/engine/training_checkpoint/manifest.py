@@ -1,5 +1,6 @@
 """A training checkpoint's `manifest.json`: iteration, world size, layout, the config, and every
 file's size and sha256; written last, so a checkpoint without one was never completed."""
+
 import json
 import os
 
@@ -21,9 +22,13 @@ def _files(root):
 
 def write_manifest(path, **fields):
     """Record every file under checkpoint directory `path` (size, sha256) with `fields`."""
-    files = {rel: (os.path.getsize(os.path.join(path, rel)), sha256_synced(os.path.join(path, rel)))
-             for rel in _files(path)}
-    write_atomic(os.path.join(path, MANIFEST), json.dumps(dict(fields, files=files), indent=1, default=str))
+    files = {
+        rel: (os.path.getsize(os.path.join(path, rel)), sha256_synced(os.path.join(path, rel)))
+        for rel in _files(path)
+    }
+    write_atomic(
+        os.path.join(path, MANIFEST), json.dumps(dict(fields, files=files), indent=1, default=str)
+    )
 
 
 def verify(path):
@@ -35,7 +40,9 @@ def verify(path):
         with open(manifest_file) as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} is incomplete: {manifest_file} is missing") from None
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete: {manifest_file} is missing"
+        ) from None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint manifest {manifest_file} is unreadable: {e}") from None
     for rel, (size, digest) in manifest["files"].items():
@@ -43,8 +50,12 @@ def verify(path):
         if not os.path.isfile(f):
             raise CheckpointError(f"checkpoint file {f} is missing")
         if os.path.getsize(f) != size:
-            raise CheckpointError(f"checkpoint file {f} is truncated or altered: "
-                                  f"{os.path.getsize(f)} bytes, the manifest says {size}")
+            raise CheckpointError(
+                f"checkpoint file {f} is truncated or altered: "
+                f"{os.path.getsize(f)} bytes, the manifest says {size}"
+            )
         if sha256_synced(f) != digest:
-            raise CheckpointError(f"checkpoint file {f} is corrupt: its sha256 differs from the manifest")
+            raise CheckpointError(
+                f"checkpoint file {f} is corrupt: its sha256 differs from the manifest"
+            )
     return manifest

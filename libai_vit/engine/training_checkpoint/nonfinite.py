@@ -1,4 +1,5 @@
 """The NaN/Inf scan run before a save, so that no checkpoint holds a diverged model."""
+
 import math
 
 import oneflow as flow
@@ -12,6 +13,12 @@ def nonfinite_entries(model):
     sums = {}
     for name, v in model.state_dict().items():
         s = v.sum().to(flow.float64)
-        sums[name] = dist.tton(s, local_only=False, ranks=[0] if s.placement.ranks.ndim == 1 else [[0]])
-    bad = [n for n, s in sums.items() if not math.isfinite(float(s))] if dist.is_main_process() else None
+        sums[name] = dist.tton(
+            s, local_only=False, ranks=[0] if s.placement.ranks.ndim == 1 else [[0]]
+        )
+    bad = (
+        [n for n, s in sums.items() if not math.isfinite(float(s))]
+        if dist.is_main_process()
+        else None
+    )
     return broadcast_from_rank0(bad)

@@ -1,5 +1,6 @@
 """Choosing the training checkpoint to resume from: the newest periodic one whose manifest verifies,
 falling back past corrupt ones with a warning that names the file."""
+
 import logging
 import os
 import re

@@ -15,10 +15,14 @@ from ....configs.common.train import train
 
 model._target_ = pretrained_vit  # VisionTransformer(...), then the pretrained file loaded into it
 model.pretrained = None  # timm/DeiT/MAE (.safetensors/.pth/.bin) or JAX (.npz) checkpoint file
-model.trust = False  # True lets a .pth pickle run code (some MAE/DeiT files hold an argparse Namespace)
+model.trust = (
+    False  # True lets a .pth pickle run code (some MAE/DeiT files hold an argparse Namespace)
+)
 model.strict = True  # refuse a file whose blocks do not fit (the head, norm and fc_norm may differ)
 model.num_classes = 1000
-model.global_pool = "avg"  # MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
+model.global_pool = (
+    "avg"  # MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
+)
 model.drop_path_rate = 0.1
 # mixup/cutmix give soft labels; DeiT III: libai_vit.losses.BinaryCrossEntropy
 model.loss_func = LazyCall(SoftTargetCrossEntropy)()
@@ -34,7 +38,9 @@ optim = LazyCall(flow.optim.AdamW)(  # DeiT III: libai_vit.optim.Lamb (eager mod
         clip_grad_max_norm=None,
         clip_grad_norm_type=2.0,  # the norm's order
     ),
-    lr=5e-4 * 1024 / 256,  # base lr per 256 samples x train.global_batch_size / 256: keep them in step
+    lr=5e-4
+    * 1024
+    / 256,  # base lr per 256 samples x train.global_batch_size / 256: keep them in step
     weight_decay=0.05,
     betas=(0.9, 0.999),
     eps=1e-8,
