@@ -104,6 +104,7 @@ def _tool(name, *args):
     )
 
 
+@pytest.mark.slow
 def test_the_demos_checkpoint_exports_with_its_preprocessing_and_predicts_the_same(
     onnx_extra, demo_run, tmp_path
 ):
