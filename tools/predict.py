@@ -45,11 +45,12 @@ def main(argv=None):
         p.error("give CHECKPOINT and at least one IMAGE (or --onnx FILE IMAGE ...)")
     image_paths = args.paths if args.onnx else args.paths[1:]
     try:
+        checkpoint = None if args.onnx else inference.checkpoint_path(args.paths[0])
         images = inference.read_images(image_paths)
         if args.onnx:
             probs, names = _onnx_predict(args.onnx, images, args.classes)
         else:
-            probs, names = _oneflow_predict(args, images)
+            probs, names = _oneflow_predict(checkpoint, args, images)
         if len(names) != probs.shape[1]:
             raise inference.InferenceError(
                 f"{len(names)} class names for a model with {probs.shape[1]} classes"
@@ -64,8 +65,7 @@ def main(argv=None):
     return 0
 
 
-def _oneflow_predict(args, images):
-    checkpoint = inference.checkpoint_path(args.paths[0])
+def _oneflow_predict(checkpoint, args, images):
     cfg = inference.run_config(checkpoint, args.config, args.model)
     model = inference.load_model(checkpoint, cfg, args.model)
     transform = inference.preprocessing(cfg, model)
