@@ -22,7 +22,7 @@ from libai_vit.pretrained import PretrainedError, load_pretrained
 
 
 class InferenceError(Exception):
-    """A checkpoint, config, image or class list that cannot be used; the message says which and why."""
+    """A checkpoint, config, image or class list that cannot be used; the message says why."""
 
 
 def checkpoint_path(path):
@@ -47,6 +47,13 @@ def find_config(checkpoint):
             return candidate
         here = os.path.dirname(here)
     return None
+
+
+def run_config(checkpoint, config=None, model_name=None):
+    """The config a tool uses for `checkpoint`: `config` when given, else the run's config.yaml
+    above it unless the model is named (a pretrained file with --model NAME has no run)."""
+    found = config or find_config(checkpoint)
+    return load_config(found) if config or (found and not model_name) else None
 
 
 def load_config(path):
@@ -86,13 +93,49 @@ def load_model(checkpoint, cfg=None, model_name=None, attention_weights=False, *
 
 
 def preprocessing(cfg, model):
-    """The config's evaluation transform; without one, the eval transform at the model's input size."""
+    """The config's evaluation transform; without one, the eval transform at the model's size."""
     test_transform = (
         OmegaConf.select(cfg, "dataloader.test.0.dataset.transform", default=None) if cfg else None
     )
     if test_transform is not None:
         return instantiate(test_transform)
     return eval_transform(tuple(model.patch_embed.img_size))
+
+
+# The eval transforms a server can repeat from a description (tools/export_onnx.py writes it into
+# the ONNX file; libai_vit.onnx_export.runtime applies it), in the order they must come.
+DESCRIBABLE = ("Resize", "CenterCrop", "ToTensor", "Normalize")
+
+
+def describe_preprocessing(transform):
+    """`transform` (Resize, CenterCrop, ToTensor, Normalize, each optional, in that order) as data:
+    resize (the short side, or [h, w]), interpolation, crop [h, w] (without a CenterCrop: the
+    resized size, square for a short-side resize), mean, std of pixels scaled to [0, 1]."""
+    steps = list(getattr(transform, "transforms", [transform]))
+    kinds = [type(t).__name__ for t in steps]
+    if any(k not in DESCRIBABLE for k in kinds) or kinds != sorted(kinds, key=DESCRIBABLE.index):
+        raise InferenceError(
+            f"the eval transform {kinds} cannot be written down for a server: only "
+            f"{', '.join(DESCRIBABLE)} in this order"
+        )
+    if "ToTensor" not in kinds:
+        raise InferenceError(f"the eval transform {kinds} has no ToTensor")
+    step = dict(zip(kinds, steps))
+    description = {"resize": None, "interpolation": "bilinear", "crop": None}
+    if "Resize" in step:
+        size = step["Resize"].size
+        size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
+        description["resize"] = list(size) if isinstance(size, (list, tuple)) else int(size)
+        description["interpolation"] = step["Resize"].interpolation.value
+        description["crop"] = description["resize"]
+    if "CenterCrop" in step:
+        description["crop"] = list(step["CenterCrop"].size)
+    if isinstance(description["crop"], int):
+        description["crop"] = [description["crop"]] * 2
+    norm = step.get("Normalize")
+    description["mean"] = [float(m) for m in norm.mean] if norm else [0.0, 0.0, 0.0]
+    description["std"] = [float(s) for s in norm.std] if norm else [1.0, 1.0, 1.0]
+    return description
 
 
 def undo_normalize(transform, image):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for libai_vit; every entry point (train.sh, test.sh) calls it.
 #   bash tools/setup.sh            -> installs/verifies, prints the python to use on the last line
+#   bash tools/setup.sh --onnx     -> the same, plus the optional ONNX export extra (4. below)
 # 1. An active environment that already imports oneflow, libai and flowvision is used as it is.
 # 2. Otherwise .venv/ is made from a Python 3.10 (PATH, then pyenv) and the exact pins installed.
 # A stamp holding the hash of the pins makes a second run take about a second.
@@ -8,13 +9,48 @@
 #    (tools/openblas_coretype.py, ~40 s, cached in ~/.cache/libai_vit) and written as a .pth file into
 #    .venv, so that every python of it applies it; train.sh and test.sh also export it. An active
 #    environment is not written to: `python tools/openblas_coretype.py --install-pth` does it (README).
+# 4. --onnx: requirements/onnx.txt (oneflow-onnx, onnx, onnxruntime) --no-deps into .onnx-extra/, a
+#    folder only libai_vit.onnx_export puts on sys.path: the stack's protobuf and numpy never change
+#    (the file says why those pins). Stamped like the stack; never part of the default path.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+ONNX_EXTRA="$ROOT/.onnx-extra"
 say() { echo "[setup] $*" >&2; }
+pip_quiet() {  # pip's notes about this machine's unused extra index folders are noise
+  "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+want_onnx=0
+for arg in "$@"; do
+  case "$arg" in
+    --onnx) want_onnx=1 ;;
+    *) echo "[setup] error: unknown argument $arg (the only one is --onnx)" >&2; exit 2 ;;
+  esac
+done
 
 openblas_choice() {  # $1: a python with the stack; the rest: tools/openblas_coretype.py's flags
   "$1" "$ROOT/tools/openblas_coretype.py" "${@:2}" >/dev/null || say "warning: could not choose an OpenBLAS core type"
+}
+
+onnx_extra() {  # $1: the stack's python; installs the ONNX extra once per requirements/onnx.txt
+  local stamp; stamp="$(sha256sum "$ROOT/requirements/onnx.txt" | cut -c1-16)"
+  if [ "$(cat "$ONNX_EXTRA/.libai_vit_stamp" 2>/dev/null)" != "$stamp" ]; then
+    say "installing the ONNX export extra into $ONNX_EXTRA (~40 MB download)"
+    rm -rf "$ONNX_EXTRA"
+    pip_quiet "$1" -m pip install --disable-pip-version-check -q --no-deps --only-binary=:all: \
+      --target "$ONNX_EXTRA" -r "$ROOT/requirements/onnx.txt"
+    if ! out="$(PYTHONPATH="$ONNX_EXTRA" "$1" -c 'import onnx, onnxruntime, oneflow_onnx' 2>&1)"; then
+      echo "[setup] error: the ONNX extra installed but does not import:" >&2; echo "$out" | tail -5 >&2
+      rm -rf "$ONNX_EXTRA"; exit 1
+    fi
+    echo "$stamp" > "$ONNX_EXTRA/.libai_vit_stamp"
+  fi
+}
+
+ready() {  # $1: the stack's python: the extra if asked for, then the python on the last line
+  if [ "$want_onnx" = 1 ]; then onnx_extra "$1"; fi
+  echo "$1"
+  exit 0
 }
 
 stack_ok() {  # $1: a python; true when it imports the whole stack
@@ -28,15 +64,13 @@ if [ -n "$active" ] && [ "$active" != "$VENV" ] && [ -x "$active/bin/python" ] &
   # nothing is installed into it: train.sh and test.sh put the repository on PYTHONPATH
   say "using the active environment $active (it already has oneflow + libai + flowvision)"
   openblas_choice "$active/bin/python"
-  echo "$active/bin/python"
-  exit 0
+  ready "$active/bin/python"
 fi
 
 stamp_want="$(cat "$ROOT/requirements/stack.txt" "$ROOT/tools/setup.sh" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.libai_vit_stamp" 2>/dev/null)" = "$stamp_want" ]; then
   openblas_choice "$VENV/bin/python" --install-pth
-  echo "$VENV/bin/python"
-  exit 0
+  ready "$VENV/bin/python"
 fi
 
 find_py310() {
@@ -47,9 +81,6 @@ find_py310() {
     fi
   done
   return 1
-}
-pip_quiet() {  # pip's notes about this machine's unused extra index folders are noise
-  "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 if [ ! -x "$VENV/bin/python" ]; then
   PY310="$(find_py310)" || {
@@ -75,4 +106,4 @@ fi
 openblas_choice "$VENV/bin/python" --install-pth
 echo "$stamp_want" > "$VENV/.libai_vit_stamp"
 say "ready: $VENV"
-echo "$VENV/bin/python"
+ready "$VENV/bin/python"
