@@ -81,8 +81,9 @@ def test_only_core_types_whose_instructions_the_cpu_has_are_candidates():
 
 
 def test_setup_measures_the_core_type_once_and_every_python_applies_it(tmp_path):
-    """Set-up measures (two candidates here, to stay fast) and caches; the .pth makes a plain python's
-    `import oneflow` load that kernel; a user's OPENBLAS_CORETYPE wins; --export is what train.sh/test.sh eval."""
+    """Set-up measures (two candidates here, to stay fast) and caches; the .pth makes a plain
+    python's `import oneflow` load that kernel; a user's OPENBLAS_CORETYPE wins; --export is what
+    train.sh/test.sh eval."""
     tool = _coretype_tool()
     candidates = [c for c in ("Haswell", "Sandybridge") if c in tool.runnable(tool.cpu_flags())]
     if not candidates:
@@ -124,8 +125,8 @@ def test_setup_measures_the_core_type_once_and_every_python_applies_it(tmp_path)
     site_dir.mkdir()
     tool.install_pth(chosen, str(site_dir))
     read_core = (
-        "import site, sys; site.addsitedir(sys.argv[1]); import oneflow; sys.path.insert(0, sys.argv[2]); "
-        "from openblas_coretype import core_in_use; print(core_in_use())"
+        "import site, sys; site.addsitedir(sys.argv[1]); import oneflow; sys.path.insert(0, "
+        "sys.argv[2]); from openblas_coretype import core_in_use; print(core_in_use())"
     )
     args = [sys.executable, "-c", read_core, str(site_dir), os.path.join(ROOT, "tools")]
     plain = subprocess.run(args, capture_output=True, text=True, env=env)

@@ -1,5 +1,5 @@
-"""Optimizer parameter groups (layer-wise lr decay, no-weight-decay sets), their lr schedule, LAMB and
-whole-model gradient clipping."""
+"""Optimizer parameter groups (layer-wise lr decay, no-weight-decay sets), their lr schedule, LAMB
+and whole-model gradient clipping."""
 
 from libai_vit.optim.lamb import Lamb
 from libai_vit.optim.lr_scheduler import warmup_cosine_lr

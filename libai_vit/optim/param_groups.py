@@ -1,5 +1,6 @@
-"""Parameter groups for fine-tuning: layer-wise learning-rate decay (BEiT/MAE) and no weight decay on
-biases, norms and the names the model's `no_weight_decay()` returns (timm's and LiBai's convention).
+"""Parameter groups for fine-tuning: layer-wise learning-rate decay (BEiT/MAE) and no weight decay
+on biases, norms and the names the model's `no_weight_decay()` returns (the convention of
+timm and LiBai).
 
 LiBai builds the optimizer as `LazyCall(flow.optim.AdamW)(params=LazyCall(f)(...))` and sets
 `params.model` first; OneFlow's optimizers and LiBai's schedulers keep each group's own "lr" and
@@ -10,8 +11,8 @@ from collections import defaultdict
 
 
 def layer_id(name, depth):
-    """0 for the embeddings (timm's `group_matcher` stem: patch/position embeddings, class and register
-    tokens, the pre-norm), i + 1 for block i, depth + 1 for the final norm and the head."""
+    """0 for the embeddings (timm's `group_matcher` stem: patch/position embeddings, class and
+    register tokens, the pre-norm), i + 1 for block i, depth + 1 for the final norm and the head."""
     if name.startswith(("patch_embed.", "cls_token", "pos_embed", "reg_token", "norm_pre.")):
         return 0
     if name.startswith("blocks."):
@@ -32,8 +33,8 @@ def layer_decay_param_groups(
     and weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names` (None: the
     model's `no_weight_decay()`).
 
-    `clip_grad_max_norm`: clip by the norm of the whole model's gradient (the trainer applies it with
-    libai_vit.optim.clip); None: no clipping.
+    `clip_grad_max_norm`: clip by the norm of the whole model's gradient (the trainer applies it
+    with libai_vit.optim.clip); None: no clipping.
     """
     depth = model.depth
     if no_weight_decay_names is None:

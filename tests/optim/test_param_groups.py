@@ -1,5 +1,6 @@
-"""Layer-wise lr decay groups: which parameter gets which lr scale and weight decay, and that OneFlow's
-AdamW with the warm-up/cosine schedule keeps the per-group ratios (LiBai's WarmupCosineLR refuses them)."""
+"""Layer-wise lr decay groups: which parameter gets which lr scale and weight decay, and that
+OneFlow's AdamW with the warm-up/cosine schedule keeps the per-group ratios (LiBai's WarmupCosineLR
+refuses them)."""
 
 import numpy as np
 import pytest
