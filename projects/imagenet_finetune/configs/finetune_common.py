@@ -9,6 +9,9 @@ from libai.config import LazyCall
 from libai_vit.models.zoo import pretrained_vit
 from libai_vit.optim import layer_decay_param_groups, warmup_cosine_lr
 
+# Relative imports: LazyConfig executes the shared files afresh for every load. LiBai projects'
+# `from configs.common... import` is a cached module, so the recipes loaded in one process would
+# share and change one object (DeiT III's settings reached the MAE config loaded after it).
 from ....configs.common.data.imagenet import dataloader
 from ....configs.common.graph import graph
 from ....configs.common.models.vit.vit_base_patch16_224 import model
