@@ -9,6 +9,8 @@ scale it by the schedule, so a group's lr is its layer's scale times the peak lr
 
 from collections import defaultdict
 
+from libai.optim import get_default_optimizer_params
+
 
 def layer_id(name, depth):
     """0 for the embeddings (timm's `group_matcher` stem: patch/position embeddings, class and
@@ -18,6 +20,36 @@ def layer_id(name, depth):
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
     return depth + 1
+
+
+def model_no_weight_decay(model):
+    """The names `model.no_weight_decay()` returns (timm's convention), or none."""
+    return set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+
+
+def default_param_groups(
+    model,
+    base_lr=None,
+    weight_decay=None,
+    weight_decay_norm=None,
+    weight_decay_bias=None,
+    clip_grad_max_norm=None,
+    clip_grad_norm_type=None,
+    overrides=None,
+):
+    """LiBai's `get_default_optimizer_params` (the same arguments), whose `overrides` also give no
+    weight decay to the names the model's `no_weight_decay()` returns."""
+    no_decay = {name: {"weight_decay": 0.0} for name in sorted(model_no_weight_decay(model))}
+    return get_default_optimizer_params(
+        model,
+        base_lr=base_lr,
+        weight_decay=weight_decay,
+        weight_decay_norm=weight_decay_norm,
+        weight_decay_bias=weight_decay_bias,
+        clip_grad_max_norm=clip_grad_max_norm,
+        clip_grad_norm_type=clip_grad_norm_type,
+        overrides={**no_decay, **(overrides or {})},
+    )
 
 
 def layer_decay_param_groups(
@@ -38,7 +70,7 @@ def layer_decay_param_groups(
     """
     depth = model.depth
     if no_weight_decay_names is None:
-        no_weight_decay_names = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+        no_weight_decay_names = model_no_weight_decay(model)
     groups = defaultdict(list)
     for name, param in model.named_parameters():
         if not param.requires_grad:
