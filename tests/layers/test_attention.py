@@ -2,7 +2,6 @@
 flash, nn.Graph, and (slow) global tensors with heads split over 2 processes."""
 
 import logging
-import os
 import textwrap
 
 import numpy as np
@@ -15,7 +14,6 @@ from libai_vit.layers.flash import flash_attention
 
 from conftest import launch_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5
 
 
@@ -345,43 +343,3 @@ def test_flash_on_global_tensors_two_processes(tmp_path):
     script.write_text(_GLOBAL_CHECK)
     proc = launch_script(script, 2)
     assert proc.stdout.count("global flash ok") == 2, proc.stdout[-3000:]
-
-
-def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
-    from libai.config import LazyCall, LazyConfig
-    from libai.utils.checkpoint import Checkpointer
-    from omegaconf import DictConfig
-    from PIL import Image
-
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
-    import visualize_attention
-
-    kwargs = dict(
-        img_size=32,
-        patch_size=8,
-        num_classes=10,
-        embed_dim=32,
-        depth=2,
-        num_heads=4,
-        attn_backend="flash",
-    )
-    Checkpointer(libai_vit.VisionTransformer(**kwargs), save_dir=str(tmp_path / "out")).save(
-        "model_final"
-    )
-    config = DictConfig(
-        {"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True}
-    )
-    LazyConfig.save(config, str(tmp_path / "out" / "config.yaml"))
-    image = tmp_path / "img.png"
-    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(
-        image
-    )
-    ckpt = str(tmp_path / "out" / "model_final" / "model")
-    png = tmp_path / "attn.png"
-    assert visualize_attention.main([ckpt, str(image), "--out", str(png)]) == 0
-    assert png.stat().st_size > 0
-    (tmp_path / "bad.png").write_text("not an image")
-    assert visualize_attention.main([ckpt, str(tmp_path / "bad.png")]) == 2
-    assert "bad.png: cannot read the image" in capsys.readouterr().err
-    assert visualize_attention.main([str(tmp_path / "missing"), str(image)]) == 2
-    assert "missing: no such checkpoint directory" in capsys.readouterr().err
