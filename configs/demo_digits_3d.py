@@ -1,5 +1,6 @@
-# The README demo: a small ViT on the digits, data x tensor x pipeline = 2 x 2 x 2 on 8 CPU processes,
-# 1F1B over 2 micro-batches. Run: bash tools/train.sh tools/train_net.py configs/demo_digits_3d.py 8
+# The README demo: a small ViT on the digits, data x tensor x pipeline = 2 x 2 x 2 on 8 CPU
+# processes, 1F1B over 2 micro-batches. Run:
+#   bash tools/train.sh tools/train_net.py configs/demo_digits_3d.py 8
 from .common.data.digits import dataloader
 from .common.graph import graph
 from .common.models.vit.vit_base_patch16_224 import model

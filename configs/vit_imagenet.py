@@ -1,5 +1,5 @@
 # LiBai's ImageNet recipe on this ViT: DeiT-B/16 from scratch, 300 epochs at a global batch of 1024,
-# lr 5e-4 x 1024 / 512, 5 warm-up epochs, RandAugment, random erasing, mixup/cutmix, label smoothing.
+# lr 5e-4 x 1024 / 512, 5 warm-up epochs, RandAugment, random erasing, mixup/cutmix, label smoothing
 #   bash tools/train.sh tools/train_net.py configs/vit_imagenet.py 8 dataloader.root=/data/imagenet
 from flowvision.loss.cross_entropy import SoftTargetCrossEntropy
 from libai.config import LazyCall

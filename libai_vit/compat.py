@@ -3,16 +3,17 @@
 `apply()` is idempotent and runs when `libai_vit` is imported. Each fix names what broke:
 
 1. `layer_norm_affine` (every CPU layer_norm kernel) aborts with "TODO" on CPU: LiBai's layers build
-   `libai_vit.layers.norm.LayerNorm`, which keeps the fused kernel on CUDA and uses primitives on CPU.
+   `libai_vit.layers.norm.LayerNorm`, which keeps CUDA's fused kernel and uses primitives on CPU.
 2. `default_setup` runs `make` for NLP data helpers that the wheel does not ship, and exits: skipped
    (a ViT reads images, it never needs them).
-3. `dist.ttol` builds a "cuda" placement for the gathered loss/outputs: it now keeps the tensor's type.
-4. evaluation's `pad_batch` builds "cuda" tensors and placements: run with "cuda" mapped to the device
-   that exists.
+3. `dist.ttol` gives the gathered loss/outputs a "cuda" placement: it now keeps the tensor's type.
+4. evaluation's `pad_batch` builds "cuda" tensors and placements: run with "cuda" mapped to the
+   device that exists.
 5. OneFlow 0.9's nn.Graph proxies lack the `.origin` / `.config` that LiBai's graph code uses: given
    as properties over `to(nn.Module)` / `to(GraphModule)`.
-6. (silent) `dist.get_data_parallel_rank()` is `rank // (TP*PP)`, wrong when DP > 1 and PP > 1: first
-   and last stages read different samples and the model learns nothing. Replaced by the layout's rule.
+6. (silent) `dist.get_data_parallel_rank()` is `rank // (TP*PP)`, wrong when DP > 1 and PP > 1:
+   first and last stages read different samples and the model learns nothing. Replaced by the
+   layout's rule.
 7. (silent) AMP's dynamic loss scale and its good-step counter are graph variables named after the
    graph (`System-Train-DynamicLossScale-<graph name>-LossScale`): a train graph rebuilt (checkpoint
    boundary) or resumed has another name, so `load_state_dict` parked the old values under the old

@@ -1,6 +1,7 @@
-"""Loading a LazyConfig with command-line overrides, and `validate`: every check of a config that can be
-made before a rank starts (keys, values, the layout for the launched processes, the pretrained file),
-run once by tools/check_config.py before tools/train.sh launches anything and again in each rank."""
+"""Loading a LazyConfig with command-line overrides, and `validate`: every check of a config that
+can be made before a rank starts (keys, values, the layout for the launched processes, the
+pretrained file), run once by tools/check_config.py before tools/train.sh launches anything and
+again in each rank."""
 
 import difflib
 import inspect
@@ -19,8 +20,8 @@ class ConfigError(ValueError):
 
 
 def model_arguments(cfg):
-    """The model's arguments in a config: `cfg.model`, or its `cfg` node when the model is built from
-    one as LiBai's own configs do (`LazyCall(VisionTransformer)(cfg=...)`)."""
+    """The model's arguments in a config: `cfg.model`, or its `cfg` node when the model is built
+    from one as LiBai's own configs do (`LazyCall(VisionTransformer)(cfg=...)`)."""
     return cfg.model.cfg if "cfg" in cfg.model else cfg.model
 
 
@@ -206,9 +207,9 @@ def validate_values(cfg):
 
 
 def check_cuda_only_features(cfg, cuda_available=None):
-    """AMP and ZeRO need CUDA in OneFlow 0.9 (measured on CPU): AMP's graph pass leaves a CPU graph in
-    fp32 (the same losses; there are no fp16 CPU matmul/softmax kernels), and a ZeRO step aborts in the
-    CPU transport (register.cpp "separated_header_mem_ptr() == nullptr")."""
+    """AMP and ZeRO need CUDA in OneFlow 0.9 (measured on CPU): AMP's graph pass leaves a CPU graph
+    in fp32 (the same losses; there are no fp16 CPU matmul/softmax kernels), and a ZeRO step aborts
+    in the CPU transport (register.cpp "separated_header_mem_ptr() == nullptr")."""
     if cuda_available is None:
         import oneflow as flow
 

@@ -3,7 +3,8 @@
 multi-process run here (tools/train.sh, the tests' launch helper, tools/benchmark.py).
 
     python libai_vit/launch.py [--nproc_per_node N] [--nnodes K --node_rank R --master_addr A
-                               --master_port P] [--timeout S] [--rendezvous_timeout S] SCRIPT [ARGS ...]
+                               --master_port P] [--timeout S] [--rendezvous_timeout S]
+                               SCRIPT [ARGS ...]
 
 Run as a file (not `-m`): it imports neither oneflow nor the package, so it costs no OneFlow
 environment of its own.  What it does that OneFlow's launcher does not:
@@ -14,7 +15,8 @@ environment of its own.  What it does that OneFlow's launcher does not:
 - when a rank fails (non-zero exit, a signal, the launcher's SIGINT/SIGTERM/SIGHUP, the run's time
   limit, or ranks that have not met their peers within the rendezvous limit), every rank is stopped
   (SIGTERM, then SIGKILL), within ``STOP_GRACE + TERM_GRACE`` seconds (under 10 s) of the failure,
-  and one line names the rank and its reason; the exit status is the rank's (128 + signal if killed);
+  and one line names the rank and its reason; the exit status is the rank's (128 + signal if
+  it was killed);
 - a rank dies with the launcher even on SIGKILL (PR_SET_PDEATHSIG);
 - on one node the master port is chosen by the kernel and held (SO_REUSEPORT, which OneFlow's gRPC
   server also sets) for the whole run, so a concurrent run cannot take it before rank 0 binds it
@@ -280,7 +282,8 @@ def launch(args):
 
 def _first_failure(ranks, failed):
     """Give the other ranks STOP_GRACE to end on their own, then report the rank that says most:
-    one that printed an 'error: ' line (train_net prints it on rank 0 only), else the first to fail."""
+    one that printed an 'error: ' line (train_net prints it on rank 0 only), else the first
+    to fail."""
     deadline = time.monotonic() + STOP_GRACE
     while time.monotonic() < deadline and any(r.proc.poll() is None for r in ranks):
         time.sleep(POLL)

@@ -71,8 +71,9 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
     if lay.world_size != world_size:
         raise LayoutError(
             f"the layout DP x TP x PP = {lay.data_parallel_size} x {lay.tensor_parallel_size} x "
-            f"{lay.pipeline_parallel_size} = {lay.world_size} processes, but {world_size} were launched: "
-            f"launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or change train.dist.*"
+            f"{lay.pipeline_parallel_size} = {lay.world_size} processes, but {world_size} were "
+            f"launched: launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or "
+            f"change train.dist.*"
         )
     m = model_arguments(cfg)
     tp, pp = lay.tensor_parallel_size, lay.pipeline_parallel_size
@@ -117,13 +118,13 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
             )
         if acc_eff is not None and int(gbs) != micro * dp * acc_eff:
             raise LayoutError(
-                f"train.global_batch_size={gbs} != train_micro_batch_size x DP x num_accumulation_steps "
-                f"= {micro} x {dp} x {acc_eff}"
+                f"train.global_batch_size={gbs} != train_micro_batch_size x DP x "
+                f"num_accumulation_steps = {micro} x {dp} x {acc_eff}"
             )
     if pp > 1 and not cfg.graph.enabled:
         raise LayoutError(
-            f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph mode: "
-            f"set graph.enabled=True"
+            f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph "
+            f"mode: set graph.enabled=True"
         )
 
 
@@ -132,8 +133,8 @@ def check_nodes(environ=os.environ):
 
     OneFlow 0.9 counts a node per distinct address its ranks reach the master from, then maps rank r
     to node r // (world / nodes) and device LOCAL_RANK. Two launches on one host that both reach the
-    master at 127.0.0.1 look like one node of 4 although each has LOCAL_RANK 0, 1: ranks 0 and 2 both
-    claim (node 0, device 0), collectives cross and the run spins forever (measured)."""
+    master at 127.0.0.1 look like one node of 4 although each has LOCAL_RANK 0, 1: ranks 0 and 2
+    both claim (node 0, device 0), collectives cross and the run spins forever (measured)."""
     world, nodes = flow.env.get_world_size(), flow.env.get_node_size()
     if world == 1:
         return
@@ -142,9 +143,10 @@ def check_nodes(environ=os.environ):
     local = int(environ.get("LOCAL_RANK", flow.env.get_rank() % per_node))
     if nodes != wanted or flow.env.get_rank() % per_node != local:
         raise LayoutError(
-            f"OneFlow sees {nodes} node(s) for {world} ranks but the launch asked for NODE={wanted} "
-            f"(this rank: LOCAL_RANK={local}): each node must reach the master from its own address "
-            f"(on one machine: ADDR=127.0.0.1 for node 0, ADDR=127.0.0.2 for node 1)"
+            f"OneFlow sees {nodes} node(s) for {world} ranks but the launch asked for "
+            f"NODE={wanted} (this rank: LOCAL_RANK={local}): each node must reach the master from "
+            f"its own address (on one machine: ADDR=127.0.0.1 for node 0, ADDR=127.0.0.2 for node "
+            f"1)"
         )
 
 
@@ -211,7 +213,7 @@ def stage_id(layer_idx: int) -> int:
 
 
 def broadcast_sbp():
-    """Replicated on every rank of a stage (parameters outside TP layers: cls_token, pos_embed...)."""
+    """Replicated on every rank of a stage (parameters outside TP layers: cls_token, pos_embed)."""
     return dist.get_nd_sbp([flow.sbp.broadcast, flow.sbp.broadcast])
 
 
@@ -233,7 +235,7 @@ def replicate_like(small, ref):
 
 
 def to_stage(tensor, layer_idx: int):
-    """Move an input onto the stage of `layer_idx`; a local tensor is this rank's share of the batch."""
+    """Move an input onto the stage of `layer_idx`; a local tensor is this rank's batch share."""
     if tensor.is_global:
         return tensor.to_global(placement=placement(layer_idx))
     return tensor.to_global(placement=placement(layer_idx), sbp=batch_sbp())

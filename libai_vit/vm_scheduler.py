@@ -25,9 +25,9 @@ import time
 logger = logging.getLogger(__name__)
 
 NICE = 19
-# A spinner spends at least this share of the measured wall time in the kernel (measured: 0.62-0.78 for
-# one process with a free core, 0.10-0.25 per process when ranks fill both cores), and most of its
-# own CPU time there (compute threads run in user space)
+# A spinner spends at least this share of the measured wall time in the kernel (measured: 0.62-0.78
+# for one process with a free core, 0.10-0.25 per process when ranks fill both cores), and most of
+# its own CPU time there (compute threads run in user space)
 MIN_SPIN_SHARE = 0.05
 MIN_SYSTEM_FRACTION = 0.6
 MIN_WINDOW_S = 0.5  # CPU times tick at 100 Hz: short steps are measured together
@@ -48,8 +48,8 @@ def thread_cpu_seconds():
 
 
 class SpinningSchedulerWatch:
-    """Call `start()` before nn.Graph steps (not the first, which compiles) and `lower()` after one or
-    more of them."""
+    """Call `start()` before nn.Graph steps (not the first, which compiles) and `lower()` after one
+    or more of them."""
 
     def __init__(self):
         self._before, self._t0 = None, None
@@ -92,9 +92,9 @@ class SpinningSchedulerWatch:
 def wanted(graph_enabled: bool) -> bool:
     """nn.Graph steps on CPU, with no more ranks on this machine than cores. Eager mode is left as
     OneFlow has it: there the scheduler dispatches every op, so a lowered scheduler could delay the
-    work itself (not measured). With more ranks than cores (the demo: 8 on 2) a lowered scheduler can
-    be starved by the other ranks' computation while its own rank's step waits on it: 60-step demo
-    runs gave 0.73 and 0.69 s per step lowered vs 0.57 and 0.67 s left alone."""
+    work itself (not measured). With more ranks than cores (the demo: 8 on 2) a lowered scheduler
+    can be starved by the other ranks' computation while its own rank's step waits on it: 60-step
+    demo runs gave 0.73 and 0.69 s per step lowered vs 0.57 and 0.67 s left alone."""
     import oneflow as flow
 
     local_ranks = flow.env.get_world_size() // max(flow.env.get_node_size(), 1)

@@ -2,10 +2,10 @@
 
     checkpoint_layout_probe.py RUN_DIR CHECKPOINT DP TP PP OUT.npz [N_IMAGES]
 
-Builds the model as `tools/train_net.py --eval-only` does (the run's config.yaml, Trainer.build_model,
-ReliableCheckpointer.load) on the given layout, whatever layout the checkpoint was written at, and
-saves (from rank 0) the whole logits of the first N_IMAGES digits validation images, before
-and after the load.
+Builds the model as `tools/train_net.py --eval-only` does (the run's config.yaml,
+Trainer.build_model, ReliableCheckpointer.load) on the given layout, whatever layout the checkpoint
+was written at, and saves (from rank 0) the whole logits of the first N_IMAGES digits validation
+images, before and after the load.
 """
 
 import os

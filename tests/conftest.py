@@ -13,7 +13,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(ROOT, "libai_vit", "launch.py")
-TAG = "LIBAI_VIT_TEST_RUN"  # every process of a test's run inherits TAG=<its id>: found and ended by it
+# every process of a test's run inherits TAG=<its id>: found and ended by it
+TAG = "LIBAI_VIT_TEST_RUN"
 
 
 def run_processes(tag):
@@ -121,7 +122,7 @@ def launch(script_args, nproc, timeout=900, check=True, env=None):
 
 
 def launcher(script, nproc, args=()):
-    """libai_vit/launch.py running `script` in `nproc` processes (this interpreter), as a command."""
+    """The command running `script` in `nproc` processes (this python) with libai_vit/launch.py."""
     return [sys.executable, LAUNCHER, "--nproc_per_node", str(nproc), str(script), *map(str, args)]
 
 
@@ -131,7 +132,7 @@ def launch_script(script, nproc, args=(), timeout=600, check=True, env=None):
 
 
 def train_losses(output_dir, config, nproc, overrides):
-    """Train with tools/train_net.py and return each iteration's raw total_loss from metrics.json."""
+    """Train with tools/train_net.py; each iteration's raw total_loss from metrics.json."""
     launch(
         [
             os.path.join(ROOT, "tools", "train_net.py"),

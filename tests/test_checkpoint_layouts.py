@@ -87,7 +87,8 @@ def test_weights_load_on_other_layouts_with_identical_logits(saved, tmp_path):
             ).max()
         )
         print(
-            f"max |logit difference| {'x'.join(map(str, layout))} vs {'x'.join(map(str, SAVED_AT))}: {diff:.2e}"
+            f"max |logit difference| {'x'.join(map(str, layout))} vs "
+            f"{'x'.join(map(str, SAVED_AT))}: {diff:.2e}"
         )
         assert diff <= 1e-5
 

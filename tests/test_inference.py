@@ -1,5 +1,7 @@
 """libai_vit.inference: what tools/predict.py and tools/visualize_attention.py share."""
 
+import os
+
 import numpy as np
 import oneflow as flow
 import pytest
@@ -11,16 +13,18 @@ from PIL import Image
 import libai_vit
 from libai_vit import inference
 
+from conftest import ROOT
+
 KWARGS = dict(img_size=32, patch_size=8, num_classes=3, embed_dim=32, depth=2, num_heads=4)
 
 
-@pytest.fixture
-def run(tmp_path):
-    """A run's output folder as LiBai leaves it: OUTPUT/config.yaml and OUTPUT/model_final/model."""
-    model = libai_vit.VisionTransformer(**KWARGS)
+def write_run(tmp_path, **kwargs):
+    """A run's output folder as LiBai leaves it: OUTPUT/config.yaml and OUTPUT/model_final/model;
+    returns it, the model and an image."""
+    model = libai_vit.VisionTransformer(**kwargs)
     Checkpointer(model, save_dir=str(tmp_path / "out")).save("model_final")
     config = DictConfig(
-        {"model": LazyCall(libai_vit.VisionTransformer)(**KWARGS)}, flags={"allow_objects": True}
+        {"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True}
     )
     LazyConfig.save(config, str(tmp_path / "out" / "config.yaml"))
     image = tmp_path / "img.png"
@@ -28,6 +32,11 @@ def run(tmp_path):
         image
     )
     return tmp_path / "out", model, str(image)
+
+
+@pytest.fixture
+def run(tmp_path):
+    return write_run(tmp_path, **KWARGS)
 
 
 def test_a_run_is_found_from_its_checkpoint_or_model_entry_and_predicts_as_the_model(run):
@@ -76,3 +85,21 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path):
         inference.read_images([image, str(tmp_path / "bad.png")])
     with pytest.raises(inference.InferenceError, match="no training ImageFolder"):
         inference.class_names(inference.load_config(str(out / "config.yaml")))
+
+
+def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
+    """The tool draws a run's attention (a flash run: the maps need the math backend) and gives
+    one-line errors."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
+    import visualize_attention
+
+    out, _, image = write_run(tmp_path, **dict(KWARGS, num_classes=10, attn_backend="flash"))
+    ckpt = str(out / "model_final" / "model")
+    png = tmp_path / "attn.png"
+    assert visualize_attention.main([ckpt, image, "--out", str(png)]) == 0
+    assert png.stat().st_size > 0
+    (tmp_path / "bad.png").write_text("not an image")
+    assert visualize_attention.main([ckpt, str(tmp_path / "bad.png")]) == 2
+    assert "bad.png: cannot read the image" in capsys.readouterr().err
+    assert visualize_attention.main([str(tmp_path / "missing"), image]) == 2
+    assert "missing: no such checkpoint directory" in capsys.readouterr().err

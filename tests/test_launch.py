@@ -60,8 +60,8 @@ def _parent(parent, cmd):
 
 
 def _start(tmp_path, parent="ci", env=(), stdin=None, via_train_sh=False):
-    """The probe in 2 ranks from `parent`: through tools/train.sh, or straight through the launcher it
-    execs (the same top process, without train.sh's seconds of set-up and config check)."""
+    """The probe in 2 ranks from `parent`: through tools/train.sh, or straight through the launcher
+    it execs (the same top process, without train.sh's seconds of set-up and config check)."""
     cmd, new_session = _parent(
         parent, train_sh([PROBE, CONFIG, *DP2], 2) if via_train_sh else launcher(PROBE, 2)
     )
@@ -179,8 +179,8 @@ def test_a_rank_that_raises_ends_the_run_with_its_reason(tmp_path):
     errors = _ended(run, time.time())
     assert run.proc.returncode == 1
     assert errors == [
-        "error: rank 1 exited with status 1; its last output: RuntimeError: rank 1 fails on purpose "
-        "at step 2; stopped all 2 rank(s) of this node"
+        "error: rank 1 exited with status 1; its last output: RuntimeError: rank 1 fails on "
+        "purpose at step 2; stopped all 2 rank(s) of this node"
     ]
 
 

@@ -88,8 +88,8 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 
 
 # the families' new pieces, each on the demo's small ViT: registers + LayerScale + no_embed_class
-# (DINOv2 with registers), no class token + attention pooling (SigLIP), RoPE + SwiGLU with its norm +
-# the attention's sub-LN + average pooling (EVA-02)
+# (DINOv2 with registers), no class token + attention pooling (SigLIP), RoPE + SwiGLU with its norm
+# + the attention's sub-LN + average pooling (EVA-02)
 FAMILIES = {
     "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
     "siglip": ("model.class_token=False", "model.global_pool=map"),

@@ -1,6 +1,6 @@
-"""The tree passes ruff under the project's rules (pyproject.toml [tool.ruff]: pycodestyle, pyflakes,
-import order) and is laid out by `ruff format` (Black's style at LiBai's line length 100); ruff is
-installed by tools/setup.sh from requirements/stack.txt."""
+"""The tree passes ruff under the project's rules (pyproject.toml [tool.ruff]: pycodestyle,
+pyflakes, import order) and is laid out by `ruff format` (Black's style at LiBai's line length 100);
+ruff is installed by tools/setup.sh from requirements/stack.txt."""
 
 import subprocess
 import sys

@@ -172,8 +172,9 @@ FINETUNE = os.path.join(ROOT, "projects", "imagenet_finetune", "configs", "demo_
 def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_in_a_rank(
     bad, tmp_path, digits_root
 ):
-    """tools/check_config.py (train.sh's check before any rank starts), tools/train_net.py (in a rank)
-    and tools/convert_checkpoint.py print the same one line for a bad model.pretrained file."""
+    """tools/check_config.py (train.sh's check before any rank starts), tools/train_net.py (in a
+    rank) and tools/convert_checkpoint.py print the same one line for a bad
+    model.pretrained file."""
     tmp = str(_files(tmp_path))
     src = os.path.join(tmp, bad)
     over = [

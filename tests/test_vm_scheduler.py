@@ -1,4 +1,4 @@
-"""OneFlow's VM scheduler thread spins through every nn.Graph step; the watch finds it and lowers it."""
+"""OneFlow's VM scheduler thread spins through each nn.Graph step; the watch finds and lowers it."""
 
 import json
 import os

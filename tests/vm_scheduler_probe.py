@@ -1,5 +1,5 @@
-"""Run under OneFlow's launcher by test_vm_scheduler.py: a real nn.Graph train step, the watch around
-it, and what happened to the threads, written as JSON per rank."""
+"""Run under OneFlow's launcher by test_vm_scheduler.py: a real nn.Graph train step, the watch
+around it, and what happened to the threads, written as JSON per rank."""
 
 import json
 import os

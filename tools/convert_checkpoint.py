@@ -1,9 +1,9 @@
 """Convert a checkpoint any loader here reads (timm, the families' release formats, DeiT / MAE,
 official JAX .npz, or this project's checkpoint directory) into this project's format: a LiBai
 checkpoint directory DST whose DST/model is the model's state dict (flow.save), loadable by LiBai's
-Checkpointer(model).load(DST) or model.load_state_dict(flow.load(DST + "/model", global_src_rank=0));
-or, with --to-timm, into a timm .safetensors file DST that timm.create_model(NAME, pretrained=True,
-pretrained_cfg_overlay=dict(file=DST)) loads.
+Checkpointer(model).load(DST) or model.load_state_dict(flow.load(DST + "/model",
+global_src_rank=0)); or, with --to-timm, into a timm .safetensors file DST that
+timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=DST)) loads.
 
     .venv/bin/python tools/convert_checkpoint.py SRC DST --model vit_base_patch16_224 \
         [--num-classes N] [--img-size S] [--set embed_dim=48 depth=2 ...] [--trust] [--to-timm]

@@ -3,10 +3,10 @@
     python tools/gpu_check.py [--skip-launch]
 
 Checks: the fused attention kernels against math (every mask form, forward and backward), OneFlow's
-fused LayerNorm against the primitive formula the CPU runs, flash attention with dropout on local and
-global CUDA tensors, a few AMP (fp16) train steps, and with 2 GPUs two launched runs: 1F1B over 2
-pipeline stages against 1 GPU, and DP 2 with ZeRO stage 2 and AMP. Exits 1 if any check fails.
-On a machine without CUDA there is nothing to check: it says so and exits 0 (the CUDA branches are
+fused LayerNorm against the primitive formula the CPU runs, flash attention with dropout on local
+and global CUDA tensors, a few AMP (fp16) train steps, and with 2 GPUs two launched runs: 1F1B over
+2 pipeline stages against 1 GPU, and DP 2 with ZeRO stage 2 and AMP. Exits 1 if any check fails. On
+a machine without CUDA there is nothing to check: it says so and exits 0 (the CUDA branches are
 checked on CPU by tests/layers/test_cuda_paths.py).
 """
 
@@ -125,7 +125,8 @@ def check_amp_steps(flow):
     labels = flow.randint(0, 10, (8,)).to_global(
         placement=parallel.placement(kwargs["depth"] - 1), sbp=parallel.batch_sbp()
     )
-    # the scale starts at 2^30 (LiBai's): the first steps overflow in fp16 and are skipped while it halves
+    # the scale starts at 2^30 (LiBai's): the first steps overflow in fp16 and are skipped while
+    # it halves
     losses = [
         float(graph(images=images, labels=labels)["losses"].to_local().numpy()) for _ in range(30)
     ]
@@ -133,7 +134,8 @@ def check_amp_steps(flow):
     finite = all(abs(x) < float("inf") for x in losses)
     return (
         finite and scale < 2**30 and losses[-1] < losses[0],
-        f"losses {losses[0]:.3f} -> {losses[-1]:.3f} in 30 steps, dynamic loss scale 2^30 -> {scale:g}",
+        f"losses {losses[0]:.3f} -> {losses[-1]:.3f} in 30 steps, dynamic loss scale 2^30 -> "
+        f"{scale:g}",
     )
 
 
@@ -212,8 +214,8 @@ def main(argv=None):
 
     if not flow.cuda.is_available():
         print(
-            "gpu_check: no CUDA device here, nothing to check (on CPU the CUDA branches are checked by "
-            "tests/layers/test_cuda_paths.py)"
+            "gpu_check: no CUDA device here, nothing to check (on CPU the CUDA branches are "
+            "checked by tests/layers/test_cuda_paths.py)"
         )
         return 0
     import libai_vit  # noqa: F401  (compat fixes)

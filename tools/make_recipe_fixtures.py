@@ -9,14 +9,15 @@ papers' PyTorch code does, and records the loss of every step. The test trains t
 
 The references, after the papers' repositories:
 - "mae": MAE's main_finetune.py step: `param_groups_lrd` (layer decay, no decay on 1-D tensors and
-  model.no_weight_decay()), torch AdamW, `adjust_learning_rate` per step (linear warm-up from 0, then
-  cosine to min_lr), mixup/cutmix with label smoothing + SoftTargetCrossEntropy, and timm's
+  model.no_weight_decay()), torch AdamW, `adjust_learning_rate` per step (linear warm-up from 0,
+  then cosine to min_lr), mixup/cutmix with label smoothing + SoftTargetCrossEntropy, and timm's
   ModelEmaV3 (with warm-up) updated after every step with the step number, as timm's train.py.
-- "deit3": DeiT III's step: timm's `param_groups_weight_decay`, timm's Lamb (= apex FusedLAMB, with its
-  whole-model gradient clipping `max_grad_norm`), BCEWithLogitsLoss on `targets.gt(0.0)` of the
+- "deit3": DeiT III's step: timm's `param_groups_weight_decay`, timm's Lamb (= apex FusedLAMB, with
+  its whole-model gradient clipping `max_grad_norm`), BCEWithLogitsLoss on `targets.gt(0.0)` of the
   mixup/cutmix targets (DeiT's --bce-loss, no smoothing), repeated augmentation by timm's
   RepeatAugSampler (DeiT's RASampler).
-- "clip": the "mae" step without layer decay and with torch.nn.utils.clip_grad_norm_ on the whole model.
+- "clip": the "mae" step without layer decay and with torch.nn.utils.clip_grad_norm_ on the
+  whole model.
 Mixup/cutmix use a fixed lambda (mixup on even steps, cutmix on odd ones, with a fixed box) so both
 sides mix the same way; with data parallelism each rank mixes its own part of the global batch (its
 every DP-th sample), as DDP does, which the reference reproduces for the case's layouts.
@@ -48,7 +49,8 @@ DATA = dict(size=48, seed=7)  # uint8 images 3 x 16 x 16, labels 0..5
 NORMALIZE = (0.5, 0.25)  # x = (pixel / 255 - 0.5) / 0.25 on both sides
 MIX = dict(mixup_lam=0.7, cutmix_lam=0.6, box=(4, 12, 2, 10))  # yl, yh, xl, xh
 STEPS, GLOBAL_BATCH = 12, 8
-# timm's RepeatAugSampler (shuffle=False: the same order on both sides) per rank, for the sampler test
+# timm's RepeatAugSampler (shuffle=False: the same order on both sides) per rank, for the
+# sampler test
 REPEAT_AUG = dict(size=40, num_repeats=3, micro_batch=4, replicas=(1, 2, 4))
 # timm's ModelEmaV3.get_decay per step, for the EMA test
 EMA_DECAYS = [
@@ -133,7 +135,7 @@ def build(global_pool):
 
 
 def param_groups_lrd(model, weight_decay, layer_decay):
-    """MAE's util/lr_decay.py: one group per (layer, decay), lr_scale = layer_decay ** (L - layer)."""
+    """MAE's util/lr_decay.py: a group per (layer, decay), lr_scale = layer_decay ** (L - layer)."""
     num_layers = len(model.blocks) + 1
     groups = {}
     for name, p in model.named_parameters():

@@ -12,7 +12,8 @@ Every model is a randomly initialised (fixed seed) timm model (a named architect
 DINOv2, CLIP, SigLIP, EVA-02) with small dims, every tensor perturbed so that a wrong mapping shows.
 Outputs in OUT_DIR:
   <fixture>.safetensors / .pth / .npz   the checkpoints (npz: official JAX ViT naming);
-  <fixture>_release.*   the same weights in the family's own release format (DeiT III, DINOv2, CLIP);
+  <fixture>_release.*   the same weights in the family's own release format (DeiT III, DINOv2,
+                 CLIP);
   oracle.npz     "<case>/input" and "<case>/output": timm's logits (or pre-logits, when the head is
                  new) of the checkpoint loaded by timm itself, per case of manifest.json;
   manifest.json  per fixture: timm kwargs, files; per case: file, load kwargs, what the output is.
@@ -102,8 +103,8 @@ RELEASE = {  # fixture -> the family's own format: file name, writer (see save_r
 
 
 def build(seed, timm_name, sharp=False, **kwargs):
-    """A perturbed timm model; `sharp`: q and k scaled up so attention is peaked, and where tokens sit
-    (position embedding, RoPE) visibly matters."""
+    """A perturbed timm model; `sharp`: q and k scaled up so attention is peaked, and where tokens
+    sit (position embedding, RoPE) visibly matters."""
     torch.manual_seed(seed)
     model = timm.create_model(timm_name, pretrained=False, **kwargs).eval()
     with torch.no_grad():
@@ -138,7 +139,7 @@ def build(seed, timm_name, sharp=False, **kwargs):
 
 
 def to_jax(state, num_heads):
-    """timm names -> official JAX ViT npz names, inverting the transposes of timm's `_load_weights`."""
+    """timm names -> official JAX ViT npz names, undoing timm's `_load_weights` transposes."""
     c = state["cls_token"].shape[-1]
     hd = c // num_heads
     w = {
@@ -172,8 +173,9 @@ def to_jax(state, num_heads):
     return {k: v.detach().numpy().astype(np.float32) for k, v in w.items()}
 
 
-# case name -> (fixture, file format, kwargs overriding the fixture's for the loading model, output[, input size])
-# output "logits": the model's output; "pre_logits": pooled (+fc_norm) features, when the head is new.
+# case name -> (fixture, file format, kwargs overriding the fixture's for the loading model,
+# output[, input size])
+# output "logits": the model's output; "pre_logits": pooled (+fc_norm) features (a new head).
 CASES = {
     "tiny16.safetensors": ("tiny16", "safetensors", {}, "logits"),
     "tiny16.pth": ("tiny16", "pth", {}, "logits"),
@@ -299,7 +301,7 @@ def save(model, name, fmt, out_dir):
 
 
 def save_release(model, name, path):
-    """The weights in the family's own release format (what timm's checkpoint_filter_fn converts)."""
+    """The weights in the family's own release format (timm's checkpoint_filter_fn converts it)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     if name == "deit3":  # facebookresearch/deit: block-level gamma_1 / gamma_2, under "model"
         state = {
@@ -424,7 +426,7 @@ def main(out_dir):
             feats = model.forward_features(x)
             y = model.forward_head(feats, pre_logits=output == "pre_logits")
             if not overrides and not (name.startswith("dinov2") and fmt == "release"):
-                # loading as-is must reproduce the model that was saved (DINOv2's release has no head)
+                # loading as-is must reproduce the saved model (DINOv2's release has no head)
                 ref = originals[name].forward_head(originals[name].forward_features(x))
                 diff = (y - ref).abs().max().item()
                 assert diff < 1e-5, f"{case}: timm reload differs from the saved model by {diff}"

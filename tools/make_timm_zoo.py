@@ -26,44 +26,16 @@ from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
 FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
-SAME = {  # kwargs with the same name and meaning here
-    "vit": {
-        "img_size",
-        "patch_size",
-        "in_chans",
-        "num_classes",
-        "global_pool",
-        "embed_dim",
-        "depth",
-        "num_heads",
-        "mlp_ratio",
-        "qkv_bias",
-        "qk_norm",
-        "init_values",
-        "class_token",
-        "reg_tokens",
-        "no_embed_class",
-        "pre_norm",
-        "fc_norm",
-        "dynamic_img_size",
-        "scale_attn_norm",
-    },
+# kwargs with the same name and meaning here: those both families share, then each one's own
+SHARED = (
+    "img_size patch_size in_chans num_classes global_pool embed_dim depth num_heads mlp_ratio "
+    "qkv_bias qk_norm init_values class_token no_embed_class dynamic_img_size"
+).split()
+SAME = {
+    "vit": {*SHARED, "reg_tokens", "pre_norm", "fc_norm", "scale_attn_norm"},
     "eva": {
-        "img_size",
-        "patch_size",
-        "in_chans",
-        "num_classes",
-        "global_pool",
-        "embed_dim",
-        "depth",
-        "num_heads",
-        "mlp_ratio",
-        "qkv_bias",
-        "qk_norm",
-        "init_values",
-        "class_token",
+        *SHARED,
         "num_reg_tokens",
-        "no_embed_class",
         "use_abs_pos_emb",
         "use_rot_pos_emb",
         "ref_feat_shape",
@@ -71,7 +43,6 @@ SAME = {  # kwargs with the same name and meaning here
         "scale_mlp",
         "qkv_fused",
         "use_pre_transformer_norm",
-        "dynamic_img_size",
         "scale_attn_inner",
     },
 }

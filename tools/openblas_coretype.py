@@ -1,19 +1,19 @@
-"""The fastest OpenBLAS core type for OneFlow's CPU matmul on this machine, measured once and cached.
+"""The fastest OpenBLAS core type for OneFlow's CPU matmul on this machine, measured once, cached.
 
 OneFlow 0.9.0's liboneflow links a DYNAMIC_ARCH OpenBLAS statically whose CPU detection predates
-recent CPUs: on an AVX-512 EPYC it picks the SSE "Prescott"/"Barcelona" kernels, 2-3x slower than its
-AVX2 ones. It reads OPENBLAS_CORETYPE once, when liboneflow loads (at `import oneflow`), so the
+recent CPUs: on an AVX-512 EPYC it picks the SSE "Prescott"/"Barcelona" kernels, 2-3x slower than
+its AVX2 ones. It reads OPENBLAS_CORETYPE once, when liboneflow loads (at `import oneflow`), so the
 variable must be in the environment before that: tools/train.sh and tools/test.sh export it, every
 launched rank and data-loader worker inherits it, and set-up writes a `.pth` file into the project's
 venv so that a plain `.venv/bin/python` gets it too. An OPENBLAS_CORETYPE already set always wins.
 
     python tools/openblas_coretype.py              # prints the choice (measures on first use)
     python tools/openblas_coretype.py --measure    # measures again and prints the table
-    python tools/openblas_coretype.py --install-pth  # this python's environment applies it at start-up
-    eval "$(python tools/openblas_coretype.py --export)"  # this shell exports it (train.sh, test.sh)
+    python tools/openblas_coretype.py --install-pth  # this python applies it at start-up
+    eval "$(python tools/openblas_coretype.py --export)"  # this shell exports it (as train.sh)
 
-Only core types whose instructions the CPU has (its /proc/cpuinfo flags) are tried; each runs in its own
-process, interleaved over rounds, scored by the geometric mean of a square 1024^3 matmul and a
+Only core types whose instructions the CPU has (its /proc/cpuinfo flags) are tried; each runs in its
+own process, interleaved over rounds, scored by the geometric mean of a square 1024^3 matmul and a
 ViT-Ti-shaped one (MLP fc1 of 16 images). The core the library really selected is read back from
 OpenBLAS itself (`gotoblas_corename`): a name this build maps to another kernel is not a candidate.
 """
@@ -30,7 +30,8 @@ import subprocess
 import sys
 import time
 
-# core type -> /proc/cpuinfo flags its kernels need (OpenBLAS kernel/x86_64/KERNEL.<core>, dynamic.c)
+# core type -> /proc/cpuinfo flags its kernels need (OpenBLAS kernel/x86_64/KERNEL.<core>,
+# dynamic.c)
 CANDIDATES = {
     "SkylakeX": ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"),
     "Cooperlake": ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16", "avx2", "fma"),
@@ -120,7 +121,7 @@ def _run_probe(core):
 
 
 def measure(candidates, rounds=2, log=sys.stderr):
-    """{core: score}: the best over interleaved rounds; 'default' is what the library picks by itself."""
+    """{core: score}, the best over interleaved rounds; 'default': what the library picks itself."""
     best, table = {}, {}
     for _ in range(rounds):
         for core in [None] + list(candidates):
@@ -210,13 +211,15 @@ PTH_NAME = "libai_vit_openblas.pth"
 
 def pth_line(core):
     """A .pth line run at every interpreter start: sets the core type unless the user set one (or
-    LIBAI_VIT_OPENBLAS_PTH=0), and only when the CPU has its instructions (a venv copied to an older CPU
-    must not crash). It records what it set in LIBAI_VIT_OPENBLAS_PTH, so the value is told from a user's."""
+    LIBAI_VIT_OPENBLAS_PTH=0), and only when the CPU has its instructions (a venv copied to an older
+    CPU must not crash). It records what it set in LIBAI_VIT_OPENBLAS_PTH, so the value is told from
+    a user's."""
     need = " ".join(CANDIDATES[core])
     return (
-        "import os; 'OPENBLAS_CORETYPE' in os.environ or os.environ.get('LIBAI_VIT_OPENBLAS_PTH') == '0' or "
-        "not os.path.exists('/proc/cpuinfo') or set(%r.split()) <= set(next((l for l in open('/proc/cpuinfo') "
-        "if l.startswith('flags')), ':').split(':')[1].split()) and os.environ.update(OPENBLAS_CORETYPE=%r, "
+        "import os; 'OPENBLAS_CORETYPE' in os.environ or os.environ.get('LIBAI_VIT_OPENBLAS_PTH') "
+        "== '0' or not os.path.exists('/proc/cpuinfo') or set(%r.split()) <= set(next((l for l in "
+        "open('/proc/cpuinfo') if l.startswith('flags')), ':').split(':')[1].split()) and "
+        "os.environ.update(OPENBLAS_CORETYPE=%r, "
         "LIBAI_VIT_OPENBLAS_PTH=%r)\n" % (need, core, core)
     )
 
@@ -228,7 +231,8 @@ def users_coretype():
 
 
 def install_pth(core, site=None):
-    """Writes (or empties, when there is no choice) the .pth file in `site` (this python's site-packages)."""
+    """Writes (or empties, when there is no choice) the .pth file in `site` (default: this python's
+    site-packages)."""
     import sysconfig
 
     site = site or sysconfig.get_paths()["purelib"]
@@ -260,7 +264,8 @@ def main():
     p.add_argument(
         "--export",
         action="store_true",
-        help="print a shell `export OPENBLAS_CORETYPE=...` (nothing when already set) and log the choice",
+        help="print a shell `export OPENBLAS_CORETYPE=...` (nothing when already set) and log the "
+        "choice",
     )
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -274,8 +279,8 @@ def main():
     if args.export:
         if core:
             print(
-                "[openblas] core type %s (the fastest measured on this machine; OPENBLAS_CORETYPE overrides)"
-                % core,
+                "[openblas] core type %s (the fastest measured on this machine; OPENBLAS_CORETYPE "
+                "overrides)" % core,
                 file=sys.stderr,
             )
             print("export OPENBLAS_CORETYPE=%s" % core)

@@ -1,12 +1,14 @@
-"""Which DP x TP x PP layout (and micro-batch) to train a ViT config with, and why.
+r"""Which DP x TP x PP layout (and micro-batch) to train a ViT config with, and why.
 
-    .venv/bin/python tools/plan_layout.py configs/common/models/vit/vit_base_patch16_224.py --gpus 8 --mem-gb 16
+    .venv/bin/python tools/plan_layout.py configs/common/models/vit/vit_base_patch16_224.py \
+        --gpus 8 --mem-gb 16
 
 Estimates per rank the parameter + gradient + AdamW memory, the activations kept for backward
 (1F1B keeps up to PP micro-batches on the first stage) and the bytes each rank sends per step, for
 every layout the model allows on N processes ("gpus": CPU processes here); ranks those that fit by
 estimated step time (FLOPs at --gflops per rank, 1F1B bubble, communication at --link-gbs).
-The model: libai_vit.engine.layout_planner (Megatron papers' analytic model applied to this ViT, fp32).
+The model: libai_vit.engine.layout_planner (Megatron papers' analytic model applied to this
+ViT, fp32).
 """
 
 import argparse
@@ -112,9 +114,9 @@ def main():
         stage_layers=stage_layers,
     )
     print(
-        f"{os.path.basename(args.config)}: embed {m.embed_dim}, depth {m.depth}, heads {m.num_heads}, "
-        f"{m.tokens} tokens; {planner.train_flops_per_image(m) / 1e9:.1f} GFLOP per image per step; "
-        f"global batch {gbs} on {args.gpus} processes with {args.mem_gb:g} GB each"
+        f"{os.path.basename(args.config)}: embed {m.embed_dim}, depth {m.depth}, heads "
+        f"{m.num_heads}, {m.tokens} tokens; {planner.train_flops_per_image(m) / 1e9:.1f} GFLOP per "
+        f"image per step; global batch {gbs} on {args.gpus} processes with {args.mem_gb:g} GB each"
         + (f"; device {args.device}: an ESTIMATE, not measured" if args.device != "cpu" else "")
     )
     fits = plans["fits"]
@@ -138,9 +140,9 @@ def main():
     print(header)
     for i, p in enumerate(fits[: args.top], 1):
         print(
-            f"{i:>4} {p.dp}x{p.tp}x{p.pp:<5} {p.micro_batch:>5} {p.num_micro:>3} {p.param_bytes / MB:>13.0f} "
-            f"{p.act_bytes / MB:>9.0f} {p.mem_bytes / MB:>8.0f} {p.comm_bytes / MB:>12.0f} "
-            f"{p.images_per_s:>10.2f}  {explain(p, fits[0])}"
+            f"{i:>4} {p.dp}x{p.tp}x{p.pp:<5} {p.micro_batch:>5} {p.num_micro:>3} "
+            f"{p.param_bytes / MB:>13.0f} {p.act_bytes / MB:>9.0f} {p.mem_bytes / MB:>8.0f} "
+            f"{p.comm_bytes / MB:>12.0f} {p.images_per_s:>10.2f}  {explain(p, fits[0])}"
         )
     if len(fits) > args.top:
         print(f"... {len(fits) - args.top} more fit")

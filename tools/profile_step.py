@@ -1,10 +1,12 @@
-"""Where a train step's CPU time goes: compute CPU seconds per step, and (with --perf) the share of each
-kernel family, from `perf record` on this process (perf must be installed; needs no rebuild).
+r"""Where a train step's CPU time goes: compute CPU seconds per step, and (with --perf) the share of
+each kernel family, from `perf record` on this process (perf must be installed; needs no rebuild).
 
-    nice -n 10 python tools/profile_step.py [--model vit_tiny_patch16_224] [--batch 16] [--eager] [--perf]
+    nice -n 10 python tools/profile_step.py [--model vit_tiny_patch16_224] [--batch 16] \
+        [--eager] [--perf]
 
-CPU seconds of the compute threads (OneFlow's spinning VM scheduler thread left out) are far steadier
-on a shared machine than wall time: use them to compare two versions of an op, one after the other.
+CPU seconds of the compute threads (OneFlow's spinning VM scheduler thread left out) are far
+steadier on a shared machine than wall time: use them to compare two versions of an op, one
+after the other.
 """
 
 import argparse
@@ -148,9 +150,10 @@ def main():
     cpu = (compute_cpu() - c0) / args.steps
     walls.sort()
     print(
-        f"{args.model} batch {args.batch} {'eager' if args.eager else 'nn.Graph'}: compute CPU {cpu:.3f} s per "
-        f"step, wall median {walls[len(walls) // 2]:.3f} s ({args.batch / walls[len(walls) // 2]:.2f} img/s), "
-        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB"
+        f"{args.model} batch {args.batch} {'eager' if args.eager else 'nn.Graph'}: compute CPU "
+        f"{cpu:.3f} s per step, wall median {walls[len(walls) // 2]:.3f} s "
+        f"({args.batch / walls[len(walls) // 2]:.2f} img/s), peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB"
     )
     if args.perf:
         sampler.join()
@@ -159,8 +162,8 @@ def main():
             "kernel / scheduler", 0.0
         )  # mostly the lowered VM scheduler's sched_yield loop
         print(
-            f"share of the compute samples by kernel family ({idle * 100:.0f}% of all samples were in the "
-            f"kernel/scheduler, left out):"
+            f"share of the compute samples by kernel family ({idle * 100:.0f}% of all samples were "
+            f"in the kernel/scheduler, left out):"
         )
         for name, share in shares.most_common():
             print(f"  {share / (1 - idle) * 100:5.1f}%  {name}")

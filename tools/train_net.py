@@ -69,7 +69,7 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
-    # LiBai's parser takes everything after the first key=value as overrides: accept the flags there too
+    # LiBai's parser takes everything after the first key=value as overrides: accept flags there too
     for flag in ("--resume", "--eval-only"):
         if flag in args.opts:
             args.opts.remove(flag)

@@ -22,7 +22,7 @@ def class_token_maps(model, weights):
     """(heads, grid_h, grid_w): the class token's attention to each patch, per head, from one
     block's weights (heads, tokens, tokens)."""
     prefix = model.num_prefix_tokens
-    # with a class token, its row; without one (global_pool="avg"), the attention each patch receives
+    # with a class token, its row; without one (global_pool="avg"), what each patch receives
     rows = weights[:, 0, prefix:] if prefix else weights.mean(axis=1)
     grid = model.patch_embed.grid_size
     return rows.reshape(weights.shape[0], grid[0], grid[1])

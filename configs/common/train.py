@@ -9,7 +9,8 @@ train = DictConfig(
         output_dir="./output",  # log.txt, metrics.json, curves.png, config.yaml, checkpoints
         train_micro_batch_size=32,  # samples per micro-batch per data-parallel rank
         global_batch_size=None,  # micro x DP x accumulation; derived when None
-        num_accumulation_steps=None,  # micro-batches per step (pipeline micro-batches in graph mode)
+        # micro-batches per step (the pipeline's micro-batches in graph mode)
+        num_accumulation_steps=None,
         train_iter=10000,  # steps; the larger of this and train_epoch x steps-per-epoch is used
         train_epoch=0,
         warmup_ratio=0.0,  # fraction of steps with linear warm-up
@@ -41,12 +42,16 @@ train = DictConfig(
             pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
             pipeline_num_layers=None,  # set from the model depth at start-up
         ),
-        model_ema=dict(  # a moving average of the weights (timm's ModelEmaV3), evaluated beside the model
-            enabled=False,  # True: metrics Acc@1_ema / Acc@5_ema at every evaluation; saved and resumed
+        # a moving average of the weights (timm's ModelEmaV3), evaluated beside the model
+        model_ema=dict(
+            # True: metrics Acc@1_ema / Acc@5_ema at every evaluation; saved and resumed
+            enabled=False,
             decay=0.9999,  # the average's decay per optimizer step (DeiT: 0.99996)
             min_decay=0.0,  # lower bound of the warm-up decay
-            update_after_step=0,  # steps before the average starts following (it copies the model until then)
-            use_warmup=False,  # True: decay = 1 - (1 + step / warmup_gamma) ** -warmup_power, capped at `decay`
+            # steps before the average starts following (it copies the model until then)
+            update_after_step=0,
+            # True: decay = 1 - (1 + step / warmup_gamma) ** -warmup_power, capped at `decay`
+            use_warmup=False,
             warmup_gamma=1.0,
             warmup_power=2 / 3,
         ),

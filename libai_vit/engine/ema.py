@@ -67,7 +67,8 @@ class ModelEma:
     @flow.no_grad()
     def load_state_dict(self, state):
         for name, value in self.module.state_dict().items():
-            # a loaded tensor comes broadcast from rank 0: put it back on this tensor's placement and SBP
+            # a loaded tensor comes broadcast from rank 0: put it back on this tensor's placement
+            # and SBP
             value.copy_(
                 state[name].to_global(placement=value.placement, sbp=value.sbp)
                 if value.is_global

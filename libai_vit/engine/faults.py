@@ -13,7 +13,7 @@ FAULT_ENV = "LIBAI_VIT_FAULT"
 
 
 def fault(name):
-    """The value of fault-injection knob `name` in $LIBAI_VIT_FAULT ("" if set without one), or None."""
+    """Fault-injection knob `name`'s value in $LIBAI_VIT_FAULT ("" if set without one), or None."""
     for item in os.environ.get(FAULT_ENV, "").split(","):
         key, _, value = item.partition("=")
         if key.strip() == name:

@@ -1,5 +1,5 @@
-"""Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random streams,
-the model EMA's update, and a quieter OneFlow VM scheduler on CPU."""
+"""Training hooks beyond LiBai's: loss/accuracy curves, checkpoint rotation, restartable random
+streams, the model EMA's update, and a quieter OneFlow VM scheduler on CPU."""
 
 import json
 import os
@@ -137,7 +137,7 @@ class ModelEmaUpdate(HookBase):
 
 class QuietVMScheduler(HookBase):
     """Measures the steps after the first (which compiles the graph), at least MIN_WINDOW_S of them,
-    and lowers OneFlow's spinning VM scheduler thread to nice 19 (see vm_scheduler.py). Runs once."""
+    and lowers OneFlow's spinning VM scheduler thread to nice 19 (see vm_scheduler.py), once."""
 
     def __init__(self):
         self._watch = SpinningSchedulerWatch()

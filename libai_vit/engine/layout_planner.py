@@ -1,4 +1,4 @@
-"""Analytic cost model of this ViT under a DP x TP x PP layout: FLOPs, per-rank memory, communication.
+"""Analytic cost model of this ViT at a DP x TP x PP layout: FLOPs, per-rank memory, communication.
 
 Arithmetic only (no tensor is built), so tools can plan before anything is launched; blocks go to
 pipeline stages by `parallel.stage_of_layers`, the rule training uses. The model follows the
@@ -8,7 +8,7 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
 - FLOPs: every Linear costs 2·m·n·k forward, attention 2·2·s²·h per layer; training = 3x forward.
 - Parameters / gradients / AdamW state: 4 + 4 + 8 bytes per parameter on each rank holding it;
   TP splits the Linears (not LayerNorms, row-parallel biases, embeddings), PP splits the blocks.
-  ZeRO (`zero_stage`) splits the AdamW state over the DP ranks (stage 1), and the gradients (stage 2).
+  ZeRO (`zero_stage`) splits the AdamW state (stage 1) and the gradients (stage 2) over DP ranks.
 - Activations saved for backward per layer and micro-batch, in elements (Korthikanti et al.'s form):
   s·b·h·(c_r + c_s/t) + 2·a·s²·b/t, with c_r / c_s the s·b·h tensors TP replicates / splits in this
   implementation; nn.Graph on CPU holds GRAPH_ACT_FACTOR times more (no buffer reuse).
@@ -25,9 +25,10 @@ from libai_vit.parallel import stage_of_layers
 
 BYTES = 4  # fp32 everywhere on CPU
 # s·b·h activation tensors a block keeps for backward in eager mode, fitted to OneFlow 0.9 CPU peak
-# RSS (tests/engine/test_layout_planner.py): those TP replicates (block input, the primitive LayerNorms' tensors,
-# residuals, row-parallel outputs) and those it splits with the heads / MLP columns (qkv, q/k/v,
-# attention output, fc1 and GELU outputs); plus the 2·a·s²·b scores and softmax output.
+# RSS (tests/engine/test_layout_planner.py): those TP replicates (block input, the primitive
+# LayerNorms' tensors, residuals, row-parallel outputs) and those it splits with the heads / MLP
+# columns (qkv, q/k/v, attention output, fc1 and GELU outputs); plus the 2·a·s²·b scores and
+# softmax output.
 ACT_SBH_REPLICATED = 20
 ACT_SBH_SPLIT = 5
 # nn.Graph on CPU gives intermediates (forward and backward) their own buffers rather than reusing
@@ -47,7 +48,7 @@ DEFAULT_LINK_GBS = 2.0
 
 @dataclass(frozen=True)
 class Device:
-    """What the estimate assumes of a rank's device; only "cpu" is measured (the constants above)."""
+    """What the estimate assumes of a rank's device; only "cpu" is measured (constants above)."""
 
     act_factor: float  # nn.Graph's activation memory over eager's
     overhead_bytes: float  # the runtime's own memory per rank
@@ -59,8 +60,9 @@ DEVICES = {
     "cpu": Device(
         GRAPH_ACT_FACTOR, RUNTIME_OVERHEAD["graph"], DEFAULT_CORE_GFLOPS, DEFAULT_LINK_GBS
     ),
-    # NOT measured (no GPU runs OneFlow 0.9 here): nn.Graph on CUDA reuses activation buffers (factor 1),
-    # ~1 GiB of CUDA context and cuBLAS workspace, half of the 19.5 TFLOP/s fp32 peak, NVLink 300 GB/s.
+    # NOT measured (no GPU runs OneFlow 0.9 here): nn.Graph on CUDA reuses activation buffers
+    # (factor 1), ~1 GiB of CUDA context and cuBLAS workspace, half of the 19.5 TFLOP/s fp32 peak,
+    # NVLink 300 GB/s.
     "a100-80gb": Device(1.0, 2**30, 9750.0, 300.0),
 }
 
@@ -112,7 +114,7 @@ def train_flops_per_image(m: ViTShape) -> float:
 def blocks_per_stage(
     m: ViTShape, pp: int, stage_layers: Optional[Sequence[int]] = None
 ) -> List[int]:
-    """Blocks on each pipeline stage: `stage_layers` (train.dist.pipeline_stage_layers) or the even split."""
+    """Blocks per stage: `stage_layers` (train.dist.pipeline_stage_layers) or the even split."""
     stages = stage_of_layers(m.depth, pp, stage_layers)
     return [stages.count(p) for p in range(pp)]
 
@@ -213,12 +215,13 @@ def plan(
     device: str = "cpu",
     stage_layers: Optional[Sequence[int]] = None,
 ) -> Plan:
-    """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager. `device`: a
-    key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`). `stage_layers`:
-    blocks per pipeline stage (train.dist.pipeline_stage_layers; default the even split)."""
+    """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager. `device`:
+    a key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`).
+    `stage_layers`: blocks per stage (train.dist.pipeline_stage_layers; None: the even split)."""
     dev = DEVICES[device]
     params = parameter_counts(m, tp, pp, stage_layers)
-    # weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq; the runtime's own
+    # param_bytes: weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq, and
+    # the runtime's own overhead
     grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
     overhead = (
         RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"]

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/Inf and train.nonfinite_loss is "stop"; the message names the iteration."""
+    """The loss became NaN/Inf and train.nonfinite_loss is "stop"; the message names the step."""
 
 
 class _SkippedStep(Exception):
@@ -187,7 +187,8 @@ class Trainer(DefaultTrainer):
                 )
         hooks.insert(0, RandomStreams(ck.period, self.cfg.train.seed))
         if self.model_ema is not None:
-            # eager LiBai steps the optimizer every num_accumulation_steps iterations; a graph step is one update
+            # eager LiBai steps the optimizer every num_accumulation_steps iterations; a graph
+            # step is one update
             per_update = 1 if self.cfg.graph.enabled else self.cfg.train.num_accumulation_steps
             # before the evaluation and checkpoint hooks of the same iteration
             hooks.insert(1, ModelEmaUpdate(self.model_ema, per_update))
@@ -216,9 +217,9 @@ class Trainer(DefaultTrainer):
         return evaluate
 
     def restart_compiled_randomness(self):
-        """A compiled train graph keeps the random seeds it was built with: build it again, with a new
-        optimizer and scheduler (OneFlow cannot trace one optimizer into a second graph), carrying
-        the state over as a resume would."""
+        """A compiled train graph keeps the random seeds it was built with: build it again, with a
+        new optimizer and scheduler (OneFlow cannot trace one optimizer into a second graph),
+        carrying the state over as a resume would."""
         if not self.cfg.graph.enabled:
             return
         graph_state, scheduler_state = self.graph_train.state_dict(), self.lr_scheduler.state_dict()
@@ -252,8 +253,8 @@ class Trainer(DefaultTrainer):
         return batch
 
     def _checked_write_metrics(self, loss_dict, data_time, prefix=""):
-        """Every rank learns whether the loss is finite (LiBai checks on rank 0 only, which hangs the
-        others), before the step's metrics and checkpoint are written."""
+        """Every rank learns whether the loss is finite (LiBai checks on rank 0 only, which hangs
+        the others), before the step's metrics and checkpoint are written."""
         values = {
             k: dist.tton(v, local_only=False, ranks=[0] if v.placement.ranks.ndim == 1 else [[0]])
             for k, v in loss_dict.items()
@@ -268,6 +269,7 @@ class Trainer(DefaultTrainer):
                 raise _SkippedStep()
             raise NonFiniteLossError(
                 f"{message}; training stopped before any checkpoint could hold it "
-                f"(train.nonfinite_loss=stop): lower optim.lr or check the data, then resume with --resume"
+                f"(train.nonfinite_loss=stop): lower optim.lr or check the data, then resume with "
+                f"--resume"
             )
         self._record_metrics(loss_dict, data_time, prefix)

@@ -1,5 +1,6 @@
 """Multi-head attention pooling with a learned latent query (timm's `AttentionPoolLatent`, SigLIP's
-MAP head): the latent attends over the tokens, then a residual MLP; the pooled vector is its first row.
+MAP head): the latent attends over the tokens, then a residual MLP; the pooled vector is its
+first row.
 
 Tensor-parallel like a block's attention: `q` and `kv` are column-parallel with each head's columns
 together (kv as [k_h | v_h] per head), so a rank pools with whole heads; `proj` is row-parallel; the
@@ -33,7 +34,8 @@ class AttentionPoolLatent(nn.Module):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(
-                f"attention pooling: embed_dim={embed_dim} is not divisible by num_heads={num_heads}"
+                f"attention pooling: embed_dim={embed_dim} is not divisible by "
+                f"num_heads={num_heads}"
             )
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads

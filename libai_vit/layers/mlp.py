@@ -1,5 +1,6 @@
-"""The blocks' feed-forward layers, tensor-parallel as Megatron/LiBai split them: the input projections
-column-parallel (each rank owns a slice of the hidden units), the output projection row-parallel.
+"""The blocks' feed-forward layers, tensor-parallel as Megatron/LiBai split them: the input
+projections column-parallel (each rank owns a slice of the hidden units), the output one
+row-parallel.
 
 - `Mlp`: LiBai's MLP (fc -> activation -> fc) with timm's `act_layer` choice;
 - `SwiGLU`: EVA-02's gated MLP, silu(x W_g) * (x W_x), then a LayerNorm over the hidden units

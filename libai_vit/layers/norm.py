@@ -1,10 +1,11 @@
 """LayerNorm that runs on CPU too.
 
-OneFlow 0.9.0 has no CPU LayerNorm kernel (every `layer_norm*` CPU kernel aborts with "TODO", measured),
-so on CPU the same arithmetic is written with primitive ops; on CUDA LiBai's fused kernel is kept.
-The per-row statistics are expanded with `broadcast_like` before they meet the rows: OneFlow's CPU
-elementwise ops that broadcast along the last dim run ~10x slower than same-shape ones (measured: this
-made the LayerNorm 4x faster, forward + backward, and a ViT-Ti train step ~1/4 faster).
+OneFlow 0.9.0 has no CPU LayerNorm kernel (every `layer_norm*` CPU kernel aborts with "TODO",
+measured), so on CPU the same arithmetic is written with primitive ops; on CUDA LiBai's fused kernel
+is kept. The per-row statistics are expanded with `broadcast_like` before they meet the rows:
+OneFlow's CPU elementwise ops that broadcast along the last dim run ~10x slower than same-shape ones
+(measured: this made the LayerNorm 4x faster, forward + backward, and a ViT-Ti train step ~1/4
+faster).
 """
 
 import oneflow as flow
@@ -32,7 +33,7 @@ def layer_norm(x, weight, bias, eps):
 
 
 def layer_norm_primitives(x, weight, bias, eps):
-    """The CPU path: the same arithmetic in primitive ops (any device; tools/gpu_check.py compares)."""
+    """The CPU path: the same arithmetic in primitive ops (any device; gpu_check.py compares)."""
     mean = x.mean(dim=-1, keepdim=True)
     centered = x - flow.broadcast_like(mean, x)
     var = (centered * centered).mean(dim=-1, keepdim=True)

@@ -74,7 +74,7 @@ def grid_resize_matrix(old_grid, new_grid, mode="bicubic", antialias=True):
 
 
 def resample_pos_embed(pos_embed, new_grid, num_prefix_tokens, mode="bicubic", antialias=True):
-    """(1, prefix + h*w, C) -> (1, prefix + H*W, C) for `new_grid` (H, W); the prefix tokens are kept."""
+    """(1, prefix + h*w, C) -> (1, prefix + H*W, C) for `new_grid` (H, W), keeping the prefix."""
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[0, num_prefix_tokens:]
     side = int(round(np.sqrt(grid.shape[0])))
     if side * side != grid.shape[0]:
@@ -86,8 +86,8 @@ def resample_pos_embed(pos_embed, new_grid, num_prefix_tokens, mode="bicubic", a
 
 
 def resample_patch_embed(weight, new_size, mode="bicubic", antialias=True):
-    """Conv kernel (O, I, h, w) -> (O, I, H, W) such that, on an input resized the same way, the patch
-    projection is unchanged as far as possible (FlexiViT: pseudo-inverse of the resize)."""
+    """Conv kernel (O, I, h, w) -> (O, I, H, W) such that, on an input resized the same way, the
+    patch projection is unchanged as far as possible (FlexiViT: pseudo-inverse of the resize)."""
     old = weight.shape[-2:]
     resize = grid_resize_matrix(tuple(old), tuple(new_size), mode, antialias)  # (H*W, h*w)
     out = weight.reshape(*weight.shape[:2], -1).astype(np.float64) @ np.linalg.pinv(resize)
@@ -95,8 +95,9 @@ def resample_patch_embed(weight, new_size, mode="bicubic", antialias=True):
 
 
 def resample_pos_embed_tensor(pos_embed, old_grid, new_grid, num_prefix_tokens):
-    """timm's `resample_abs_pos_embed` (bicubic, antialiased) on a global (1, prefix + h*w, C) tensor,
-    differentiable: the prefix rows are kept, the grid rows are multiplied by the resize matrix."""
+    """timm's `resample_abs_pos_embed` (bicubic, antialiased) on a global (1, prefix + h*w, C)
+    tensor, differentiable: the prefix rows are kept, the grid rows are multiplied by the
+    resize matrix."""
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if old_grid == new_grid:
         return pos_embed
@@ -112,8 +113,9 @@ def resample_pos_embed_tensor(pos_embed, old_grid, new_grid, num_prefix_tokens):
 
 
 class PatchEmbed(PatchEmbedding):
-    """LiBai's PatchEmbedding (a broadcast Conv2d on the first stage) that also takes images of another
-    size when `dynamic_img_size` (timm's `strict_img_size=False`), returning the tokens and their grid."""
+    """LiBai's PatchEmbedding (a broadcast Conv2d on the first stage) that also takes images of
+    another size when `dynamic_img_size` (timm's `strict_img_size=False`), returning the tokens
+    and their grid."""
 
     def __init__(self, *args, bias=True, dynamic_img_size=False, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""2D rotary position embedding (RoPE) as EVA-02 uses it (timm's `RotaryEmbeddingCat`, in_pixels=False).
+"""2D rotary position embedding (RoPE) as in EVA-02 (timm's `RotaryEmbeddingCat`, in_pixels=False).
 
 Each head's dims are rotated in pairs (interleaved: (x0, x1), (x2, x3), ...). The first half of the
 pairs turns with the patch's row, the second half with its column, at frequencies
@@ -55,7 +55,7 @@ def apply_rope(x, sin, cos, swap):
 
 
 class RotaryEmbedding2D:
-    """The tables for a grid, placed beside the tensor they rotate (no parameters, nothing saved)."""
+    """The tables for a grid, placed beside the tensor they rotate (no parameters, none saved)."""
 
     def __init__(self, head_dim, ref_feat_shape=None, temperature=10000.0, num_prefix_tokens=0):
         self.head_dim = head_dim

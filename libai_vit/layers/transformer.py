@@ -3,11 +3,12 @@
     x = x + drop_path(ls1(attn(norm1(x))));  x = x + drop_path(ls2(mlp(norm2(x))))
 
 Parameter names, SBP and placement are LiBai's: `self_attention.query_key_value` is column-parallel
-with heads interleaved as [q_h | k_h | v_h] per head, so a tensor-parallel rank owns whole heads, and
-`dense` is row-parallel. What the timm families add sits beside what it changes:
+with heads interleaved as [q_h | k_h | v_h] per head, so a tensor-parallel rank owns whole heads,
+and `dense` is row-parallel. What the timm families add sits beside what it changes:
 - `qk_norm`: a LayerNorm over each head's q and k (broadcast weights; a head never spans ranks);
-- `scale_attn_norm`: a LayerNorm over the heads' joined outputs before `dense` (EVA-02 CLIP's sub-LN);
-  tensor parallelism splits those channels, and OneFlow reduces the row statistics across ranks;
+- `scale_attn_norm`: a LayerNorm over the heads' joined outputs before `dense` (EVA-02 CLIP's
+  sub-LN); tensor parallelism splits those channels, and OneFlow reduces the row statistics
+  across ranks;
 - `rope`: EVA-02's 2D rotary embedding of q and k, applied on the rank that owns the head;
 - `ls1` / `ls2`: LayerScale (CaiT/DeiT III/DINOv2), a per-channel gain on the block's outputs,
   broadcast like the residual stream it scales;

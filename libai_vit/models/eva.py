@@ -1,6 +1,6 @@
 """EVA-02 (Fang et al. 2023; timm's `eva.py`): a ViT with 2D rotary position embedding in every
-attention, a SwiGLU MLP with a LayerNorm inside (`scale_mlp`), global average pooling and a small head
-init. It is `VisionTransformer` with EVA's option names, so it trains at every layout the same way.
+attention, a SwiGLU MLP with a LayerNorm inside (`scale_mlp`), global average pooling and a small
+head init. It is `VisionTransformer` with EVA's option names: it trains alike at every layout.
 
 timm keeps EVA's q/k/v as three projections (`qkv_fused=False`) with no k bias; here they are one
 column-parallel projection whose k bias loads as zeros and stays zero: softmax over keys ignores a
@@ -11,6 +11,18 @@ from libai_vit.models.vision_transformer import VisionTransformer
 
 
 class Eva(VisionTransformer):
+    """timm's `Eva` arguments, mapped onto VisionTransformer's (every other keyword passes through):
+
+    qkv_fused: accepted and ignored (fused or not, the checkpoint loads into one q/k/v projection).
+    swiglu_mlp: a SwiGLU MLP (mlp_layer='swiglu') instead of the GELU MLP.
+    scale_mlp: a LayerNorm inside the MLP (scale_mlp_norm).
+    scale_attn_inner: a LayerNorm over the attention's output before its projection
+        (scale_attn_norm).
+    num_reg_tokens: register tokens (reg_tokens).
+    use_pre_transformer_norm: a LayerNorm after the embeddings (pre_norm).
+    global_pool, head_init_scale: as VisionTransformer's, with EVA's defaults ('avg', 0.001).
+    """
+
     def __init__(
         self,
         global_pool="avg",

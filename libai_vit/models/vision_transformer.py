@@ -6,12 +6,12 @@ Where things live (rules in `libai_vit.parallel`):
 - blocks[i]: the stage of layer i; inside, LiBai's column/row-parallel Linears split heads and MLP
   over tensor-parallel ranks (see `libai_vit.layers.transformer`);
 - norm, attn_pool, fc_norm, head and the loss: the last stage.
-The model takes `images` (and `labels` when training) and returns `{"losses": ...}` in train mode with
-labels, `{"prediction_scores": ...}` otherwise, which is what LiBai's trainer and evaluator expect.
+The model takes `images` (and `labels` when training) and returns `{"losses": ...}` in train mode
+with labels, `{"prediction_scores": ...}` otherwise, as LiBai's trainer and evaluator expect.
 
 The families of timm's `vision_transformer.py` are options of this one class (DeiT III: LayerScale
 and no_embed_class; DINOv2: LayerScale and registers; CLIP: pre_norm, quick_gelu; SigLIP: 'map'
-pooling); EVA-02 (2D RoPE, SwiGLU) is `libai_vit.models.eva.Eva`, this class with EVA's option names.
+pooling); EVA-02 (2D RoPE, SwiGLU) is `libai_vit.models.eva.Eva` (this class, EVA's option names).
 """
 
 import zlib
@@ -38,7 +38,8 @@ class VisionTransformer(nn.Module):
         position embedding (and RoPE grid) resampled on the fly as timm does.
     num_classes: head outputs (0: no head, the pooled features are the output).
     global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm) or 'map'
-        (attention pooling with a learned latent, SigLIP); `fc_norm` overrides where the final norm goes.
+        (attention pooling with a learned latent, SigLIP).
+    fc_norm: the final LayerNorm after pooling (True) or before it (False); None: after for 'avg'.
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
     qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
     scale_attn_norm: a LayerNorm over the attention's output before its projection (EVA-02 CLIP).
@@ -50,12 +51,14 @@ class VisionTransformer(nn.Module):
     mlp_layer, scale_mlp_norm: 'mlp' or 'swiglu'; a LayerNorm inside the MLP (EVA-02).
     use_abs_pos_emb: a learned position embedding; use_rot_pos_emb: 2D RoPE in every attention, its
         positions rescaled to `ref_feat_shape` (the pre-training grid) when given.
-    drop_rate, attn_drop_rate, drop_path_rate: dropout after embeddings, projections and before the head;
-        on the attention weights; stochastic depth rising linearly to this over the blocks.
+    drop_rate: dropout after the embeddings, the projections and before the head.
+    attn_drop_rate: dropout on the attention weights.
+    drop_path_rate: stochastic depth, rising linearly to this over the blocks.
     norm_eps: every LayerNorm's epsilon (timm: 1e-6; CLIP's checkpoints 1e-5).
     attn_backend: 'math', 'fused' (CUDA), 'flash' or 'auto' (see libai_vit.layers.attention).
-    loss_func: the training loss (default cross-entropy); init_seed: the weights' seed, the same values
-        on every layout; head_init_scale: the new head's initial weights scaled by this (EVA: 0.001).
+    loss_func: the training loss (default cross-entropy).
+    init_seed: the weights' seed; every layout gets the same values.
+    head_init_scale: the new head's initial weights scaled by this (EVA: 0.001).
     """
 
     def __init__(
@@ -109,8 +112,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
         if use_rot_pos_emb and (embed_dim // num_heads) % 4:
             raise ValueError(
-                f"use_rot_pos_emb needs a head dim (embed_dim / num_heads = {embed_dim // num_heads}) "
-                f"divisible by 4"
+                f"use_rot_pos_emb needs a head dim (embed_dim / num_heads = "
+                f"{embed_dim // num_heads}) divisible by 4"
             )
         parallel.ensure_setup(depth)
         self.num_classes = num_classes
@@ -214,10 +217,10 @@ class VisionTransformer(nn.Module):
     # ---------------------------------------------------------------- initialisation
     @flow.no_grad()
     def init_weights(self, seed=0):
-        """timm's init (trunc-normal .02 Linears and pos_embed, class/register tokens N(0, 1e-6), the
-        pooling latent trunc-normal dim^-0.5, LayerScale init_values, LayerNorm 1/0, conv as PyTorch's
-        default), drawn on the host from (seed, parameter name): every layout, split or not, gets the
-        same values (OneFlow draws different numbers for split tensors)."""
+        """timm's init (trunc-normal .02 Linears and pos_embed, class/register tokens N(0, 1e-6),
+        the pooling latent trunc-normal dim^-0.5, LayerScale init_values, LayerNorm 1/0, conv as
+        PyTorch's default), drawn on the host from (seed, parameter name): every layout, split or
+        not, gets the same values (OneFlow draws different numbers for split tensors)."""
         kinds = {}
         for mod_name, module in self.named_modules():
             prefix = mod_name + "." if mod_name else ""
@@ -248,7 +251,8 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _pos_embed(self, x, grid):
-        """Add the position embedding (resampled when the grid is not the stored one) and prefix tokens."""
+        """Add the position embedding (resampled when the grid is not the stored one) and the
+        prefix tokens."""
         prefix = [_batch_like(t, x) for t in (self.cls_token, self.reg_token) if t is not None]
         pos_embed = self.pos_embed
         if pos_embed is not None:

@@ -28,7 +28,8 @@ def _entry(name):
         close = difflib.get_close_matches(name, MODELS, n=5, cutoff=0.6)
         hint = f"; close: {', '.join(close)}" if close else "; see libai_vit.list_models()"
         raise ValueError(
-            f"unknown model {name!r} (timm's ViT/DeiT/DeiT III/DINOv2/CLIP/SigLIP/EVA-02 names){hint}"
+            f"unknown model {name!r} (timm's ViT/DeiT/DeiT III/DINOv2/CLIP/SigLIP/EVA-02 "
+            f"names){hint}"
         )
     return MODELS[name]
 
@@ -43,7 +44,8 @@ def create_model(name, pretrained=None, trust=False, strict=True, **kwargs):
 
     `pretrained`: a checkpoint file (timm's, the families' release formats, DeiT/MAE/JAX, or this
     project's) loaded into the model, resampling the position embedding when img_size differs and
-    dropping the head when num_classes differs; `trust=True` allows .pth pickles beyond plain tensors.
+    dropping the head when num_classes differs; `trust=True` allows .pth pickles beyond
+    plain tensors.
     """
     build = pretrained_eva if _entry(name)["arch"] == "eva" else pretrained_vit
     return build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))

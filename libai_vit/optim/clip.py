@@ -1,9 +1,10 @@
-"""Gradient clipping by the norm of the whole model, as `torch.nn.utils.clip_grad_norm_` computes it.
+"""Gradient clipping by the whole model's norm, as `torch.nn.utils.clip_grad_norm_` computes it.
 
 OneFlow 0.9 clips each parameter group on its own: eagerly `Optimizer.clip_grad()` calls
 `clip_grad_norm_` per group, and in nn.Graph every group becomes one `OptimizerConf` whose
 `clip_conf` the job pass applies to that group's variables only (measured: two groups of norms 5.1
-and 7.4 clipped to 0.1 each moved by 0.1 each, where the whole-model norm 9.0 gives 0.057 and 0.082).
+and 7.4 clipped to 0.1 each moved by 0.1 each, where the whole-model norm 9.0 gives 0.057
+and 0.082).
 
 - Eager: `optimizer.clip_grad` is replaced by one `clip_grad_norm_` over every parameter.
 - Graph: the groups are compiled as ONE `OptimizerConf` (its clip then sees the whole model), with
@@ -39,7 +40,7 @@ def clip_settings(optimizer):
 
 
 def clip_whole_model(optimizer, graph):
-    """Make `optimizer` clip by the whole model's gradient norm (when its groups ask for clipping)."""
+    """Make `optimizer` clip by the whole model's gradient norm (when its groups ask for it)."""
     settings = clip_settings(optimizer)
     if settings is None:
         return optimizer
@@ -63,10 +64,11 @@ def clip_whole_model(optimizer, graph):
     )
     if differ:
         raise ConfigError(
-            f"whole-model gradient clipping (optim.params.clip_grad_max_norm={max_norm}) cannot run in graph "
-            f"mode with parameter groups that differ in {', '.join(differ)} (e.g. layer-wise lr decay): "
-            f"OneFlow 0.9's nn.Graph clips each group on its own; set graph.enabled=False (eager clips the "
-            f"whole model), or optim.params.layer_decay=1.0, or optim.params.clip_grad_max_norm=None"
+            f"whole-model gradient clipping (optim.params.clip_grad_max_norm={max_norm}) cannot "
+            f"run in graph mode with parameter groups that differ in {', '.join(differ)} (e.g. "
+            f"layer-wise lr decay): OneFlow 0.9's nn.Graph clips each group on its own; set "
+            f"graph.enabled=False (eager clips the whole model), or optim.params.layer_decay=1.0, "
+            f"or optim.params.clip_grad_max_norm=None"
         )
     rates = {g["weight_decay"] for g in groups} - {0.0}
     if len(rates) > 1:

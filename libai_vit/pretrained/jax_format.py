@@ -1,5 +1,5 @@
-"""Official JAX ViT .npz (google-research/vision_transformer naming, as timm's `_load_weights` reads it)
--> timm names, so `timm_format` does the rest.
+"""Official JAX ViT .npz (google-research/vision_transformer naming, as timm's `_load_weights` reads
+it) -> timm names, so `timm_format` does the rest.
 
 JAX stores Dense kernels (in, out), convolutions HWIO, attention kernels per head: query/key/value
 (C, heads, head_dim), out (heads, head_dim, C).

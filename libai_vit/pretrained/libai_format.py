@@ -1,6 +1,6 @@
-"""This project's own checkpoints (a LiBai Checkpointer directory, DIR/model = flow.save of the state
-dict) as pretrained weights: the names are already this ViT's; only the embeddings may need resampling
-to a new image or patch size."""
+"""This project's own checkpoints (a LiBai Checkpointer directory, DIR/model = flow.save of the
+state dict) as pretrained weights: the names are already this ViT's; only the embeddings may need
+resampling to a new image or patch size."""
 
 import os
 

@@ -28,8 +28,8 @@ _ADAPTED = ("head.", "fc_norm.", "norm.")
 
 @dataclass
 class LoadReport:
-    """What `load_pretrained` did. Names are this ViT's; checkpoint entries it has no kind of parameter
-    for (decoder, mask_token, pre_logits...) keep the checkpoint's names."""
+    """What `load_pretrained` did. Names are this ViT's; checkpoint entries it has no kind of
+    parameter for (decoder, mask_token, pre_logits...) keep the checkpoint's names."""
 
     path: str
     format: str
@@ -50,9 +50,9 @@ class LoadReport:
 
 
 def read(path, trust=False):
-    """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz" (dicts
-    of arrays), or "libai" (this project's checkpoint directory). Any failure is a one-line PretrainedError
-    naming the file."""
+    """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz"
+    (dicts of arrays), or "libai" (this project's checkpoint directory). Any failure is a one-line
+    PretrainedError naming the file."""
     if libai_format.is_checkpoint_dir(path):
         return "libai", libai_format.read(path)
     if not os.path.isfile(path):
@@ -92,7 +92,8 @@ def read(path, trust=False):
 
 
 def convert(path, model, trust=False):
-    """The checkpoint at `path` as ({this ViT's name: array}, unused entries, resampling notes, format)."""
+    """The checkpoint at `path` as ({this ViT's name: array}, unused entries, resampling notes,
+    format)."""
     fmt, content = read(path, trust)
     try:
         if fmt == "libai":
@@ -120,11 +121,12 @@ def load_pretrained(model, path, trust=False, strict=True):
     release (.safetensors, .pth, .bin) or official JAX (.npz) ViT checkpoint into `model`, whatever
     its parallel layout; every process reads the file.
 
-    The position embedding is resampled to the model's grid, the patch embedding to its patch size, and
-    a head whose num_classes differs is dropped (the model's own head initialisation stays), as timm
-    does. `trust=True` lets a pickle run arbitrary code (needed for checkpoints holding e.g. an argparse
-    Namespace). `strict`: refuse a checkpoint that leaves body parameters unloaded or has blocks the
-    model lacks (the head, fc_norm and norm may always differ). Returns a LoadReport, also logged.
+    The position embedding is resampled to the model's grid, the patch embedding to its patch size,
+    and a head whose num_classes differs is dropped (the model's own head initialisation stays), as
+    timm does. `trust=True` lets a pickle run arbitrary code (needed for checkpoints holding e.g. an
+    argparse Namespace). `strict`: refuse a checkpoint that leaves body parameters unloaded or has
+    blocks the model lacks (the head, fc_norm and norm may always differ). Returns a LoadReport,
+    also logged.
     """
     arrays, unused, resized, fmt = convert(path, model, trust)
     report = LoadReport(path, fmt, unexpected=list(unused), resized=resized)

@@ -1,9 +1,9 @@
-"""The families' own release formats -> timm names (what timm's `checkpoint_filter_fn` does for them),
-so that `timm_format` does the rest:
+"""The families' own release formats -> timm names (what timm's `checkpoint_filter_fn` does for
+them), so that `timm_format` does the rest:
 
 - DINOv2 (`dinov2_vit{s,b,l}14[_reg4]_pretrain.pth` from facebookresearch/dinov2): timm's names but
-  for `mask_token` (dropped) and, with registers, `register_tokens`, a position embedding that covers
-  the class token, which timm's no_embed_class model folds into the class token;
+  for `mask_token` (dropped) and, with registers, `register_tokens`, a position embedding that
+  covers the class token, which timm's no_embed_class model folds into the class token;
 - OpenAI CLIP and OpenCLIP image towers (`visual.*` keys of a full CLIP state dict, or OpenCLIP's
   timm-trunk models under `visual.trunk.*`): renamed by the table below; the image projection
   `visual.proj` becomes the head (no bias), dropped when num_classes differs.
@@ -15,7 +15,8 @@ import numpy as np
 
 from libai_vit.pretrained.torch_pickle import PretrainedError
 
-_CLIP = [  # substring of an OpenAI/OpenCLIP `visual.` key -> timm's, applied in order (timm's table)
+# substring of an OpenAI/OpenCLIP `visual.` key -> timm's, applied in order (timm's table)
+_CLIP = [
     ("conv1", "patch_embed.proj"),
     ("positional_embedding", "pos_embed"),
     ("transformer.resblocks.", "blocks."),

@@ -1,10 +1,11 @@
-"""timm-named ViT state dicts (timm itself, DeiT's {"model": ...}, MAE's encoder, and every format that
-`original_formats` renames to timm's) -> this ViT's names.
+"""timm-named ViT state dicts (timm itself, DeiT's {"model": ...}, MAE's encoder, and every format
+that `original_formats` renames to timm's) -> this ViT's names.
 
-timm's Linear weights are (out, in); LiBai's are (in, out). timm's fused qkv rows are [q | k | v], each
-all heads; LiBai's query_key_value columns are grouped per head, [q_h | k_h | v_h], so a tensor-parallel
-column split hands each rank whole heads (the attention pool's kv likewise, [k_h | v_h]). EVA keeps q, k
-and v as three projections with no k bias: they are stacked into the one projection, k's bias zero.
+timm's Linear weights are (out, in); LiBai's are (in, out). timm's fused qkv rows are [q | k | v],
+each all heads; LiBai's query_key_value columns are grouped per head, [q_h | k_h | v_h], so a
+tensor-parallel column split hands each rank whole heads (the attention pool's kv likewise, [k_h |
+v_h]). EVA keeps q, k and v as three projections with no k bias: they are stacked into the one
+projection, k's bias zero.
 """
 
 import re
@@ -69,7 +70,7 @@ _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$")
 
 
 def unwrap(obj, path):
-    """The state dict inside a checkpoint: DeiT/MAE keep it under "model", others under "state_dict"."""
+    """The state dict in a checkpoint: DeiT/MAE keep it under "model", others under "state_dict"."""
     state = obj
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -99,10 +100,10 @@ def libai_name(key):
 
 
 def from_eva_layout(state, packed_glu=False):
-    """EVA's attn.q_proj/k_proj/v_proj (or attn.qkv with q_bias, v_bias) -> one attn.qkv, k bias zero;
-    DeiT III's and EVA's block-level gamma_1/gamma_2 -> ls1/ls2.gamma; with `packed_glu` (the model
-    has a SwiGLU and the checkpoint timm's GluMlp, EVA-02 Ti/S), mlp.fc1's rows [gate | value] ->
-    mlp.fc1_g and mlp.fc1_x."""
+    """EVA's attn.q_proj/k_proj/v_proj (or attn.qkv with q_bias, v_bias) -> one attn.qkv, k bias
+    zero; DeiT III's and EVA's block-level gamma_1/gamma_2 -> ls1/ls2.gamma; with `packed_glu` (the
+    model has a SwiGLU and the checkpoint timm's GluMlp, EVA-02 Ti/S), mlp.fc1's rows [gate | value]
+    -> mlp.fc1_g and mlp.fc1_x."""
     out = {}
     for key, value in state.items():
         m = re.fullmatch(r"(blocks\.\d+\.)(gamma_([12]))", key)
@@ -131,7 +132,7 @@ def from_eva_layout(state, packed_glu=False):
 
 
 def _per_head(value, groups, heads):
-    """Rows [a (all heads) | b (all heads) ...] -> columns [a_h | b_h ...] per head, as LiBai's (in, out)."""
+    """Rows [a (all heads) | b (all heads) ...] -> columns [a_h | b_h ...] per head, (in, out)."""
     if value.ndim == 1:
         return value.reshape(groups, heads, -1).transpose(1, 0, 2).reshape(-1)
     c = value.shape[1]

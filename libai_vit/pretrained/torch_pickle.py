@@ -80,8 +80,9 @@ class _Unpickler(pickle.Unpickler):
             )
         if not self._trust:
             raise PretrainedError(
-                f"{self._path}: refusing to unpickle {module}.{name} (a pickle can run code; only tensors and "
-                f"plain containers are read by default): pass trust=True if you trust this file"
+                f"{self._path}: refusing to unpickle {module}.{name} (a pickle can run code; only "
+                f"tensors and plain containers are read by default): pass trust=True if you trust "
+                f"this file"
             )
         return super().find_class(module, name)
 

@@ -49,7 +49,7 @@ def test_update_moves_the_average_towards_the_model_and_leaves_the_model_alone()
 
 
 def test_hook_updates_after_each_optimizer_step_with_its_number():
-    """Eager LiBai steps the optimizer every num_accumulation_steps iterations: the EMA follows those."""
+    """Eager LiBai steps the optimizer every num_accumulation_steps iterations; so does the EMA."""
     from types import SimpleNamespace
 
     from libai_vit.engine.hooks import ModelEmaUpdate

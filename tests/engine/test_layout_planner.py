@@ -1,4 +1,4 @@
-"""The layout planner's analytic model: FLOPs and parameter counts exactly, memory against launched runs."""
+"""The layout planner's model: FLOPs and parameter counts exactly, memory against launched runs."""
 
 import os
 import re
@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 
 def test_vit_tiny_train_flops_match_the_published_count():
-    # timm / DeiT: ViT-Ti/16 at 224 is 1.26 GMACs forward -> 2 x 3 x 1.26 = 7.5 GFLOP per trained image
+    # timm / DeiT: ViT-Ti/16 at 224 is 1.26 GMACs forward -> 2 x 3 x 1.26 = 7.5 GFLOP per image
     flops = planner.train_flops_per_image(planner.ViTShape(embed_dim=192, depth=12, num_heads=3))
     assert flops / 1e9 == pytest.approx(7.5, rel=0.03)
 
@@ -32,12 +32,13 @@ def test_parameter_counts_match_the_model(tp, pp):
     assert len(per_rank) == pp
     if tp == 1:  # PP partitions the parameters
         assert sum(per_rank) == total
-    else:  # TP splits only the Linear weights and column biases; each rank also holds the replicated rest
+    else:  # TP splits only the Linears' weights and column biases; each rank holds the rest
         assert sum(per_rank) * tp > total > sum(per_rank)
 
 
 def test_planner_places_blocks_as_training_does():
-    """The planner's stages are parallel.stage_of_layers', including train.dist.pipeline_stage_layers."""
+    """The planner's stages are parallel.stage_of_layers', including
+    train.dist.pipeline_stage_layers."""
     from libai_vit import parallel
 
     shape = planner.ViTShape(

@@ -1,7 +1,7 @@
-"""ZeRO (train.zero_optimization): LiBai 0.1.1's call into OneFlow 0.9 is fixed (libai_vit.compat) and
-the train graph compiles with the AdamW state split over the data-parallel ranks, as much per rank as
-the planner estimates. (OneFlow 0.9 cannot run a ZeRO step on CPU processes: its CPU transport aborts,
-so the config check refuses it there and tools/gpu_check.py runs one on GPUs.)"""
+"""ZeRO (train.zero_optimization): LiBai 0.1.1's call into OneFlow 0.9 is fixed (libai_vit.compat)
+and the train graph compiles with the AdamW state split over the data-parallel ranks, as much per
+rank as the planner estimates. (OneFlow 0.9 cannot run a ZeRO step on CPU processes: its CPU
+transport aborts, so the config check refuses it there and tools/gpu_check.py runs one on GPUs.)"""
 
 import json
 import os

@@ -1,8 +1,7 @@
-"""Attention backends: flash matches math (forward and grads), dropout, dispatch, the ViT with flash,
-nn.Graph, and (slow) global tensors with heads split over 2 processes."""
+"""Attention backends: flash matches math (forward and grads), dropout, dispatch, the ViT with
+flash, nn.Graph, and (slow) global tensors with heads split over 2 processes."""
 
 import logging
-import os
 import textwrap
 
 import numpy as np
@@ -15,7 +14,6 @@ from libai_vit.layers.flash import flash_attention
 
 from conftest import launch_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5
 
 
@@ -73,7 +71,8 @@ def test_flash_matches_math_blockwise(q_len, k_len, d, use_mask, use_bias, causa
 
 @pytest.mark.parametrize("d", [16, 64])
 def test_flash_backend_matches_math_default_blocks(d):
-    """Through `attention`, default blocks (one key block at these lengths), with scale and a key-padding mask."""
+    """Through `attention`, default blocks (one key block at these lengths), with scale and a
+    key-padding mask."""
     args = _inputs(2, 4, 50, 50, d, True, True, False, seed=1)
     ref = _run(_math, *args, scale=0.3)
     got = _run(lambda *a, **kw: attention(*a, backend="flash", **kw), *args, scale=0.3)
@@ -153,7 +152,8 @@ def test_auto_dispatch(caplog):
 
 
 def test_auto_matches_math_where_it_picks_flash():
-    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys) within 1e-5."""
+    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys)
+    within 1e-5."""
     args = _inputs(1, 2, 1100, 1100, 8, True, False, False, seed=8)
     assert select_backend(flow.tensor(args[0]), flow.tensor(args[1])) == "flash"
     ref = _run(_math, *args)
@@ -219,7 +219,7 @@ def test_vit_flash_trains_like_math():
 
 
 def test_flash_inside_nn_graph_matches_eager_math():
-    """flow.autograd.Function (forward and the Python backward) is traced into nn.Graph in OneFlow 0.9."""
+    """OneFlow 0.9 traces flow.autograd.Function (forward and the Python backward) into nn.Graph."""
     images, labels = _batch()
     eager = _tiny_vit("math")
     eager.train()
@@ -255,7 +255,8 @@ def test_flash_inside_nn_graph_matches_eager_math():
 
 
 _GLOBAL_CHECK = textwrap.dedent('''
-    """2 processes: flash on global tensors (heads split, then batch split; eager and nn.Graph) equals local math."""
+    """2 processes: flash on global tensors (heads split, then batch split; eager and nn.Graph)
+    equals local math."""
     import numpy as np
     import oneflow as flow
 
@@ -277,11 +278,16 @@ _GLOBAL_CHECK = textwrap.dedent('''
         out.backward(as_tensor(d_out))
         return [out] + [t.grad for t in leaves]
 
-    ref = [t.numpy() for t in run(lambda *a, **kw: attention(*a, backend="math", **kw), flow.tensor)]
+    def math(*a, **kw):
+        return attention(*a, backend="math", **kw)
+
+    ref = [t.numpy() for t in run(math, flow.tensor)]
     for split in (1, 0):  # heads over ranks (tensor parallel), then batch (data parallel)
         def as_global(x, split=split):
             t = flow.tensor(x).to_global(placement=placement, sbp=flow.sbp.broadcast)
-            return t.to_global(sbp=flow.sbp.split(split)) if x.ndim == 4 and x.shape[split] == q.shape[split] else t
+            if x.ndim == 4 and x.shape[split] == q.shape[split]:
+                return t.to_global(sbp=flow.sbp.split(split))
+            return t
         got = run(lambda *a, **kw: flash_attention(*a, block_q=16, block_k=16, **kw), as_global)
         # no op inside flash gathers the split dim: output and q/k/v grads stay split
         assert all(t.sbp == (flow.sbp.split(split),) for t in got[:4]), [t.sbp for t in got[:4]]
@@ -290,9 +296,10 @@ _GLOBAL_CHECK = textwrap.dedent('''
             np.testing.assert_allclose(g, a, atol=1e-5, rtol=1e-5, err_msg=f"split({split}) {name}")
         # dropout: the same seed gives the same global result, on every rank
         flow.manual_seed(11)
-        x = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
+        x = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3)
         flow.manual_seed(11)
-        y = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
+        y = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3)
+        x, y = (t.to_global(sbp=flow.sbp.broadcast) for t in (x, y))
         np.testing.assert_array_equal(x.to_local().numpy(), y.to_local().numpy())
 
     # inside nn.Graph, heads split: q is a parameter, so SGD(lr=1) leaves q - dq behind
@@ -302,7 +309,9 @@ _GLOBAL_CHECK = textwrap.dedent('''
             self.q = flow.nn.Parameter(as_global(q, split=1))
 
         def forward(self, k, v, bias, mask):
-            return flash_attention(self.q, k, v, mask=mask, attn_bias=bias, causal=True, block_q=16, block_k=16)
+            return flash_attention(
+                self.q, k, v, mask=mask, attn_bias=bias, causal=True, block_q=16, block_k=16
+            )
 
     module = Q()
     opt = flow.optim.SGD(module.parameters(), lr=1.0)
@@ -321,7 +330,8 @@ _GLOBAL_CHECK = textwrap.dedent('''
     before = module.q.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
     out = Step()(*[as_global(t, split=1) for t in (k, v, bias, keep, d_out)])
     after = module.q.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
-    np.testing.assert_allclose(out.to_global(sbp=flow.sbp.broadcast).to_local().numpy(), ref[0], atol=1e-5, rtol=1e-5)
+    out = out.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
+    np.testing.assert_allclose(out, ref[0], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(before - after, ref[1], atol=1e-5, rtol=1e-5)
     print("global flash ok on rank", flow.env.get_rank())
 ''')
@@ -333,43 +343,3 @@ def test_flash_on_global_tensors_two_processes(tmp_path):
     script.write_text(_GLOBAL_CHECK)
     proc = launch_script(script, 2)
     assert proc.stdout.count("global flash ok") == 2, proc.stdout[-3000:]
-
-
-def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
-    from libai.config import LazyCall, LazyConfig
-    from libai.utils.checkpoint import Checkpointer
-    from omegaconf import DictConfig
-    from PIL import Image
-
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
-    import visualize_attention
-
-    kwargs = dict(
-        img_size=32,
-        patch_size=8,
-        num_classes=10,
-        embed_dim=32,
-        depth=2,
-        num_heads=4,
-        attn_backend="flash",
-    )
-    Checkpointer(libai_vit.VisionTransformer(**kwargs), save_dir=str(tmp_path / "out")).save(
-        "model_final"
-    )
-    config = DictConfig(
-        {"model": LazyCall(libai_vit.VisionTransformer)(**kwargs)}, flags={"allow_objects": True}
-    )
-    LazyConfig.save(config, str(tmp_path / "out" / "config.yaml"))
-    image = tmp_path / "img.png"
-    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(
-        image
-    )
-    ckpt = str(tmp_path / "out" / "model_final" / "model")
-    png = tmp_path / "attn.png"
-    assert visualize_attention.main([ckpt, str(image), "--out", str(png)]) == 0
-    assert png.stat().st_size > 0
-    (tmp_path / "bad.png").write_text("not an image")
-    assert visualize_attention.main([ckpt, str(tmp_path / "bad.png")]) == 2
-    assert "bad.png: cannot read the image" in capsys.readouterr().err
-    assert visualize_attention.main([str(tmp_path / "missing"), str(image)]) == 2
-    assert "missing: no such checkpoint directory" in capsys.readouterr().err

@@ -1,7 +1,7 @@
-"""CUDA-only branches, checked on CPU: OneFlow checks an op's arguments, dtypes, shapes and SBP before
-it looks for a kernel, so the CUDA branch forced onto CPU tensors must get as far as the kernel lookup
-("Cannot find the kernel") and no further. Calls that abort (OneFlow's CPU LayerNorm kernel is a
-fatal "TODO") run in a subprocess."""
+"""CUDA-only branches, checked on CPU: OneFlow checks an op's arguments, dtypes, shapes and SBP
+before it looks for a kernel, so the CUDA branch forced onto CPU tensors must get as far as the
+kernel lookup ("Cannot find the kernel") and no further. Calls that abort (OneFlow's CPU LayerNorm
+kernel is a fatal "TODO") run in a subprocess."""
 
 import os
 import subprocess
@@ -129,8 +129,8 @@ def test_dropout_generator_choice():
 
 
 def test_forced_cuda_local_dropout_asks_for_a_cuda_generator():
-    """The local CUDA branch builds a CUDA generator (here it aborts for want of a driver, which shows
-    the branch got there with valid arguments)."""
+    """The local CUDA branch builds a CUDA generator (here it aborts for want of a driver, which
+    shows the branch got there with valid arguments)."""
     code = """
         import oneflow as flow
         from libai_vit.layers import flash
@@ -143,8 +143,8 @@ def test_forced_cuda_local_dropout_asks_for_a_cuda_generator():
 
 def test_flash_masking_is_finite_in_fp16():
     """The additive mask and the causal mask are built in the scores' dtype: in fp16 -1e30 * 0 was
-    NaN (-inf * 0). fp16 add/mul/triu have CPU kernels, so this runs here; bf16 keeps -1e30 (its range
-    is fp32's) but lacks CPU mul kernels."""
+    NaN (-inf * 0). fp16 add/mul/triu have CPU kernels, so this runs here; bf16 keeps -1e30 (its
+    range is fp32's) but lacks CPU mul kernels."""
     keep = flow.rand(B, 1, Q, K) > 0.5
     mask_add = keep.logical_not().to(flow.float16) * flash.masked(flow.float16)
     scores = flow.randn(B, H, Q, K).to(flow.float16) * 8

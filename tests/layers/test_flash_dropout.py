@@ -1,6 +1,6 @@
-"""Flash-attention dropout in nn.Graph: the seeds a graph compiles in depend only on the global seed and
-the call's place in that graph, so a graph rebuilt after reseeding (a checkpoint boundary) draws what
-a fresh process's first graph draws (a resumed run), on global (CPU-generator) tensors."""
+"""Flash-attention dropout in nn.Graph: the seeds a graph compiles in depend only on the global seed
+and the call's place in that graph, so a graph rebuilt after reseeding (a checkpoint boundary) draws
+what a fresh process's first graph draws (a resumed run), on global (CPU-generator) tensors."""
 
 import numpy as np
 import oneflow as flow

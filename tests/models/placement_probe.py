@@ -1,5 +1,6 @@
 """Launched by test_placement.py: build a small ViT on a DP x TP x PP layout and dump, per
-parameter, its placement ranks, SBP and full value (gathered), plus the stage ids set in nn.Graph."""
+parameter, its placement ranks, SBP and full value (gathered), plus the stage ids set
+in nn.Graph."""
 
 import json
 import sys

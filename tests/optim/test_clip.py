@@ -1,5 +1,5 @@
-"""Gradient clipping by the whole model's norm (torch.nn.utils.clip_grad_norm_), eager and graph, where
-OneFlow 0.9 alone clips each parameter group on its own."""
+"""Gradient clipping by the whole model's norm (torch.nn.utils.clip_grad_norm_), eager and graph,
+where OneFlow 0.9 alone clips each parameter group on its own."""
 
 import numpy as np
 import oneflow as flow

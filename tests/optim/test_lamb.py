@@ -39,8 +39,8 @@ def test_lamb_matches_timm():
 
 def test_oneflows_lamb_is_another_variant():
     ours, theirs = _run(lambda params, kw: flow.optim.LAMB(_groups(params), **kw))
-    # both tensors differ: the one with weight decay (trust ratio without the decay term) and the one
-    # without (OneFlow scales it by a trust ratio too)
+    # both tensors differ: the one with weight decay (trust ratio without the decay term) and the
+    # one without (OneFlow scales it by a trust ratio too)
     assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(ours, theirs))
 
 

@@ -1,5 +1,6 @@
-"""Layer-wise lr decay groups: which parameter gets which lr scale and weight decay, and that OneFlow's
-AdamW with the warm-up/cosine schedule keeps the per-group ratios (LiBai's WarmupCosineLR refuses them)."""
+"""Layer-wise lr decay groups: which parameter gets which lr scale and weight decay, and that
+OneFlow's AdamW with the warm-up/cosine schedule keeps the per-group ratios (LiBai's WarmupCosineLR
+refuses them)."""
 
 import numpy as np
 import pytest
@@ -92,3 +93,33 @@ def test_optimizer_and_schedule_keep_the_ratios(model):
         np.all(np.diff(seen[10:, 0]) <= 0) and seen[-1, 0] < 0.02 * peak[0]
     )  # cosine down to ~alpha
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05}
+
+
+def test_the_base_configs_groups_take_the_models_no_weight_decay():
+    """configs/common/optim.py: LiBai's groups (biases and norms without weight decay) and the
+    model's no_weight_decay() names, register tokens included."""
+    from libai.config import instantiate
+    from libai.optim import get_default_optimizer_params
+
+    from libai_vit.config import load_config
+
+    params_cfg = load_config("configs/demo_digits_3d.py").optim.params
+    for reg_tokens in (0, 2):
+        small = dict(img_size=16, patch_size=4, num_classes=5, embed_dim=16, depth=2, num_heads=2)
+        vit = VisionTransformer(reg_tokens=reg_tokens, **small)
+        params_cfg.model = vit
+        by_name = _by_name(vit, instantiate(params_cfg))
+        for name in by_name:
+            no_decay = name in vit.no_weight_decay() or name.endswith("bias") or "norm" in name
+            assert by_name[name].get("weight_decay") == (0.0 if no_decay else None), name
+        # without registers, the groups LiBai's configs build with the names written out
+        if not reg_tokens:
+            written = get_default_optimizer_params(
+                vit,
+                weight_decay_norm=0.0,
+                weight_decay_bias=0.0,
+                clip_grad_max_norm=1.0,
+                clip_grad_norm_type=2.0,
+                overrides={"pos_embed": {"weight_decay": 0.0}, "cls_token": {"weight_decay": 0.0}},
+            )
+            assert _by_name(vit, written) == by_name

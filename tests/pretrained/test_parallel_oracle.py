@@ -1,4 +1,4 @@
-"""timm checkpoints loaded into a tensor- or pipeline-parallel ViT (2 processes) give timm's outputs."""
+"""timm checkpoints loaded into a tensor- or pipeline-parallel ViT (2 processes) match timm."""
 
 import os
 
@@ -14,8 +14,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)], ids=["TP2", "PP2"])
 def test_two_process_layout_matches_timm(tp, pp):
     proc = launch_script(os.path.join(HERE, "parallel_oracle_worker.py"), 2, [tp, pp])
-    # every case whose heads split over the ranks, each family's among them (the worker exits non-zero
-    # on a mismatch)
+    # every case whose heads split over the ranks, each family's among them (the worker exits
+    # non-zero on a mismatch)
     expected = [c for c in CASES if MANIFEST["cases"][c]["kwargs"]["num_heads"] % tp == 0]
     assert f"checked {len(expected)} cases" in proc.stdout
     for family in ("deit3", "dinov2_reg4", "clip", "siglip", "qk_norm", "eva02_b", "eva02_clip"):

@@ -30,8 +30,8 @@ def test_resampled_embeddings_match_timm(case):
 
 
 def test_resampling_mode_is_visible_at_this_tolerance():
-    # timm resamples torch checkpoints bicubic (antialiased) and JAX ones bilinear: the fixtures make
-    # the two differ well beyond TOL, so the oracle cases above tell the modes apart
+    # timm resamples torch checkpoints bicubic (antialiased) and JAX ones bilinear: the fixtures
+    # make the two differ well beyond TOL, so the oracle cases above tell the modes apart
     for size in (32, 64):
         a, b = ORACLE[f"tiny16.safetensors@{size}/output"], ORACLE[f"tiny16.npz@{size}/output"]
         assert np.abs(a - b).max() > 10 * TOL

@@ -1,4 +1,4 @@
-"""The timm fixtures (tests/fixtures/timm, made by tools/make_timm_fixtures.py) and our side of them."""
+"""The timm fixtures (tests/fixtures/timm, by tools/make_timm_fixtures.py) and our side of them."""
 
 import json
 import os
@@ -39,7 +39,7 @@ def output(model, images, kind):
 
 
 def run_case(case, load):
-    """max |ours - timm| for `case`, loading with `load(model, path)`; also returns the load's result."""
+    """max |ours - timm| for `case` loaded by `load(model, path)`, and what the load returned."""
     c = MANIFEST["cases"][case]
     model = build(case)
     result = load(model, fixture(c["file"]))

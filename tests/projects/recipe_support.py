@@ -24,7 +24,7 @@ def reference():
 
 
 class NpzImages(flow.utils.data.Dataset):
-    """The reference's uint8 images, normalised as the reference normalises them; no augmentation."""
+    """The reference's uint8 images, normalised as the reference does; no augmentation."""
 
     def __init__(self, path=os.path.join(FIXTURES, "data.npz"), normalize=(0.5, 0.25)):
         data = np.load(path)
@@ -44,7 +44,7 @@ class NpzImages(flow.utils.data.Dataset):
 
 
 class FixedMixup(Mixup):
-    """Mixup with `mixup_lam` on even calls and cutmix with `cutmix_lam` and the cutmix box `box` on odd ones."""
+    """Mixup with `mixup_lam` on even calls, cutmix with `cutmix_lam` and box `box` on odd ones."""
 
     def __init__(self, mixup_lam, cutmix_lam, box, **kwargs):
         super().__init__(**kwargs)
@@ -63,8 +63,8 @@ class FixedMixup(Mixup):
 
 
 def on_reference(dataloader, model, train):
-    """Point a recipe config at the reference's tiny model, fixed batches and step count (the recipe's
-    optimizer, schedule, loss and layout stay the config's)."""
+    """Point a recipe config at the reference's tiny model, fixed batches and step count (the
+    recipe's optimizer, schedule, loss and layout stay the config's)."""
     ref = reference()
     for key, value in ref["model"].items():
         setattr(model, key, value)

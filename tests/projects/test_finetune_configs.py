@@ -2,6 +2,7 @@
 
 import pytest
 from libai.config import instantiate
+from omegaconf import OmegaConf
 
 import libai_vit  # noqa: F401
 from libai_vit.config import load_config
@@ -29,6 +30,15 @@ def test_config_loads(path):
     size = cfg.model.img_size
     assert test_tf.transforms[1].size == (size, size)
     assert test_tf.transforms[0].size == (size if size > 224 else int(size / 0.875))
+
+
+def test_a_config_is_the_same_whatever_was_loaded_before_it():
+    def load(path):
+        return OmegaConf.to_container(load_config(path), resolve=False)
+
+    mae = load(CONFIGS[0])
+    load(CONFIGS[7])  # DeiT III changes the shared recipe's model, data and training keys
+    assert load(CONFIGS[0]) == mae
 
 
 def test_layer_decay_and_lr_scaling():

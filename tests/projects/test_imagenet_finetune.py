@@ -1,12 +1,13 @@
-"""The fine-tuning project end to end on real images (scikit-learn's digits as an ImageFolder), through
-the project's configs and tools/train.sh as a user runs them:
+"""The fine-tuning project end to end on real images (scikit-learn's digits as an ImageFolder),
+through the project's configs and tools/train.sh as a user runs them:
 
 1. pretrain a tiny DINOv2-style ViT (4 registers, LayerScale, no_embed_class) on digits 0-4 at 16 px
    (demo_digits_pretrain.py) and export it in timm's format (tools/convert_checkpoint.py --to-timm);
 2. fine-tune it on all 10 digits at 24 px with model.pretrained=<the timm file> (new head, resampled
    position embedding, layer decay, mixup/cutmix) and, in the same budget, from scratch: the
    fine-tuned top-1 must be far above chance and above the scratch run;
-3. evaluate the fine-tuned checkpoint with DP=1 and DP=2 (same top-1), predict with tools/predict.py;
+3. evaluate the fine-tuned checkpoint with DP=1 and DP=2 (same top-1), predict with
+   tools/predict.py;
 4. resume an interrupted fine-tune with --resume (it continues at the step after its checkpoint).
 """
 
@@ -31,7 +32,7 @@ FAMILY = ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=
 
 
 def _train(config, out, root, *overrides, nproc=1, extra=()):
-    # flags (--resume, --eval-only) go before the key=value overrides, which take the rest of the line
+    # flags (--resume, --eval-only) go before the key=value overrides (they take the line's rest)
     return launch(
         [
             os.path.join(ROOT, "tools", "train_net.py"),
@@ -104,7 +105,8 @@ def runs(digits_root, tmp_path_factory):
 def test_finetune_beats_scratch_and_chance(runs):
     pre_acc, ft_acc, scratch_acc = (_acc(_log(runs[k])) for k in ("pre", "ft", "scratch"))
     print(
-        f"top-1: pretrain (5 classes) {pre_acc:.1f}, fine-tuned {ft_acc:.1f}, scratch {scratch_acc:.1f}"
+        f"top-1: pretrain (5 classes) {pre_acc:.1f}, fine-tuned {ft_acc:.1f}, scratch "
+        f"{scratch_acc:.1f}"
     )
     assert (
         pre_acc > 45
@@ -131,8 +133,8 @@ def test_eval_is_reduced_over_data_parallel_ranks(runs):
         )
         accs.append(_acc(_log(out)))
     assert accs[0] == pytest.approx(_acc(_log(runs["ft"])), abs=1e-6)
-    # LiBai 0.1.1 pads the shorter rank's shard with sample 0 when the val size (449 digits) is not a
-    # multiple of DP, which can move the count by one sample
+    # LiBai 0.1.1 pads the shorter rank's shard with sample 0 when the val size (449 digits) is not
+    # a multiple of DP, which can move the count by one sample
     one_sample = 100.0 / sum(
         len(files) for _, _, files in os.walk(os.path.join(runs["root"], "val"))
     )
@@ -167,8 +169,8 @@ def test_finetune_resumes(runs):
         "train.train_iter=20",
     )
     _train(FT, out, runs["root"], *common)
-    # leave the folder as a run stopped between steps 10 and 20 leaves it (LiBai 0.1.1 cannot parse an
-    # iteration out of "model_final", so resuming a finished run is not what is tested here)
+    # leave the folder as a run stopped between steps 10 and 20 leaves it (LiBai 0.1.1 cannot parse
+    # an iteration out of "model_final", so resuming a finished run is not what is tested here)
     for name in os.listdir(out):
         if name.startswith("model_") and name != "model_0000009":
             shutil.rmtree(os.path.join(out, name))

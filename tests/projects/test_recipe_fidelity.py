@@ -1,9 +1,9 @@
 """The recipes train as the papers' PyTorch code does, step for step, at 1x1x1 and at a 3D layout.
 
 tools/make_recipe_fixtures.py (run in the timm venv) trained a tiny timm ViT from fixed weights on
-fixed batches with each paper's step and recorded every step's loss (tests/fixtures/recipes). Here the
-project's recipe configs train the same weights on the same batches through tools/train.sh, and each
-step's loss must match within 1e-4 relative:
+fixed batches with each paper's step and recorded every step's loss (tests/fixtures/recipes). Here
+the project's recipe configs train the same weights on the same batches through tools/train.sh, and
+each step's loss must match within 1e-4 relative:
 - "mae": MAE's fine-tuning (layer-decay AdamW, warm-up + cosine per step, mixup/cutmix with a fixed
   lambda and box + label smoothing, soft-target cross-entropy) and the model EMA (timm's ModelEmaV3
   with warm-up: its weights at the end are compared too, and it is evaluated beside the model);
@@ -123,8 +123,8 @@ def test_recipe_matches_pytorch_step_for_step(name, trained):
     diff = max(abs(a - b) / abs(b) for a, b in zip(ours, theirs))
     print(f"{name}: max relative loss difference to PyTorch over {len(ours)} steps: {diff:.2e}")
     assert diff < 1e-4, list(zip(ours, theirs))
-    # the tolerance tells this recipe from its nearest wrong variant (layer decay, clipping off), whose
-    # PyTorch losses differ by far more
+    # the tolerance tells this recipe from its nearest wrong variant (layer decay, clipping off),
+    # whose PyTorch losses differ by far more
     assert ref["cases"][case_name]["variant"]["max_relative_difference"] > 10 * 1e-4
     if ref["cases"][case_name]["ema"]:
         evaluated = [r for r in rows if "Acc@1_ema" in r]

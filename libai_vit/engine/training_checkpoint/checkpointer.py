@@ -41,9 +41,10 @@ def _note_relayout(path, saved):
     now = parallel.current_layout()
     if saved and tuple(saved[k] for k in keys) != tuple(getattr(now, k) for k in keys):
         logger.info(
-            f"checkpoint {path} was written at DP x TP x PP = {' x '.join(str(saved[k]) for k in keys)}; "
-            f"loading it at {' x '.join(str(getattr(now, k)) for k in keys)}: its tensors are whole "
-            f"and are resharded to this layout"
+            f"checkpoint {path} was written at DP x TP x PP = "
+            f"{' x '.join(str(saved[k]) for k in keys)}; loading it at "
+            f"{' x '.join(str(getattr(now, k)) for k in keys)}: its tensors are whole and are "
+            f"resharded to this layout"
         )
 
 
@@ -131,9 +132,9 @@ class ReliableCheckpointer(Checkpointer):
             if missing:
                 mode = "graph" if os.path.exists(os.path.join(path, "graph")) else "eager"
                 raise CheckpointError(
-                    f"checkpoint {path} has no {', '.join(missing)} state: it was written in {mode} mode; "
-                    f"resume with graph.enabled={mode == 'graph'}, or start from its weights with "
-                    f"train.load_weight={path}"
+                    f"checkpoint {path} has no {', '.join(missing)} state: it was written in "
+                    f"{mode} mode; resume with graph.enabled={mode == 'graph'}, or start from its "
+                    f"weights with train.load_weight={path}"
                 )
         return super().load(path, checkpointables)
 

@@ -10,7 +10,7 @@ MANIFEST = "manifest.json"
 
 
 class CheckpointError(RuntimeError):
-    """A training checkpoint that cannot be written or read; the message names the file and the cause."""
+    """A training checkpoint that cannot be written or read; the message names file and cause."""
 
 
 def _files(root):
@@ -32,7 +32,7 @@ def write_manifest(path, **fields):
 
 
 def verify(path):
-    """Check a checkpoint directory against its manifest; returns the manifest or raises CheckpointError."""
+    """Check a checkpoint directory against its manifest: the manifest, or a CheckpointError."""
     manifest_file = os.path.join(path, MANIFEST)
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path} does not exist or is not a directory")

@@ -1,10 +1,10 @@
-# DeiT III ViT-B/16 (Touvron et al. 2022, "Revenge of the ViT": 83.8% top-1 on ImageNet-1k, 800 epochs
-# at 192 px then 20 at 224): LAMB lr 3e-3 at batch 2048, weight decay 0.02, gradient clipping 1.0,
-# BCE loss on mixup/cutmix targets without label smoothing, repeated augmentation, no random erasing,
-# drop path 0.1. The model is timm's deit3_base_patch16_224 (LayerScale 1e-6, no position embedding
-# on the class token). Its 3-Augment and simple random crop are not among libai_vit's transforms:
-# RandomResizedCrop + color jitter 0.3, no RandAugment.
-# LAMB as DeiT III ran it (apex FusedLAMB) runs in eager mode: graph.enabled=False.
+# DeiT III ViT-B/16 (Touvron et al. 2022, "Revenge of the ViT": 83.8% top-1 on ImageNet-1k, 800
+# epochs at 192 px then 20 at 224): LAMB lr 3e-3 at batch 2048, weight decay 0.02, gradient clipping
+# 1.0, BCE loss on mixup/cutmix targets without label smoothing, repeated augmentation, no random
+# erasing, drop path 0.1. The model is timm's deit3_base_patch16_224 (LayerScale 1e-6, no position
+# embedding on the class token). Its 3-Augment and simple random crop are not among libai_vit's
+# transforms: RandomResizedCrop + color jitter 0.3, no RandAugment. LAMB as DeiT III ran it (apex
+# FusedLAMB) runs in eager mode: graph.enabled=False.
 from libai.config import LazyCall
 
 from libai_vit.losses import BinaryCrossEntropy

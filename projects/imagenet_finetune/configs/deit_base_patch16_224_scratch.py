@@ -1,7 +1,7 @@
 # DeiT-B/16 at 224 trained from scratch (DeiT, Touvron et al. 2021: 81.8% top-1, 300 epochs): AdamW
-# lr 5e-4 x batch / 512, no layer decay, RandAugment, random erasing, mixup/cutmix + label smoothing,
-# repeated augmentation x3, drop path 0.1, model EMA 0.99996. DeiT steps its schedule per epoch; here it
-# is per step (the same curve, sampled finer).
+# lr 5e-4 x batch / 512, no layer decay, RandAugment, random erasing, mixup/cutmix + label
+# smoothing, repeated augmentation x3, drop path 0.1, model EMA 0.99996. DeiT steps its schedule per
+# epoch; here it is per step (the same curve, sampled finer).
 from .finetune_common import dataloader, graph, model, optim, train  # noqa: F401
 
 model.pretrained = None  # from scratch: the model's own initialisation (timm's)

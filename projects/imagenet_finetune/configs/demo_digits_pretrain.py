@@ -1,5 +1,6 @@
-# Demo, step 1 (a minute or two on a CPU): "pretrain" a tiny ViT from scratch on digits 0-4 at 16 px with this
-# recipe (no pretrained file, no layer decay). Step 2 (demo_digits_finetune.py) starts from its output.
+# Demo, step 1 (a minute or two on a CPU): "pretrain" a tiny ViT from scratch on digits 0-4 at 16 px
+# with this recipe (no pretrained file, no layer decay). Step 2 (demo_digits_finetune.py)
+# starts from its output.
 from .finetune_common import dataloader, graph, model, optim, train  # noqa: F401
 
 dataloader.root = "./data/digits"  # written by libai_vit.data.digits.write_digits_imagefolder

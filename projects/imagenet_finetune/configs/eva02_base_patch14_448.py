@@ -1,7 +1,7 @@
-# EVA-02-B/14 at 448 px fine-tuned on ImageNet-1K from its MIM pre-training (EVA-02 paper: 88.3% top-1
-# without, 88.7% with IN-21K intermediate fine-tuning). Hyper-parameters from baaivision/EVA,
-# EVA-02/asuka/README.md, "Fine-tune MIM pre-trained eva02_B_pt_in21k_p14 on IN-1K": batch 1024,
-# lr 1e-4, layer decay 0.7, weight decay 0.05, 30 epochs with 3 of warm-up, drop path 0.1, RandAugment
+# EVA-02-B/14 at 448 px fine-tuned on ImageNet-1K from its MIM pre-training (EVA-02 paper: 88.3%
+# top-1 without, 88.7% with IN-21K intermediate fine-tuning). Hyper-parameters from baaivision/EVA,
+# EVA-02/asuka/README.md, "Fine-tune MIM pre-trained eva02_B_pt_in21k_p14 on IN-1K": batch 1024, lr
+# 1e-4, layer decay 0.7, weight decay 0.05, 30 epochs with 3 of warm-up, drop path 0.1, RandAugment
 # m9, no mixup/cutmix/erasing, label smoothing 0.1, crop 1.0, model EMA. Start from timm's
 # eva02_base_patch14_224.mim_in22k (model.safetensors) or any EVA-02-B file in timm's names.
 from flowvision.loss.cross_entropy import LabelSmoothingCrossEntropy
@@ -15,7 +15,8 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 
 model = model_config(
     "eva02_base_patch14_448",
-    pretrained=None,  # the pre-trained file; the 16x16 position grid and RoPE are resampled to 32x32
+    # the pre-trained file; its 16x16 position grid and RoPE are resampled to 32x32
+    pretrained=None,
     trust=False,  # True lets a .pth pickle run code
     strict=True,  # refuse a file whose blocks do not fit (the head may differ)
     num_classes=1000,

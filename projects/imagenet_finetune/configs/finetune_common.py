@@ -1,6 +1,7 @@
-# Fine-tuning a pretrained ViT on an ImageFolder (MAE's recipe, ViT-B/16 at 224): AdamW with layer-wise
-# lr decay, lr = base lr x global batch / 256, warm-up then cosine, mixup/cutmix + label smoothing,
-# drop path 0.1. The per-model files change a few numbers. Set model.pretrained and dataloader.root.
+# Fine-tuning a pretrained ViT on an ImageFolder (MAE's recipe, ViT-B/16 at 224): AdamW with
+# layer-wise lr decay, lr = base lr x global batch / 256, warm-up then cosine, mixup/cutmix + label
+# smoothing, drop path 0.1. The per-model files change a few numbers. Set model.pretrained
+# and dataloader.root.
 import oneflow as flow
 from flowvision.loss.cross_entropy import SoftTargetCrossEntropy
 from libai.config import LazyCall
@@ -8,6 +9,9 @@ from libai.config import LazyCall
 from libai_vit.models.zoo import pretrained_vit
 from libai_vit.optim import layer_decay_param_groups, warmup_cosine_lr
 
+# Relative imports: LazyConfig executes the shared files afresh for every load. LiBai projects'
+# `from configs.common... import` is a cached module, so the recipes loaded in one process would
+# share and change one object (DeiT III's settings reached the MAE config loaded after it).
 from ....configs.common.data.imagenet import dataloader
 from ....configs.common.graph import graph
 from ....configs.common.models.vit.vit_base_patch16_224 import model
@@ -33,8 +37,8 @@ optim = LazyCall(flow.optim.AdamW)(  # DeiT III: libai_vit.optim.Lamb (eager mod
         lr="${optim.lr}",
         layer_decay=0.65,  # lr x 0.65 per block below the head (0.75 for ViT-L)
         weight_decay="${optim.weight_decay}",  # none on biases, norms, pos_embed, cls_token
-        # e.g. 1.0: clip the whole model's gradient norm (torch's clip_grad_norm_); with layer decay < 1
-        # only in eager mode
+        # e.g. 1.0: clip the whole model's gradient norm (torch's clip_grad_norm_); with layer decay
+        # < 1 only in eager mode
         clip_grad_max_norm=None,
         clip_grad_norm_type=2.0,  # the norm's order
     ),

@@ -1,8 +1,8 @@
-# CLIP ViT-B/16 (OpenAI's image tower) fine-tuned on ImageNet-1K at 224 px: FT-CLIP (Dong et al. 2022,
-# "CLIP Itself is a Strong Fine-tuner", 85.7% top-1). Hyper-parameters from LightDXY/FT-CLIP,
-# scripts/bash_fine_Openai_CLIP_P16.sh: batch 2048, lr 6e-4, layer decay 0.6, weight decay 0.05,
-# 50 epochs with 10 of warm-up, no drop path, no mixup/cutmix, CLIP's mean/std, model EMA 0.9998.
-# Start from OpenAI's ViT-B-16.pt state dict (visual.* keys), OpenCLIP's, or timm's
+# CLIP ViT-B/16 (OpenAI's image tower) fine-tuned on ImageNet-1K at 224 px: FT-CLIP (Dong et al.
+# 2022, "CLIP Itself is a Strong Fine-tuner", 85.7% top-1). Hyper-parameters from LightDXY/FT-CLIP,
+# scripts/bash_fine_Openai_CLIP_P16.sh: batch 2048, lr 6e-4, layer decay 0.6, weight decay 0.05, 50
+# epochs with 10 of warm-up, no drop path, no mixup/cutmix, CLIP's mean/std, model EMA 0.9998. Start
+# from OpenAI's ViT-B-16.pt state dict (visual.* keys), OpenCLIP's, or timm's
 # vit_base_patch16_clip_224.openai file.
 from flowvision.loss.cross_entropy import LabelSmoothingCrossEntropy
 from libai.config import LazyCall

@@ -19,6 +19,6 @@ model = LazyCall(VisionTransformer)(
     attn_drop_rate=0.0,  # dropout on attention weights
     drop_path_rate=0.0,  # stochastic depth, rising linearly to this over the blocks
     norm_eps=1e-6,
-    attn_backend="auto",  # attention: math / fused (CUDA) / flash (O(N) memory) / auto (best usable)
+    attn_backend="auto",  # math / fused (CUDA) / flash (O(N) memory) / auto (the best usable)
     init_seed=0,  # weights are the same for a given seed on every layout
 )
