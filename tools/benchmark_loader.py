@@ -1,16 +1,17 @@
-"""Images per second the ImageNet recipe's train loader delivers, against timm's PyTorch loader with the
-same transforms on the same files.
+"""Images per second the ImageNet recipe's train loader delivers, against timm's PyTorch loader
+with the same transforms on the same files.
 
     nice -n 10 python tools/benchmark_loader.py --images /tmp/loader_jpegs --workers 0 1 2 \
         --torch-python /path/to/timm-venv/bin/python
 
 Writes --count synthetic ImageNet-sized JPEGs (about 500x375, ~100 KB, in an ImageFolder) under
---images first if it holds none: data is never committed. Ours: libai_vit's ImageFolder + the recipe's
-train_transform (RandomResizedCrop 224 bicubic, flip, RandAugment rand-m9-mstd0.5-inc1, normalise,
-random erasing 0.25) through OneFlow's DataLoader with the global-batch sampler, per-sample augmentation
-seeds and LiBai's collate, then the batch made a global tensor as the trainer does. timm: its
-create_transform with the same arguments, torchvision's ImageFolder, torch's DataLoader. Each
-(side, workers) runs in its own process, interleaved over --rounds; the best round is kept.
+--images first if it holds none: data is never committed. Ours: libai_vit's ImageFolder + the
+recipe's train_transform (RandomResizedCrop 224 bicubic, flip, RandAugment rand-m9-mstd0.5-inc1,
+normalise, random erasing 0.25) through OneFlow's DataLoader with the global-batch sampler,
+per-sample augmentation seeds and LiBai's collate, then the batch made a global tensor as the
+trainer does. timm: its create_transform with the same arguments, torchvision's ImageFolder, torch's
+DataLoader. Each (side, workers) runs in its own process, interleaved over --rounds; the best
+round is kept.
 """
 
 import argparse
@@ -33,7 +34,8 @@ RECIPE = dict(
 
 
 def make_jpegs(root, count, classes=10, seed=0):
-    """`count` photo-like JPEGs (smooth colour fields + texture + edges, quality 90) in root/train/<class>/."""
+    """`count` photo-like JPEGs (smooth colour fields + texture + edges, quality 90) in
+    root/train/<class>/."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFilter
 
@@ -116,19 +118,14 @@ def run_ours(root, workers, batch, batches):
 
 
 def run_timm(root, workers, batch, batches):
+    import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
     import torch
-
-    lib = torch.library.Library(
-        "torchvision", "DEF"
-    )  # as tools/make_timm_fixtures.py: CPU torch, no C ops
-    for op in ("nms", "qnms"):
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     from PIL import ImageOps
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
-    # timm's RandAugment "inc1" with magnitude noise can ask Posterize for 0 bits, which the timm venv's
-    # Pillow rejects (older Pillow returned a black image): clamp, so the loader runs at all
+    # timm's RandAugment "inc1" with magnitude noise can ask Posterize for 0 bits, which the timm
+    # venv's Pillow rejects (older Pillow returned a black image): clamp, so the loader runs at all
     posterize = ImageOps.posterize
     ImageOps.posterize = lambda image, bits: posterize(image, min(max(int(bits), 1), 8))
 
@@ -237,14 +234,16 @@ def main():
                     continue
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 print(
-                    f"[round {rnd}] {side:4s} workers={workers}: {res['images_per_s']:6.1f} images/s, "
+                    f"[round {rnd}] {side:4s} workers={workers}: "
+                    f"{res['images_per_s']:6.1f} images/s, "
                     f"{res['images_per_cpu_s']:6.1f} per CPU second (load {load:.1f})",
                     flush=True,
                 )
                 for key in ("images_per_s", "images_per_cpu_s"):
                     best[(side, workers, key)] = max(best.get((side, workers, key), 0.0), res[key])
     print(
-        "best of rounds: images/s wall (per worker process) | images per CPU second (all loader processes)"
+        "best of rounds: images/s wall (per worker process) | "
+        "images per CPU second (all loader processes)"
     )
     for workers in args.workers:
         row = [f"workers={workers}"]

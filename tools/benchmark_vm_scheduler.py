@@ -1,9 +1,11 @@
-"""OneFlow's VM scheduler thread spins through every nn.Graph step: the study behind
+r"""OneFlow's VM scheduler thread spins through every nn.Graph step: the study behind
 libai_vit/vm_scheduler.py (results/benchmark/README.md has what it found).
 
-    nice -n 10 python tools/benchmark_vm_scheduler.py --vm-ab --layouts 1x1x1 2x1x1 1x1x2 --num-micro 2 4 \
-        --steps 2 --rounds 4     # spinning vs lowered, alternating blocks of steps in the same processes
-    nice -n 10 python tools/benchmark_vm_scheduler.py --timeline --layouts 1x1x2 --num-micro 2 4 --steps 2
+    nice -n 10 python tools/benchmark_vm_scheduler.py --vm-ab --layouts 1x1x1 2x1x1 1x1x2 \
+        --num-micro 2 4 --steps 2 --rounds 4
+                                 # spinning vs lowered, alternating blocks of steps in one process
+    nice -n 10 python tools/benchmark_vm_scheduler.py --timeline --layouts 1x1x2 \
+        --num-micro 2 4 --steps 2
                                  # when each rank's compute threads are busy, per 100 ms
 
 Cases are tools/benchmark.py's nn.Graph cases of this project (same flags).
@@ -22,8 +24,9 @@ from benchmark_workers import _lower_vm_scheduler, _time_steps, build_oneflow_st
 
 
 def worker_timeline(case):
-    """Which threads of this rank are busy when, over timed nn.Graph steps: a bar of 100 ms buckets of
-    the compute threads' CPU use (# > 2/3 of a core, + > 1/3, . > 1/10) and each busy thread's share."""
+    """Which threads of this rank are busy when, over timed nn.Graph steps: a bar of 100 ms buckets
+    of the compute threads' CPU use (# > 2/3 of a core, + > 1/3, . > 1/10) and each busy thread's
+    share."""
     import oneflow as flow
 
     from libai_vit.vm_scheduler import thread_cpu_seconds
@@ -92,7 +95,8 @@ def _our_graph_cases(args):
 
 
 def compare_vm_scheduler(args):
-    """--vm-ab: each nn.Graph case of ours with the VM scheduler spinning vs lowered, alternating."""
+    """--vm-ab: each nn.Graph case of ours with the VM scheduler spinning vs lowered, in
+    alternating blocks of steps."""
     out = []
     for case in _our_graph_cases(args):
         ranks = benchmark.launch(
@@ -103,7 +107,8 @@ def compare_vm_scheduler(args):
         }
         quiet, spin = (statistics.median(per_step[k]) for k in ("times", "spin_times"))
         line = (
-            f"{case['name']}: step {spin:.2f} s spinning, {quiet:.2f} s lowered: {spin / quiet:.2f}x "
+            f"{case['name']}: step {spin:.2f} s spinning, {quiet:.2f} s lowered: "
+            f"{spin / quiet:.2f}x "
             f"({len(per_step['times'])} steps each, {args.rounds} alternating blocks)"
         )
         print(line, flush=True)
@@ -129,8 +134,9 @@ def compare_vm_scheduler(args):
 def show_timelines(args):
     for case in _our_graph_cases(args):
         ranks = benchmark.launch(dict(case, impl="timeline"), args.timeout, script=SCRIPT)
+        step = statistics.median(max(ts) for ts in zip(*(r["times"] for r in ranks)))
         print(
-            f"{case['name']}: step {statistics.median(max(ts) for ts in zip(*(r['times'] for r in ranks))):.2f} s; "
+            f"{case['name']}: step {step:.2f} s; "
             f"compute threads' CPU per 100 ms (# > 2/3 core, + > 1/3, . > 1/10):"
         )
         for r in ranks:

@@ -2,8 +2,8 @@
 
     python tools/benchmark_workers.py CASE_JSON OUT_PREFIX     # writes OUT_PREFIX.<rank>.json
 
-Each reports its step times (and peak RSS); the driver turns them into rows. A train step is forward +
-backward + AdamW on synthetic images (no data loading), timed after warm-up.
+Each reports its step times (and peak RSS); the driver turns them into rows. A train step is
+forward + backward + AdamW on synthetic images (no data loading), timed after warm-up.
 """
 
 import json
@@ -46,13 +46,15 @@ def worker_matmul(case):
             reps += 1
         return {"gflops": 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9, "times": []}
     times = _time_steps(lambda: flow.matmul(a, b).numpy(), 2, case["steps"])
-    # the fastest repetition: a roofline is what the kernel can do, not what a loaded machine lets it do
+    # the fastest repetition: a roofline is what the kernel can do, not what a loaded machine
+    # lets it do
     # (not per CPU second: OneFlow's VM threads spin beside the kernel)
     return {"gflops": 2 * n**3 / min(times) / 1e9, "times": times, "core": core_in_use()}
 
 
 def worker_numpy_matmul(case):
-    """The machine's own fp32 matmul: numpy's OpenBLAS (its own CPU detection) on `threads` threads."""
+    """The machine's own fp32 matmul: numpy's OpenBLAS (its own CPU detection) on `threads`
+    threads."""
     import numpy as np
 
     n = case["n"]
@@ -62,7 +64,8 @@ def worker_numpy_matmul(case):
 
 
 def worker_baseline(case):
-    """What a launched OneFlow rank costs before any model: subtracted from peak RSS by the planner test."""
+    """What a launched OneFlow rank costs before any model: subtracted from peak RSS by the
+    planner test."""
     from omegaconf import DictConfig
 
     import libai_vit  # noqa: F401
@@ -78,7 +81,8 @@ def worker_baseline(case):
 
 def _cpu_seconds(exclude=()):
     """CPU seconds (user + system) of this process's threads but `exclude`: on a loaded machine a
-    step's CPU time says how fast it would run on a core of its own far better than its wall time."""
+    step's CPU time says how fast it would run on a core of its own far better than its wall
+    time."""
     if not exclude:
         t = os.times()
         return t.user + t.system
@@ -97,7 +101,8 @@ def _timed(step, case, exclude=()):
 
 def worker_oneflow(case):
     """ours / libai: a train step on this rank; every rank reports its own time, CPU time and peak
-    memory (the CPU time leaves out OneFlow's VM scheduler thread where it was lowered: it spins)."""
+    memory (the CPU time leaves out OneFlow's VM scheduler thread where it was lowered: it
+    spins)."""
     import oneflow as flow
 
     step = build_oneflow_step(case)
@@ -107,7 +112,8 @@ def worker_oneflow(case):
 
 
 def build_oneflow_step(case):
-    """A train step (forward, backward, AdamW) of `case` on this rank, as a function that waits for it."""
+    """A train step (forward, backward, AdamW) of `case` on this rank, as a function that waits
+    for it."""
     import oneflow as flow
     from omegaconf import DictConfig
 
@@ -178,8 +184,9 @@ def build_oneflow_step(case):
         from libai.models.utils import GraphBase
 
         if case["impl"] == "libai":
-            # LiBai's own set_pipeline_stage_id (run even at PP=1) also writes `.config.stage_id` on
-            # parameters, whose OneFlow 0.9 proxies lack `.config` (compat.py adds it to modules only)
+            # LiBai's own set_pipeline_stage_id (run even at PP=1) also writes `.config.stage_id`
+            # on parameters, whose OneFlow 0.9 proxies lack `.config` (compat.py adds it to
+            # modules only)
             from oneflow.nn.graph import GraphTensor
             from oneflow.nn.graph.proxy import ProxyTensor
 
@@ -207,7 +214,8 @@ def build_oneflow_step(case):
 
 
 def _lower_vm_scheduler(step):
-    """Compile, then lower OneFlow's VM scheduler thread that spins through a step (vm_scheduler.py)."""
+    """Compile, then lower OneFlow's VM scheduler thread that spins through a step
+    (vm_scheduler.py)."""
     from libai_vit import vm_scheduler
 
     step()
@@ -218,14 +226,11 @@ def _lower_vm_scheduler(step):
 
 
 def worker_torch(case):
-    import torch
+    import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 
-    # timm imports torchvision, whose CUDA build's C ops do not load beside the CPU torch; its Python
-    # side only needs these op schemas to exist (as in tools/make_timm_fixtures.py)
-    lib = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    # isort: split
     import timm
+    import torch
 
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
