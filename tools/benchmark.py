@@ -2,11 +2,14 @@
 
     nice -n 10 python tools/benchmark.py [--sizes tiny] [--batches 16] [--rounds 2] ...
 
-Cases, each a fresh process (multi-rank layouts under OneFlow's launcher; tools/benchmark_workers.py),
-run interleaved in rounds so that load on the shared machine hits every case alike:
-  matmul        OneFlow's single-threaded fp32 1024^3 matmul with the OpenBLAS core type in use: the
-                per-process roofline (MFU); `--openblas default` adds the library's own CPU detection
-  numpy_matmul  the machine's own: numpy's OpenBLAS (its own detection), 1 thread and threads = cores
+Cases, each a fresh process (multi-rank layouts under OneFlow's launcher;
+tools/benchmark_workers.py), run interleaved in rounds so that load on the shared machine hits every
+case alike:
+  matmul        OneFlow's single-threaded fp32 1024^3 matmul with the OpenBLAS core type in use:
+                the per-process roofline (MFU); `--openblas default` adds the library's own CPU
+                detection
+  numpy_matmul  the machine's own: numpy's OpenBLAS (its own detection), 1 thread and
+                threads = cores
   ours          this project's ViT, eager and nn.Graph, layouts 1x1x1 2x1x1 1x2x1 1x1x2 (DPxTPxPP)
   libai         LiBai 0.1.1's libai.models.VisionTransformer, 1 process (compat fixes only)
   torch         timm's ViT on PyTorch CPU eager (the timm venv), 2 threads and 1 thread
@@ -65,7 +68,8 @@ def launch(case, timeout, script=WORKERS, torch_python=TORCH_PY):
             os.environ,
             PYTHONPATH=ROOT,
             GLOG_minloglevel="2",
-            # OneFlow's CPU kernels run one thread per process; torch/numpy get the threads asked for
+            # OneFlow's CPU kernels run one thread per process; torch/numpy get the threads
+            # asked for
             OMP_NUM_THREADS=str(case.get("threads", 1)),
             OPENBLAS_NUM_THREADS=str(case.get("threads", 1)),
         )
@@ -131,7 +135,8 @@ def build_cases(args):
                 if heads % tp:
                     print(f"skip {size} {lay}: {heads} heads do not split over TP={tp}")
                     continue
-                # the pipeline takes the same images per rank and step, cut into --num-micro micro-batches
+                # the pipeline takes the same images per rank and step, cut into --num-micro
+                # micro-batches
                 splits = [(mb // m, m) for m in args.num_micro] if pp > 1 else [(mb, 1)]
                 for micro, acc in splits:
                     for mode in args.modes:
@@ -169,7 +174,8 @@ def build_cases(args):
                                     dict(case, name=case["name"] + "/spin", quiet_vm=False)
                                 )
                     if pp > 1 and "graph" in args.modes:
-                        # the pipeline's reference: one process, the same micro-batches by gradient accumulation
+                        # the pipeline's reference: one process, the same micro-batches by
+                        # gradient accumulation
                         cases.append(
                             dict(
                                 name=f"ours/graph/{size}/mb{micro}/1x1x1/acc{acc}/{args.attn[0]}",
@@ -186,7 +192,8 @@ def build_cases(args):
                             )
                         )
             if not args.no_libai:
-                # "naive": stock LiBai with the minimal CPU LayerNorm; "ours": with libai_vit's LayerNorm
+                # "naive": stock LiBai with the minimal CPU LayerNorm; "ours": with libai_vit's
+                # LayerNorm
                 for mode in args.modes:
                     for norm in args.libai_norms:
                         cases.append(
@@ -430,7 +437,8 @@ def parser():
     p.add_argument(
         "--independent-too",
         action="store_true",
-        help="with layout 2x1x1: also two lone 1x1x1 processes at once (DP=2 without communication)",
+        help="with layout 2x1x1: also two lone 1x1x1 processes at once "
+        "(DP=2 without communication)",
     )
     p.add_argument("--torch-threads", nargs="+", type=int, default=[2, 1])
     p.add_argument("--no-libai", action="store_true")
@@ -456,8 +464,9 @@ def parser():
         nargs="+",
         default=["chosen"],
         choices=["chosen", "default"],
-        help="OneFlow's OpenBLAS kernel: the one set-up chose (tools/openblas_coretype.py) and/or the "
-        "one the library detects by itself ('default': every OneFlow case again, named @default)",
+        help="OneFlow's OpenBLAS kernel: the one set-up chose (tools/openblas_coretype.py) and/or "
+        "the one the library detects by itself "
+        "('default': every OneFlow case again, named @default)",
     )
     p.add_argument("--roofline-only", action="store_true", help="only the matmul cases")
     p.add_argument("--torch-python", default=TORCH_PY, help="the timm venv's python")
@@ -478,7 +487,8 @@ def main():
             core  # every OneFlow case inherits it, unless run @default
         )
     print(
-        f"OpenBLAS core type for OneFlow: {core or '(the library default)'}; load {os.getloadavg()}",
+        f"OpenBLAS core type for OneFlow: {core or '(the library default)'}; "
+        f"load {os.getloadavg()}",
         flush=True,
     )
     os.makedirs(args.out, exist_ok=True)
@@ -510,7 +520,8 @@ def main():
             row = row_of(case, ranks, rnd, load, core_gflops)
             rows.append(row)
             print(
-                f"[round {rnd}] {case['name']}: {row.get('images_per_s', row.get('gflops_per_proc'))} "
+                f"[round {rnd}] {case['name']}: "
+                f"{row.get('images_per_s', row.get('gflops_per_proc'))} "
                 f"(peak {row['peak_rss_mb']} MB, load {load:.1f}, {time.time() - t0:.0f}s)",
                 flush=True,
             )
@@ -554,13 +565,15 @@ def main():
         n for n in best if n == "matmul" or n.startswith(("matmul@", "numpy_matmul/"))
     ):
         lines.append(
-            f"{name}: {best[name]['gflops_per_proc']:.1f} GFLOP/s ({best[name]['threads']} thread(s), "
+            f"{name}: {best[name]['gflops_per_proc']:.1f} GFLOP/s "
+            f"({best[name]['threads']} thread(s), "
             f"{best[name]['openblas'] or 'own detection'})"
         )
     sustained = [best.get(f"matmul/{p}proc-sustained", {}).get("gflops_per_proc") for p in (1, 2)]
     if all(sustained):
         lines.append(
-            f"sustained matmul, 2 processes at once / 1 process: {2 * sustained[1] / sustained[0]:.2f}x "
+            "sustained matmul, 2 processes at once / 1 process: "
+            f"{2 * sustained[1] / sustained[0]:.2f}x "
             f"(the machine's ceiling for DP=2 scaling)"
         )
     summary = []
