@@ -1,9 +1,9 @@
 """Blockwise ("flash") attention: exact softmax attention in O(N·d) activation memory.
 
 Forward walks query blocks x key blocks, keeps only the output and each row's logsumexp; backward
-recomputes every block from q, k, v and those. It is a custom `flow.autograd.Function`, which works in
-eager mode and inside nn.Graph (OneFlow 0.9 traces the Python backward into the graph), on local and on
-global tensors (batch and heads may be split; the sequence dims must not be).
+recomputes every block from q, k, v and those. It is a custom `flow.autograd.Function`, which works
+in eager mode and inside nn.Graph (OneFlow 0.9 traces the Python backward into the graph), on local
+and on global tensors (batch and heads may be split; the sequence dims must not be).
 
 Written for OneFlow's CPU kernels, measured: the fused softmax is ~4x faster than `exp`, and an
 elementwise op that broadcasts along the last dim costs ~10x a same-shape one. So a block's
@@ -111,7 +111,7 @@ def flash_attention(
 
 
 class FlashAttentionFunction(flow.autograd.Function):
-    """Inputs (q, k, v[, attn_bias]); the non-tensor settings travel in `cfg` (see flash_attention)."""
+    """Inputs (q, k, v[, attn_bias]); the non-tensor settings travel in `cfg` (flash_attention)."""
 
     @staticmethod
     def forward(ctx, q, k, v, bias=None, *, cfg):
@@ -119,12 +119,11 @@ class FlashAttentionFunction(flow.autograd.Function):
         outs, lses = [], []
         for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
             i1 = min(i0 + cfg.block_q, q_len)
-            q_i = q[:, :, i0:i1]
+            q_i = _rows_of(q, i0, i1)
             o_blocks, lse_blocks = [], []
             for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                s = _scores(
-                    cfg, q_i, k[:, :, j0:j1], bias, i0, i1, j0, j1, q_len, k_len, causal_blk
-                )
+                k_j = _rows_of(k, j0, j1)
+                s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
                 p = flow.softmax(s, dim=-1)
                 if cfg.several_key_blocks(
                     k_len
@@ -133,7 +132,8 @@ class FlashAttentionFunction(flow.autograd.Function):
                 if cfg.dropout_p > 0:
                     p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
                 del s
-                o_blocks.append(flow.matmul(p, v[:, :, j0:j1]))
+                o_blocks.append(flow.matmul(p, _rows_of(v, j0, j1)))
+                del p  # else the next block's softmax is allocated while this one still lives
             out_i, lse_i = _combine(o_blocks, lse_blocks)
             if cfg.dropout_p > 0:
                 out_i = out_i * (1.0 / (1.0 - cfg.dropout_p))
@@ -159,19 +159,20 @@ class FlashAttentionFunction(flow.autograd.Function):
         dq_blocks, dk, dv, dbias = [], {}, {}, {}
         for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
             i1 = min(i0 + cfg.block_q, q_len)
-            q_i, do_i, d_i = q[:, :, i0:i1], d_out[:, :, i0:i1], d_row[:, :, i0:i1]
+            q_i, do_i, d_i = _rows_of(q, i0, i1), _rows_of(d_out, i0, i1), d_row[:, :, i0:i1]
             do_aug = flow.cat([do_i, -d_i], dim=-1)
             dq_i = None
             for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                k_j, v_j = k[:, :, j0:j1], v[:, :, j0:j1]
+                k_j, v_j = _rows_of(k, j0, j1), _rows_of(v, j0, j1)
                 s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
                 y = flow.softmax(s, dim=-1)  # P = c * y, c = exp(lse_block - lse) per row
                 c = None if lse is None else flow.exp(_block_lse(s, y) - lse[:, :, i0:i1])
                 dropped = _dropped(cfg, s, bi, bj) if cfg.dropout_p > 0 else None
-                del s  # at most three (rows x keys) blocks alive at once
+                del s  # at most two (rows x keys) blocks alive at once from here
                 if dropped is None:
                     dv_j = flow.matmul(y, _rows(do_i, c), transpose_a=True)
-                    g = y * flow.matmul(do_aug, v_aug[:, :, j0:j1], transpose_b=True)  # dS / c
+                    # in place: a fresh (rows x keys) result costs its allocation's page faults
+                    g = y.mul_(flow.matmul(do_aug, _rows_of(v_aug, j0, j1), transpose_b=True))
                 else:
                     dv_j = flow.matmul(
                         flow.masked_fill(y, dropped, 0.0),
@@ -181,16 +182,21 @@ class FlashAttentionFunction(flow.autograd.Function):
                     dp = flow.masked_fill(
                         flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0
                     )
-                    g = y * (dp - _rows(flow.ones_like(dp), d_i))  # dS / c
+                    g = y.mul_(dp - _rows(flow.ones_like(dp), d_i))
                     del dp
-                del y
-                dq_ij = _rows(flow.matmul(g, k_j), c, cfg.scale)
-                dk_j = flow.matmul(g, _rows(q_i, c, cfg.scale), transpose_a=True)
-                dq_i = dq_ij if dq_i is None else dq_i + dq_ij
-                dk[bj] = dk_j if bj not in dk else dk[bj] + dk_j
-                dv[bj] = dv_j if bj not in dv else dv[bj] + dv_j
+                del y  # g is dS / c
+                if c is None:  # the scale rides on the matmuls: no elementwise pass
+                    dq_ij = flow.matmul(g, k_j, alpha=cfg.scale)
+                    dk_j = flow.matmul(g, q_i, transpose_a=True, alpha=cfg.scale)
+                else:
+                    dq_ij = _rows(flow.matmul(g, k_j), c, cfg.scale)
+                    dk_j = flow.matmul(g, _rows(q_i, c, cfg.scale), transpose_a=True)
+                dq_i = _accumulate(dq_i, dq_ij)
+                dk[bj] = _accumulate(dk.get(bj), dk_j)
+                dv[bj] = _accumulate(dv.get(bj), dv_j)
                 if cfg.bias_grad:
                     _add_bias_grad(dbias, bias, g if c is None else _rows(g, c), bi, bj)
+                del g  # before the next block's softmax is allocated
             dq_blocks.append(dq_i)
         dq = flow.cat(dq_blocks, dim=2) if len(dq_blocks) > 1 else dq_blocks[0]
         dk = _cat_blocks(dk, k, cfg.block_k)
@@ -200,9 +206,19 @@ class FlashAttentionFunction(flow.autograd.Function):
         return dq, dk, dv, (_bias_grad(dbias, bias, q_len, k_len, cfg) if cfg.bias_grad else None)
 
 
+def _rows_of(t, i0, i1):
+    """Rows [i0, i1) of dim 2; the tensor itself when that is all of it (no slice, no copy)."""
+    return t if i0 == 0 and i1 >= t.shape[2] else t[:, :, i0:i1]
+
+
+def _accumulate(total, part):
+    """total + part, in place into the block's own first partial sum (no new buffer per block)."""
+    return part if total is None else total.add_(part)
+
+
 def _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk):
-    # masks are added (MASKED swamps any score), not masked_fill'ed: masked_fill with a replicated mask
-    # turns head-split global scores into replicated ones, and is ~8x slower on CPU
+    # masks are added (MASKED swamps any score), not masked_fill'ed: masked_fill with a replicated
+    # mask turns head-split global scores into replicated ones, and is ~8x slower on CPU
     s = flow.matmul(q_i, k_j, transpose_b=True, alpha=cfg.scale)
     if bias is not None:
         s = s + _block(bias, i0, i1, j0, j1)
@@ -266,10 +282,10 @@ _generators = {}
 
 
 def generator_device(t):
-    """The device of the generator that draws `t`'s dropout: a global tensor's is the CPU whatever its
-    placement (OneFlow 0.9's global `rand` takes the generator's CPU implementation to derive each
-    rank's seed, `gen->Get<CPUGeneratorImpl>(0)` in random_functor.cpp, and fails on a CUDA one);
-    a local tensor's is its own device."""
+    """The device of the generator that draws `t`'s dropout: a global tensor's is the CPU whatever
+    its placement (OneFlow 0.9's global `rand` takes the generator's CPU implementation to derive
+    each rank's seed, `gen->Get<CPUGeneratorImpl>(0)` in random_functor.cpp, and fails on a CUDA
+    one); a local tensor's is its own device."""
     if t.is_global:
         return "cpu"
     return t.device.type if t.device.type == "cpu" else f"{t.device.type}:{t.device.index}"
@@ -292,9 +308,10 @@ _trace_calls = {}
 def _call_seed(q):
     """A fresh dropout seed per call, reproducible from flow.manual_seed.
 
-    Traced into nn.Graph it is a constant per call site that the graph's ops then advance. Call sites
-    are counted per graph, so a graph rebuilt after reseeding (checkpoint boundary, resume) gets the
-    same seeds as a fresh process building its first graph: a resumed run draws the same masks."""
+    Traced into nn.Graph it is a constant per call site that the graph's ops then advance. Call
+    sites are counted per graph, so a graph rebuilt after reseeding (checkpoint boundary, resume)
+    gets the same seeds as a fresh process building its first graph: a resumed run draws the same
+    masks."""
     if q.is_lazy:
         job = flow._oneflow_internal.JobBuildAndInferCtx_GetCurrentJobName()
         _trace_calls[job] = _trace_calls.get(job, 0) + 1
@@ -348,8 +365,8 @@ def _cat_blocks(blocks, like, block_k):
 
 
 def ones_beside(shape, ref, dtype=None):
-    """Ones of `shape` where `ref` lives (replicated on its placement if global). Built there directly:
-    nn.Graph cannot turn a local tensor into a global one."""
+    """Ones of `shape` where `ref` lives (replicated on its placement if global). Built there
+    directly: nn.Graph cannot turn a local tensor into a global one."""
     dtype = ref.dtype if dtype is None else dtype
     if ref.is_global:
         return flow.ones(
