@@ -32,12 +32,14 @@ from libai_vit.parallel import replicate_like
 # still leave finite and exp() still turns into 0.
 MASKED = -1e30
 MASKED_FP16 = -(2.0**14)
-# Default blocks, tuned on a 2-core CPU with ViT-B heads: a key block as long as 4096 keeps sequences
-# up to 4096 in one key block (no logsumexp bookkeeping, ~1.3x math's time); query blocks take as many
-# rows as fit BLOCK_SCORES scores over all batch x heads (25 MB in fp32), at least BLOCK_Q.
+# Default blocks, measured on a 2-core CPU (results/attention/README.md): a key block as long as
+# 4096 keeps sequences up to 4096 in one key block (no logsumexp bookkeeping). A block of scores
+# holds about BLOCK_SCORES floats (two are alive at once): as many query rows of one head as fit
+# (at least BLOCK_Q), then as many heads as fit. Long rows of few heads beat short rows of many:
+# dK and dV come from matmuls over the block's rows, slow when those are few.
 BLOCK_Q = 128
 BLOCK_K = 4096
-BLOCK_SCORES = 128 * 4096 * 12
+BLOCK_SCORES = 512 * 4096
 
 
 @dataclass
@@ -48,6 +50,7 @@ class _Config:
     seed: int
     block_q: int
     block_k: int
+    head_groups: list  # [(h0, h1), ...]: the heads each block holds
     mask_add: Optional[
         flow.Tensor
     ]  # MASKED where the mask forbids, else 0; 4-d, broadcastable to the scores
@@ -86,9 +89,17 @@ def flash_attention(
 
     Blocks default to the module's BLOCK_* settings, read at call time so they can be tuned."""
     block_k = block_k or BLOCK_K
-    if not block_q:
-        batch_heads = q.shape[0] * q.shape[1]
-        block_q = max(BLOCK_Q, BLOCK_SCORES // (batch_heads * min(block_k, k.shape[-2])))
+    keys = min(block_k, k.shape[-2])
+    heads = q.shape[1]
+    # heads are grouped only where a group is a plain slice: not on global tensors (heads may be
+    # split over ranks), nor with masks, biases or dropout (their blocks are indexed by rows)
+    groupable = not q.is_global and mask is None and attn_bias is None and not dropout_p
+    if groupable:
+        block_q = block_q or min(q.shape[-2], max(BLOCK_Q, BLOCK_SCORES // (q.shape[0] * keys)))
+        per_group = max(1, BLOCK_SCORES // (q.shape[0] * block_q * keys))
+    else:
+        block_q = block_q or max(BLOCK_Q, BLOCK_SCORES // (q.shape[0] * heads * keys))
+        per_group = heads
     cfg = _Config(
         scale=q.shape[-1] ** -0.5 if scale is None else float(scale),
         causal=causal,
@@ -96,6 +107,7 @@ def flash_attention(
         seed=_call_seed(q) if dropout_p > 0 else 0,
         block_q=block_q,
         block_k=block_k,
+        head_groups=[(h0, min(h0 + per_group, heads)) for h0 in range(0, heads, per_group)],
         mask_add=None
         if mask is None
         else replicate_like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
@@ -115,32 +127,12 @@ class FlashAttentionFunction(flow.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias=None, *, cfg):
-        q_len, k_len = q.shape[-2], k.shape[-2]
         outs, lses = [], []
-        for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
-            i1 = min(i0 + cfg.block_q, q_len)
-            q_i = _rows_of(q, i0, i1)
-            o_blocks, lse_blocks = [], []
-            for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                k_j = _rows_of(k, j0, j1)
-                s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
-                p = flow.softmax(s, dim=-1)
-                if cfg.several_key_blocks(
-                    k_len
-                ):  # else the softmax is the answer, no logsumexp needed
-                    lse_blocks.append(_block_lse(s, p))
-                if cfg.dropout_p > 0:
-                    p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
-                del s
-                o_blocks.append(flow.matmul(p, _rows_of(v, j0, j1)))
-                del p  # else the next block's softmax is allocated while this one still lives
-            out_i, lse_i = _combine(o_blocks, lse_blocks)
-            if cfg.dropout_p > 0:
-                out_i = out_i * (1.0 / (1.0 - cfg.dropout_p))
-            outs.append(out_i)
-            lses.append(lse_i)
-        out = flow.cat(outs, dim=2) if len(outs) > 1 else outs[0]
-        lse = None if lses[0] is None else flow.cat(lses, dim=2) if len(lses) > 1 else lses[0]
+        for h0, h1 in cfg.head_groups:
+            out_h, lse_h = _forward(cfg, *(_heads(t, h0, h1) for t in (q, k, v)), bias)
+            outs.append(out_h)
+            lses.append(lse_h)
+        out, lse = _cat(outs, 1), (None if lses[0] is None else _cat(lses, 1))
         ctx.save_for_backward(
             q, k, v, out, *([] if lse is None else [lse]), *([] if bias is None else [bias])
         )
@@ -149,61 +141,110 @@ class FlashAttentionFunction(flow.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, *, cfg):
         q, k, v, out, *rest = ctx.saved_tensors
-        q_len, k_len = q.shape[-2], k.shape[-2]
-        lse = rest.pop(0) if cfg.several_key_blocks(k_len) else None
+        lse = rest.pop(0) if cfg.several_key_blocks(k.shape[-2]) else None
         bias = rest[0] if rest else None
-        keep_scale = 1.0 / (1.0 - cfg.dropout_p)
-        d_row = (d_out * out).sum(-1, keepdim=True)  # D_i = sum_j P_ij dP_ij = rowsum(dO * O)
-        # [dO, -D] @ [V, 1]^T = dP - D in one matmul (a broadcast subtraction costs ~10x more here)
-        v_aug = flow.cat([v, flow.ones_like(v[..., :1])], dim=-1)
-        dq_blocks, dk, dv, dbias = [], {}, {}, {}
-        for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
-            i1 = min(i0 + cfg.block_q, q_len)
-            q_i, do_i, d_i = _rows_of(q, i0, i1), _rows_of(d_out, i0, i1), d_row[:, :, i0:i1]
-            do_aug = flow.cat([do_i, -d_i], dim=-1)
-            dq_i = None
-            for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                k_j, v_j = _rows_of(k, j0, j1), _rows_of(v, j0, j1)
-                s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
-                y = flow.softmax(s, dim=-1)  # P = c * y, c = exp(lse_block - lse) per row
-                c = None if lse is None else flow.exp(_block_lse(s, y) - lse[:, :, i0:i1])
-                dropped = _dropped(cfg, s, bi, bj) if cfg.dropout_p > 0 else None
-                del s  # at most two (rows x keys) blocks alive at once from here
-                if dropped is None:
-                    dv_j = flow.matmul(y, _rows(do_i, c), transpose_a=True)
-                    # in place: a fresh (rows x keys) result costs its allocation's page faults
-                    g = y.mul_(flow.matmul(do_aug, _rows_of(v_aug, j0, j1), transpose_b=True))
-                else:
-                    dv_j = flow.matmul(
-                        flow.masked_fill(y, dropped, 0.0),
-                        _rows(do_i, c, keep_scale),
-                        transpose_a=True,
-                    )
-                    dp = flow.masked_fill(
-                        flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0
-                    )
-                    g = y.mul_(dp - _rows(flow.ones_like(dp), d_i))
-                    del dp
-                del y  # g is dS / c
-                if c is None:  # the scale rides on the matmuls: no elementwise pass
-                    dq_ij = flow.matmul(g, k_j, alpha=cfg.scale)
-                    dk_j = flow.matmul(g, q_i, transpose_a=True, alpha=cfg.scale)
-                else:
-                    dq_ij = _rows(flow.matmul(g, k_j), c, cfg.scale)
-                    dk_j = flow.matmul(g, _rows(q_i, c, cfg.scale), transpose_a=True)
-                dq_i = _accumulate(dq_i, dq_ij)
-                dk[bj] = _accumulate(dk.get(bj), dk_j)
-                dv[bj] = _accumulate(dv.get(bj), dv_j)
-                if cfg.bias_grad:
-                    _add_bias_grad(dbias, bias, g if c is None else _rows(g, c), bi, bj)
-                del g  # before the next block's softmax is allocated
-            dq_blocks.append(dq_i)
-        dq = flow.cat(dq_blocks, dim=2) if len(dq_blocks) > 1 else dq_blocks[0]
-        dk = _cat_blocks(dk, k, cfg.block_k)
-        dv = _cat_blocks(dv, v, cfg.block_k)
-        if bias is None:
-            return dq, dk, dv
-        return dq, dk, dv, (_bias_grad(dbias, bias, q_len, k_len, cfg) if cfg.bias_grad else None)
+        grads = []
+        for h0, h1 in cfg.head_groups:
+            tensors = (q, k, v, out, lse, d_out)
+            grads.append(_backward(cfg, *(_heads(t, h0, h1) for t in tensors), bias))
+        return tuple(_cat(g, 1) for g in zip(*grads))
+
+
+def _forward(cfg, q, k, v, bias):
+    """Output and (with several key blocks) row logsumexp of one group of heads."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    outs, lses = [], []
+    for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
+        i1 = min(i0 + cfg.block_q, q_len)
+        q_i = _rows_of(q, i0, i1)
+        o_blocks, lse_blocks = [], []
+        for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
+            k_j = _rows_of(k, j0, j1)
+            s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
+            p = flow.softmax(s, dim=-1)
+            if cfg.several_key_blocks(k_len):  # else the softmax is the answer, no logsumexp needed
+                lse_blocks.append(_block_lse(s, p))
+            if cfg.dropout_p > 0:
+                p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
+            del s
+            o_blocks.append(flow.matmul(p, _rows_of(v, j0, j1)))
+            del p  # else the next block's softmax is allocated while this one still lives
+        out_i, lse_i = _combine(o_blocks, lse_blocks)
+        if cfg.dropout_p > 0:
+            out_i = out_i * (1.0 / (1.0 - cfg.dropout_p))
+        outs.append(out_i)
+        lses.append(lse_i)
+    return _cat(outs, 2), (None if lses[0] is None else _cat(lses, 2))
+
+
+def _backward(cfg, q, k, v, out, lse, d_out, bias):
+    """Grads of q, k, v (and the bias) of one group of heads."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    keep_scale = 1.0 / (1.0 - cfg.dropout_p)
+    d_row = (d_out * out).sum(-1, keepdim=True)  # D_i = sum_j P_ij dP_ij = rowsum(dO * O)
+    # [dO, -D] @ [V, 1]^T = dP - D in one matmul (a broadcast subtraction costs ~10x more here)
+    v_aug = flow.cat([v, flow.ones_like(v[..., :1])], dim=-1)
+    dq_blocks, dk, dv, dbias = [], {}, {}, {}
+    for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
+        i1 = min(i0 + cfg.block_q, q_len)
+        q_i, do_i, d_i = _rows_of(q, i0, i1), _rows_of(d_out, i0, i1), d_row[:, :, i0:i1]
+        do_aug = flow.cat([do_i, -d_i], dim=-1)
+        dq_i = None
+        for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
+            k_j, v_j = _rows_of(k, j0, j1), _rows_of(v, j0, j1)
+            s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
+            y = flow.softmax(s, dim=-1)  # P = c * y, c = exp(lse_block - lse) per row
+            c = None if lse is None else flow.exp(_block_lse(s, y) - lse[:, :, i0:i1])
+            dropped = _dropped(cfg, s, bi, bj) if cfg.dropout_p > 0 else None
+            del s  # at most two (rows x keys) blocks alive at once from here
+            if dropped is None:
+                # dP - D before dV: it takes the scores' freed block; a (keys x head_dim) grad
+                # would split that block, and the allocator (which keeps what it once held)
+                # then needs a new one for each block of scores, growing call after call
+                dp = flow.matmul(do_aug, _rows_of(v_aug, j0, j1), transpose_b=True)
+                dv_j = flow.matmul(y, _rows(do_i, c), transpose_a=True)
+                g = y.mul_(dp)  # in place: a fresh block costs an allocation's page faults
+            else:
+                dv_j = flow.matmul(
+                    flow.masked_fill(y, dropped, 0.0),
+                    _rows(do_i, c, keep_scale),
+                    transpose_a=True,
+                )
+                dp = flow.masked_fill(
+                    flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0
+                )
+                g = y.mul_(dp - _rows(flow.ones_like(dp), d_i))
+            del y  # g is dS / c
+            if c is None:  # the scale rides on the matmuls: no elementwise pass
+                dq_ij = flow.matmul(g, k_j, alpha=cfg.scale)
+                dk_j = flow.matmul(g, q_i, transpose_a=True, alpha=cfg.scale)
+            else:
+                dq_ij = _rows(flow.matmul(g, k_j), c, cfg.scale)
+                dk_j = flow.matmul(g, _rows(q_i, c, cfg.scale), transpose_a=True)
+            dq_i = _accumulate(dq_i, dq_ij)
+            dk[bj] = _accumulate(dk.get(bj), dk_j)
+            dv[bj] = _accumulate(dv.get(bj), dv_j)
+            if cfg.bias_grad:
+                _add_bias_grad(dbias, bias, g if c is None else _rows(g, c), bi, bj)
+            # held till here so that no small grad splits their blocks (see dP above), and
+            # freed, with this block's grads, before the next block's take their places
+            del g, dp, dq_ij, dk_j, dv_j
+        dq_blocks.append(dq_i)
+    dq = _cat(dq_blocks, 2)
+    dk = _cat_blocks(dk, k, cfg.block_k)
+    dv = _cat_blocks(dv, v, cfg.block_k)
+    if bias is None:
+        return dq, dk, dv
+    return dq, dk, dv, (_bias_grad(dbias, bias, q_len, k_len, cfg) if cfg.bias_grad else None)
+
+
+def _heads(t, h0, h1):
+    """Heads [h0, h1) of a (batch, heads, ...) tensor; itself (or None) when that is all of it."""
+    return t if t is None or (h0 == 0 and h1 >= t.shape[1]) else t[:, h0:h1]
+
+
+def _cat(parts, dim):
+    return flow.cat(parts, dim=dim) if len(parts) > 1 else parts[0]
 
 
 def _rows_of(t, i0, i1):

@@ -81,6 +81,26 @@ def test_flash_backend_matches_math_default_blocks(d):
         np.testing.assert_allclose(b, a, atol=TOL, rtol=TOL)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_head_groups_match_math(monkeypatch, causal):
+    """Without mask, bias or dropout a block holds as many heads as BLOCK_SCORES allows: here groups
+    of 2 of 5 heads (the last ragged), each over 2 query blocks (the last ragged)."""
+    from libai_vit.layers import flash
+
+    monkeypatch.setattr(flash, "BLOCK_SCORES", 2 * 32 * 40 * 2)  # batch x rows x keys x 2 heads
+    groups = []
+    forward = flash._forward
+    monkeypatch.setattr(
+        flash, "_forward", lambda cfg, q, *a: groups.append(q.shape[1]) or forward(cfg, q, *a)
+    )
+    args = _inputs(2, 5, 40, 40, 16, False, False, causal, seed=3)
+    ref = _run(_math, *args, causal=causal)
+    got = _run(flash_attention, *args, causal=causal, block_q=32)
+    assert groups == [2, 2, 1]
+    for name, a, b in zip(["out", "dq", "dk", "dv"], ref, got):
+        np.testing.assert_allclose(b, a, atol=TOL, rtol=TOL, err_msg=name)
+
+
 def test_bias_broadcast_over_queries_gets_summed_grad():
     args = list(_inputs(1, 2, 21, 33, 8, False, True, False, seed=2))
     args[4] = args[4][:, :, :1]  # (1, h, 1, k): one bias row for every query
