@@ -89,17 +89,22 @@ def flash_attention(
 
     Blocks default to the module's BLOCK_* settings, read at call time so they can be tuned."""
     block_k = block_k or BLOCK_K
+    batch, heads, q_len = q.shape[0], q.shape[1], q.shape[-2]
     keys = min(block_k, k.shape[-2])
-    heads = q.shape[1]
-    # heads are grouped only where a group is a plain slice: not on global tensors (heads may be
+    rows_all_heads = max(BLOCK_Q, BLOCK_SCORES // (batch * heads * keys))
+    rows_one_head = min(q_len, max(BLOCK_Q, BLOCK_SCORES // (batch * keys)))
+    # heads are grouped where that at least doubles the rows (not at short sequences of a large
+    # batch: more, smaller ops) and a group is a plain slice: not on global tensors (heads may be
     # split over ranks), nor with masks, biases or dropout (their blocks are indexed by rows)
-    groupable = not q.is_global and mask is None and attn_bias is None and not dropout_p
-    if groupable:
-        block_q = block_q or min(q.shape[-2], max(BLOCK_Q, BLOCK_SCORES // (q.shape[0] * keys)))
-        per_group = max(1, BLOCK_SCORES // (q.shape[0] * block_q * keys))
-    else:
-        block_q = block_q or max(BLOCK_Q, BLOCK_SCORES // (q.shape[0] * heads * keys))
-        per_group = heads
+    grouped = (
+        rows_one_head >= 2 * min(rows_all_heads, q_len)
+        and not q.is_global
+        and mask is None
+        and attn_bias is None
+        and not dropout_p
+    )
+    block_q = block_q or (rows_one_head if grouped else rows_all_heads)
+    per_group = max(1, BLOCK_SCORES // (batch * block_q * keys)) if grouped else heads
     cfg = _Config(
         scale=q.shape[-1] ** -0.5 if scale is None else float(scale),
         causal=causal,

@@ -88,6 +88,7 @@ def test_flash_head_groups_match_math(monkeypatch, causal):
     from libai_vit.layers import flash
 
     monkeypatch.setattr(flash, "BLOCK_SCORES", 2 * 32 * 40 * 2)  # batch x rows x keys x 2 heads
+    monkeypatch.setattr(flash, "BLOCK_Q", 8)  # all 5 heads would get 12 rows: grouping pays
     groups = []
     forward = flash._forward
     monkeypatch.setattr(
