@@ -1,7 +1,8 @@
 """Blockwise ("flash") attention: exact softmax attention in O(N·d) activation memory.
 
-Forward walks query blocks x key blocks, keeps only the output and each row's logsumexp; backward
-recomputes every block from q, k, v and those. It is a custom `flow.autograd.Function`, which works
+Forward walks query blocks x key blocks (of a group of heads at a time where that lengthens the
+blocks' rows), keeps only the output and each row's logsumexp; backward recomputes every block
+from q, k, v and those. It is a custom `flow.autograd.Function`, which works
 in eager mode and inside nn.Graph (OneFlow 0.9 traces the Python backward into the graph), on local
 and on global tensors (batch and heads may be split; the sequence dims must not be).
 

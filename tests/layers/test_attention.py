@@ -1,5 +1,5 @@
-"""Attention backends: flash matches math (forward and grads), dropout, dispatch, the ViT with flash,
-nn.Graph, and (slow) global tensors with heads split over 2 processes."""
+"""Attention backends: flash matches math (forward and grads), dropout, dispatch, the ViT with
+flash, nn.Graph, and (slow) global tensors with heads split over 2 processes."""
 
 import logging
 import os
@@ -73,7 +73,8 @@ def test_flash_matches_math_blockwise(q_len, k_len, d, use_mask, use_bias, causa
 
 @pytest.mark.parametrize("d", [16, 64])
 def test_flash_backend_matches_math_default_blocks(d):
-    """Through `attention`, default blocks (one key block at these lengths), with scale and a key-padding mask."""
+    """Through `attention`, default blocks (one key block at these lengths), with scale and a
+    key-padding mask."""
     args = _inputs(2, 4, 50, 50, d, True, True, False, seed=1)
     ref = _run(_math, *args, scale=0.3)
     got = _run(lambda *a, **kw: attention(*a, backend="flash", **kw), *args, scale=0.3)
@@ -174,7 +175,8 @@ def test_auto_dispatch(caplog):
 
 
 def test_auto_matches_math_where_it_picks_flash():
-    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys) within 1e-5."""
+    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys) within
+    1e-5."""
     args = _inputs(1, 2, 1100, 1100, 8, True, False, False, seed=8)
     assert select_backend(flow.tensor(args[0]), flow.tensor(args[1])) == "flash"
     ref = _run(_math, *args)
@@ -240,7 +242,8 @@ def test_vit_flash_trains_like_math():
 
 
 def test_flash_inside_nn_graph_matches_eager_math():
-    """flow.autograd.Function (forward and the Python backward) is traced into nn.Graph in OneFlow 0.9."""
+    """flow.autograd.Function (forward and the Python backward) is traced into nn.Graph in
+    OneFlow 0.9."""
     images, labels = _batch()
     eager = _tiny_vit("math")
     eager.train()
@@ -275,8 +278,57 @@ def test_flash_inside_nn_graph_matches_eager_math():
         )
 
 
+def test_flash_head_groups_inside_nn_graph(monkeypatch):
+    """Head groups (local tensors) traced into nn.Graph: one SGD step on q, k, v as parameters
+    lands where eager math's does."""
+    from libai_vit.layers import flash
+
+    monkeypatch.setattr(flash, "BLOCK_SCORES", 40 * 40 * 2)  # all rows x keys x 2 heads
+    monkeypatch.setattr(flash, "BLOCK_Q", 8)
+    q, k, v, _, _, d_out = _inputs(1, 5, 40, 40, 16, False, False, False, seed=4)
+
+    class QKV(flow.nn.Module):
+        def __init__(self, backend):
+            super().__init__()
+            self.q, self.k, self.v = (flow.nn.Parameter(flow.tensor(x)) for x in (q, k, v))
+            self.backend = backend
+
+        def forward(self):
+            out = attention(self.q, self.k, self.v, backend=self.backend)
+            return (out * flow.tensor(d_out)).sum()
+
+    eager, traced = QKV("math"), QKV("flash")
+    opt_e, opt_g = (flow.optim.SGD(m.parameters(), lr=0.1) for m in (eager, traced))
+
+    class Step(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.model = traced
+            self.add_optimizer(opt_g)
+
+        def build(self):
+            loss = self.model()
+            loss.backward()
+            return loss
+
+    groups = []
+    forward = flash._forward
+    monkeypatch.setattr(
+        flash, "_forward", lambda cfg, q, *a: groups.append(q.shape[1]) or forward(cfg, q, *a)
+    )
+    loss_g = Step()()
+    loss_e = eager()
+    loss_e.backward()
+    opt_e.step()
+    assert groups == [2, 2, 1]
+    np.testing.assert_allclose(loss_g.numpy(), loss_e.numpy(), rtol=TOL, atol=TOL)
+    for a, b in zip(eager.parameters(), traced.parameters()):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=TOL, atol=TOL)
+
+
 _GLOBAL_CHECK = textwrap.dedent('''
-    """2 processes: flash on global tensors (heads split, then batch split; eager and nn.Graph) equals local math."""
+    """2 processes: flash on global tensors (heads split, then batch split; eager and nn.Graph)
+    equals local math."""
     import numpy as np
     import oneflow as flow
 
@@ -298,11 +350,16 @@ _GLOBAL_CHECK = textwrap.dedent('''
         out.backward(as_tensor(d_out))
         return [out] + [t.grad for t in leaves]
 
-    ref = [t.numpy() for t in run(lambda *a, **kw: attention(*a, backend="math", **kw), flow.tensor)]
+    def math_backend(*a, **kw):
+        return attention(*a, backend="math", **kw)
+
+    ref = [t.numpy() for t in run(math_backend, flow.tensor)]
     for split in (1, 0):  # heads over ranks (tensor parallel), then batch (data parallel)
         def as_global(x, split=split):
             t = flow.tensor(x).to_global(placement=placement, sbp=flow.sbp.broadcast)
-            return t.to_global(sbp=flow.sbp.split(split)) if x.ndim == 4 and x.shape[split] == q.shape[split] else t
+            if x.ndim == 4 and x.shape[split] == q.shape[split]:
+                return t.to_global(sbp=flow.sbp.split(split))
+            return t
         got = run(lambda *a, **kw: flash_attention(*a, block_q=16, block_k=16, **kw), as_global)
         # no op inside flash gathers the split dim: output and q/k/v grads stay split
         assert all(t.sbp == (flow.sbp.split(split),) for t in got[:4]), [t.sbp for t in got[:4]]
@@ -310,10 +367,11 @@ _GLOBAL_CHECK = textwrap.dedent('''
             g = g.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
             np.testing.assert_allclose(g, a, atol=1e-5, rtol=1e-5, err_msg=f"split({split}) {name}")
         # dropout: the same seed gives the same global result, on every rank
+        qkv = [as_global(t) for t in (q, k, v)]
         flow.manual_seed(11)
-        x = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
+        x = flash_attention(*qkv, dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
         flow.manual_seed(11)
-        y = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
+        y = flash_attention(*qkv, dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
         np.testing.assert_array_equal(x.to_local().numpy(), y.to_local().numpy())
 
     # inside nn.Graph, heads split: q is a parameter, so SGD(lr=1) leaves q - dq behind
@@ -323,7 +381,9 @@ _GLOBAL_CHECK = textwrap.dedent('''
             self.q = flow.nn.Parameter(as_global(q, split=1))
 
         def forward(self, k, v, bias, mask):
-            return flash_attention(self.q, k, v, mask=mask, attn_bias=bias, causal=True, block_q=16, block_k=16)
+            return flash_attention(
+                self.q, k, v, mask=mask, attn_bias=bias, causal=True, block_q=16, block_k=16
+            )
 
     module = Q()
     opt = flow.optim.SGD(module.parameters(), lr=1.0)
@@ -342,7 +402,8 @@ _GLOBAL_CHECK = textwrap.dedent('''
     before = module.q.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
     out = Step()(*[as_global(t, split=1) for t in (k, v, bias, keep, d_out)])
     after = module.q.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
-    np.testing.assert_allclose(out.to_global(sbp=flow.sbp.broadcast).to_local().numpy(), ref[0], atol=1e-5, rtol=1e-5)
+    out = out.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
+    np.testing.assert_allclose(out, ref[0], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(before - after, ref[1], atol=1e-5, rtol=1e-5)
     print("global flash ok on rank", flow.env.get_rank())
 ''')
