@@ -3,9 +3,12 @@
 `attention(..., backend=...)` runs one of:
 - "math": the reference (scores, softmax, matmul); the only one that can return the weights;
 - "fused": OneFlow's fused scale-mask-softmax(-dropout) CUDA kernels; CUDA tensors only;
-- "flash": blockwise attention with recomputation (libai_vit.layers.flash), O(N·d) activation memory;
-- "auto": the best of those the `sdp_kernel` context allows for the device, shape and features asked.
-Tensors may be local or global (batch split over data-parallel ranks, heads over tensor-parallel ones).
+- "flash": blockwise attention with recomputation (libai_vit.layers.flash), O(N·d) activation
+  memory;
+- "auto": the best of those the `sdp_kernel` context allows for the device, shape and features
+  asked.
+Tensors may be local or global (batch split over data-parallel ranks, heads over tensor-parallel
+ones).
 """
 
 import contextlib
@@ -82,7 +85,8 @@ def fused_attention(
     scale=None,
     return_weights=False,
 ):
-    """Scale, mask, softmax (and dropout) in one OneFlow CUDA kernel; fully masked rows as math (NaN)."""
+    """Scale, mask, softmax (and dropout) in one OneFlow CUDA kernel; fully masked rows as math
+    (NaN)."""
     if device_type(q) != "cuda":
         raise ValueError(
             f"attention backend 'fused' runs OneFlow's CUDA-only fused softmax kernels, but the "
@@ -258,9 +262,9 @@ def _keep_mask(q, k, mask, causal, scores):
 
 
 def _fused_kernel_mask(keep, scores):
-    """`keep` as OneFlow 0.9's fused softmax kernels take it (fused_scale_mask_softmax_op.cpp checks it):
-    bool, of the scores' rank, with the full key dimension. Math and flash also take 0/1 ints or floats
-    and a last dimension of 1."""
+    """`keep` as OneFlow 0.9's fused softmax kernels take it (fused_scale_mask_softmax_op.cpp
+    checks it): bool, of the scores' rank, with the full key dimension. Math and flash also take 0/1
+    ints or floats and a last dimension of 1."""
     if keep.dtype != flow.bool:
         keep = keep != 0
     while keep.dim() < scores.dim():

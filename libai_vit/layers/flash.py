@@ -1,9 +1,10 @@
 """Blockwise ("flash") attention: exact softmax attention in O(N·d) activation memory.
 
-Forward walks query blocks x key blocks, keeps only the output and each row's logsumexp; backward
-recomputes every block from q, k, v and those. It is a custom `flow.autograd.Function`, which works in
-eager mode and inside nn.Graph (OneFlow 0.9 traces the Python backward into the graph), on local and on
-global tensors (batch and heads may be split; the sequence dims must not be).
+Forward walks query blocks x key blocks (of a group of heads at a time where that lengthens the
+blocks' rows), keeps only the output and each row's logsumexp; backward recomputes every block
+from q, k, v and those. It is a custom `flow.autograd.Function`, which works
+in eager mode and inside nn.Graph (OneFlow 0.9 traces the Python backward into the graph), on local
+and on global tensors (batch and heads may be split; the sequence dims must not be).
 
 Written for OneFlow's CPU kernels, measured: the fused softmax is ~4x faster than `exp`, and an
 elementwise op that broadcasts along the last dim costs ~10x a same-shape one. So a block's
@@ -32,12 +33,14 @@ from libai_vit.parallel import replicate_like
 # still leave finite and exp() still turns into 0.
 MASKED = -1e30
 MASKED_FP16 = -(2.0**14)
-# Default blocks, tuned on a 2-core CPU with ViT-B heads: a key block as long as 4096 keeps sequences
-# up to 4096 in one key block (no logsumexp bookkeeping, ~1.3x math's time); query blocks take as many
-# rows as fit BLOCK_SCORES scores over all batch x heads (25 MB in fp32), at least BLOCK_Q.
+# Default blocks, measured on a 2-core CPU (results/attention/README.md): a key block as long as
+# 4096 keeps sequences up to 4096 in one key block (no logsumexp bookkeeping). A block of scores
+# holds about BLOCK_SCORES floats (two are alive at once): as many query rows of one head as fit
+# (at least BLOCK_Q), then as many heads as fit. Long rows of few heads beat short rows of many:
+# dK and dV come from matmuls over the block's rows, slow when those are few.
 BLOCK_Q = 128
 BLOCK_K = 4096
-BLOCK_SCORES = 128 * 4096 * 12
+BLOCK_SCORES = 512 * 4096
 
 
 @dataclass
@@ -48,6 +51,7 @@ class _Config:
     seed: int
     block_q: int
     block_k: int
+    head_groups: list  # [(h0, h1), ...]: the heads each block holds
     mask_add: Optional[
         flow.Tensor
     ]  # MASKED where the mask forbids, else 0; 4-d, broadcastable to the scores
@@ -86,9 +90,22 @@ def flash_attention(
 
     Blocks default to the module's BLOCK_* settings, read at call time so they can be tuned."""
     block_k = block_k or BLOCK_K
-    if not block_q:
-        batch_heads = q.shape[0] * q.shape[1]
-        block_q = max(BLOCK_Q, BLOCK_SCORES // (batch_heads * min(block_k, k.shape[-2])))
+    batch, heads, q_len = q.shape[0], q.shape[1], q.shape[-2]
+    keys = min(block_k, k.shape[-2])
+    rows_all_heads = max(BLOCK_Q, BLOCK_SCORES // (batch * heads * keys))
+    rows_one_head = min(q_len, max(BLOCK_Q, BLOCK_SCORES // (batch * keys)))
+    # heads are grouped where that at least doubles the rows (not at short sequences of a large
+    # batch: more, smaller ops) and a group is a plain slice: not on global tensors (heads may be
+    # split over ranks), nor with masks, biases or dropout (their blocks are indexed by rows)
+    grouped = (
+        rows_one_head >= 2 * min(rows_all_heads, q_len)
+        and not q.is_global
+        and mask is None
+        and attn_bias is None
+        and not dropout_p
+    )
+    block_q = block_q or (rows_one_head if grouped else rows_all_heads)
+    per_group = max(1, BLOCK_SCORES // (batch * block_q * keys)) if grouped else heads
     cfg = _Config(
         scale=q.shape[-1] ** -0.5 if scale is None else float(scale),
         causal=causal,
@@ -96,6 +113,7 @@ def flash_attention(
         seed=_call_seed(q) if dropout_p > 0 else 0,
         block_q=block_q,
         block_k=block_k,
+        head_groups=[(h0, min(h0 + per_group, heads)) for h0 in range(0, heads, per_group)],
         mask_add=None
         if mask is None
         else replicate_like(_as_4d(mask), q).logical_not().to(q.dtype) * masked(q.dtype),
@@ -111,36 +129,16 @@ def flash_attention(
 
 
 class FlashAttentionFunction(flow.autograd.Function):
-    """Inputs (q, k, v[, attn_bias]); the non-tensor settings travel in `cfg` (see flash_attention)."""
+    """Inputs (q, k, v[, attn_bias]); the non-tensor settings travel in `cfg` (flash_attention)."""
 
     @staticmethod
     def forward(ctx, q, k, v, bias=None, *, cfg):
-        q_len, k_len = q.shape[-2], k.shape[-2]
         outs, lses = [], []
-        for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
-            i1 = min(i0 + cfg.block_q, q_len)
-            q_i = q[:, :, i0:i1]
-            o_blocks, lse_blocks = [], []
-            for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                s = _scores(
-                    cfg, q_i, k[:, :, j0:j1], bias, i0, i1, j0, j1, q_len, k_len, causal_blk
-                )
-                p = flow.softmax(s, dim=-1)
-                if cfg.several_key_blocks(
-                    k_len
-                ):  # else the softmax is the answer, no logsumexp needed
-                    lse_blocks.append(_block_lse(s, p))
-                if cfg.dropout_p > 0:
-                    p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
-                del s
-                o_blocks.append(flow.matmul(p, v[:, :, j0:j1]))
-            out_i, lse_i = _combine(o_blocks, lse_blocks)
-            if cfg.dropout_p > 0:
-                out_i = out_i * (1.0 / (1.0 - cfg.dropout_p))
-            outs.append(out_i)
-            lses.append(lse_i)
-        out = flow.cat(outs, dim=2) if len(outs) > 1 else outs[0]
-        lse = None if lses[0] is None else flow.cat(lses, dim=2) if len(lses) > 1 else lses[0]
+        for h0, h1 in cfg.head_groups:
+            out_h, lse_h = _forward(cfg, *(_heads(t, h0, h1) for t in (q, k, v)), bias)
+            outs.append(out_h)
+            lses.append(lse_h)
+        out, lse = _cat(outs, 1), (None if lses[0] is None else _cat(lses, 1))
         ctx.save_for_backward(
             q, k, v, out, *([] if lse is None else [lse]), *([] if bias is None else [bias])
         )
@@ -149,60 +147,125 @@ class FlashAttentionFunction(flow.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, *, cfg):
         q, k, v, out, *rest = ctx.saved_tensors
-        q_len, k_len = q.shape[-2], k.shape[-2]
-        lse = rest.pop(0) if cfg.several_key_blocks(k_len) else None
+        lse = rest.pop(0) if cfg.several_key_blocks(k.shape[-2]) else None
         bias = rest[0] if rest else None
-        keep_scale = 1.0 / (1.0 - cfg.dropout_p)
-        d_row = (d_out * out).sum(-1, keepdim=True)  # D_i = sum_j P_ij dP_ij = rowsum(dO * O)
-        # [dO, -D] @ [V, 1]^T = dP - D in one matmul (a broadcast subtraction costs ~10x more here)
-        v_aug = flow.cat([v, flow.ones_like(v[..., :1])], dim=-1)
-        dq_blocks, dk, dv, dbias = [], {}, {}, {}
-        for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
-            i1 = min(i0 + cfg.block_q, q_len)
-            q_i, do_i, d_i = q[:, :, i0:i1], d_out[:, :, i0:i1], d_row[:, :, i0:i1]
-            do_aug = flow.cat([do_i, -d_i], dim=-1)
-            dq_i = None
-            for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
-                k_j, v_j = k[:, :, j0:j1], v[:, :, j0:j1]
-                s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
-                y = flow.softmax(s, dim=-1)  # P = c * y, c = exp(lse_block - lse) per row
-                c = None if lse is None else flow.exp(_block_lse(s, y) - lse[:, :, i0:i1])
-                dropped = _dropped(cfg, s, bi, bj) if cfg.dropout_p > 0 else None
-                del s  # at most three (rows x keys) blocks alive at once
-                if dropped is None:
-                    dv_j = flow.matmul(y, _rows(do_i, c), transpose_a=True)
-                    g = y * flow.matmul(do_aug, v_aug[:, :, j0:j1], transpose_b=True)  # dS / c
-                else:
-                    dv_j = flow.matmul(
-                        flow.masked_fill(y, dropped, 0.0),
-                        _rows(do_i, c, keep_scale),
-                        transpose_a=True,
-                    )
-                    dp = flow.masked_fill(
-                        flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0
-                    )
-                    g = y * (dp - _rows(flow.ones_like(dp), d_i))  # dS / c
-                    del dp
-                del y
+        grads = []
+        for h0, h1 in cfg.head_groups:
+            tensors = (q, k, v, out, lse, d_out)
+            grads.append(_backward(cfg, *(_heads(t, h0, h1) for t in tensors), bias))
+        return tuple(_cat(g, 1) for g in zip(*grads))
+
+
+def _forward(cfg, q, k, v, bias):
+    """Output and (with several key blocks) row logsumexp of one group of heads."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    outs, lses = [], []
+    for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
+        i1 = min(i0 + cfg.block_q, q_len)
+        q_i = _rows_of(q, i0, i1)
+        o_blocks, lse_blocks = [], []
+        for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
+            k_j = _rows_of(k, j0, j1)
+            s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
+            p = flow.softmax(s, dim=-1)
+            if cfg.several_key_blocks(k_len):  # else the softmax is the answer, no logsumexp needed
+                lse_blocks.append(_block_lse(s, p))
+            if cfg.dropout_p > 0:
+                p = flow.masked_fill(p, _dropped(cfg, s, bi, bj), 0.0)
+            del s
+            o_blocks.append(flow.matmul(p, _rows_of(v, j0, j1)))
+            del p  # else the next block's softmax is allocated while this one still lives
+        out_i, lse_i = _combine(o_blocks, lse_blocks)
+        if cfg.dropout_p > 0:
+            out_i = out_i * (1.0 / (1.0 - cfg.dropout_p))
+        outs.append(out_i)
+        lses.append(lse_i)
+    return _cat(outs, 2), (None if lses[0] is None else _cat(lses, 2))
+
+
+def _backward(cfg, q, k, v, out, lse, d_out, bias):
+    """Grads of q, k, v (and the bias) of one group of heads."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    keep_scale = 1.0 / (1.0 - cfg.dropout_p)
+    d_row = (d_out * out).sum(-1, keepdim=True)  # D_i = sum_j P_ij dP_ij = rowsum(dO * O)
+    # [dO, -D] @ [V, 1]^T = dP - D in one matmul (a broadcast subtraction costs ~10x more here)
+    v_aug = flow.cat([v, flow.ones_like(v[..., :1])], dim=-1)
+    dq_blocks, dk, dv, dbias = [], {}, {}, {}
+    for bi, i0 in enumerate(range(0, q_len, cfg.block_q)):
+        i1 = min(i0 + cfg.block_q, q_len)
+        q_i, do_i, d_i = _rows_of(q, i0, i1), _rows_of(d_out, i0, i1), d_row[:, :, i0:i1]
+        do_aug = flow.cat([do_i, -d_i], dim=-1)
+        dq_i = None
+        for bj, j0, j1, causal_blk in cfg.key_blocks(i0, i1, q_len, k_len):
+            k_j, v_j = _rows_of(k, j0, j1), _rows_of(v, j0, j1)
+            s = _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk)
+            y = flow.softmax(s, dim=-1)  # P = c * y, c = exp(lse_block - lse) per row
+            c = None if lse is None else flow.exp(_block_lse(s, y) - lse[:, :, i0:i1])
+            dropped = _dropped(cfg, s, bi, bj) if cfg.dropout_p > 0 else None
+            del s  # at most two (rows x keys) blocks alive at once from here
+            if dropped is None:
+                # dP - D before dV: it takes the scores' freed block; a (keys x head_dim) grad
+                # would split that block, and the allocator (which keeps what it once held)
+                # then needs a new one for each block of scores, growing call after call
+                dp = flow.matmul(do_aug, _rows_of(v_aug, j0, j1), transpose_b=True)
+                dv_j = flow.matmul(y, _rows(do_i, c), transpose_a=True)
+                g = y.mul_(dp)  # in place: a fresh block costs an allocation's page faults
+            else:
+                dv_j = flow.matmul(
+                    flow.masked_fill(y, dropped, 0.0),
+                    _rows(do_i, c, keep_scale),
+                    transpose_a=True,
+                )
+                dp = flow.masked_fill(
+                    flow.matmul(do_i, v_j, transpose_b=True, alpha=keep_scale), dropped, 0.0
+                )
+                g = y.mul_(dp - _rows(flow.ones_like(dp), d_i))
+            del y  # g is dS / c
+            if c is None:  # the scale rides on the matmuls: no elementwise pass
+                dq_ij = flow.matmul(g, k_j, alpha=cfg.scale)
+                dk_j = flow.matmul(g, q_i, transpose_a=True, alpha=cfg.scale)
+            else:
                 dq_ij = _rows(flow.matmul(g, k_j), c, cfg.scale)
                 dk_j = flow.matmul(g, _rows(q_i, c, cfg.scale), transpose_a=True)
-                dq_i = dq_ij if dq_i is None else dq_i + dq_ij
-                dk[bj] = dk_j if bj not in dk else dk[bj] + dk_j
-                dv[bj] = dv_j if bj not in dv else dv[bj] + dv_j
-                if cfg.bias_grad:
-                    _add_bias_grad(dbias, bias, g if c is None else _rows(g, c), bi, bj)
-            dq_blocks.append(dq_i)
-        dq = flow.cat(dq_blocks, dim=2) if len(dq_blocks) > 1 else dq_blocks[0]
-        dk = _cat_blocks(dk, k, cfg.block_k)
-        dv = _cat_blocks(dv, v, cfg.block_k)
-        if bias is None:
-            return dq, dk, dv
-        return dq, dk, dv, (_bias_grad(dbias, bias, q_len, k_len, cfg) if cfg.bias_grad else None)
+            dq_i = _accumulate(dq_i, dq_ij)
+            dk[bj] = _accumulate(dk.get(bj), dk_j)
+            dv[bj] = _accumulate(dv.get(bj), dv_j)
+            if cfg.bias_grad:
+                _add_bias_grad(dbias, bias, g if c is None else _rows(g, c), bi, bj)
+            # held till here so that no small grad splits their blocks (see dP above), and
+            # freed, with this block's grads, before the next block's take their places
+            del g, dp, dq_ij, dk_j, dv_j
+        dq_blocks.append(dq_i)
+    dq = _cat(dq_blocks, 2)
+    dk = _cat_blocks(dk, k, cfg.block_k)
+    dv = _cat_blocks(dv, v, cfg.block_k)
+    if bias is None:
+        return dq, dk, dv
+    return dq, dk, dv, (_bias_grad(dbias, bias, q_len, k_len, cfg) if cfg.bias_grad else None)
+
+
+def _heads(t, h0, h1):
+    """Heads [h0, h1) of a (batch, heads, ...) tensor; itself (or None) when that is all of it."""
+    return t if t is None or (h0 == 0 and h1 >= t.shape[1]) else t[:, h0:h1]
+
+
+def _cat(parts, dim):
+    return flow.cat(parts, dim=dim) if len(parts) > 1 else parts[0]
+
+
+def _rows_of(t, i0, i1):
+    """Rows [i0, i1) of dim 2; the tensor itself when that is all of it (no slice, no copy)."""
+    return t if i0 == 0 and i1 >= t.shape[2] else t[:, :, i0:i1]
+
+
+def _accumulate(total, part):
+    """total + part, in place into the block's own first partial sum (no new buffer per block)."""
+    return part if total is None else total.add_(part)
 
 
 def _scores(cfg, q_i, k_j, bias, i0, i1, j0, j1, q_len, k_len, causal_blk):
-    # masks are added (MASKED swamps any score), not masked_fill'ed: masked_fill with a replicated mask
-    # turns head-split global scores into replicated ones, and is ~8x slower on CPU
+    # masks are added (MASKED swamps any score), not masked_fill'ed: masked_fill with a replicated
+    # mask turns head-split global scores into replicated ones, and is ~8x slower on CPU
     s = flow.matmul(q_i, k_j, transpose_b=True, alpha=cfg.scale)
     if bias is not None:
         s = s + _block(bias, i0, i1, j0, j1)
@@ -266,10 +329,10 @@ _generators = {}
 
 
 def generator_device(t):
-    """The device of the generator that draws `t`'s dropout: a global tensor's is the CPU whatever its
-    placement (OneFlow 0.9's global `rand` takes the generator's CPU implementation to derive each
-    rank's seed, `gen->Get<CPUGeneratorImpl>(0)` in random_functor.cpp, and fails on a CUDA one);
-    a local tensor's is its own device."""
+    """The device of the generator that draws `t`'s dropout: a global tensor's is the CPU whatever
+    its placement (OneFlow 0.9's global `rand` takes the generator's CPU implementation to derive
+    each rank's seed, `gen->Get<CPUGeneratorImpl>(0)` in random_functor.cpp, and fails on a CUDA
+    one); a local tensor's is its own device."""
     if t.is_global:
         return "cpu"
     return t.device.type if t.device.type == "cpu" else f"{t.device.type}:{t.device.index}"
@@ -292,9 +355,10 @@ _trace_calls = {}
 def _call_seed(q):
     """A fresh dropout seed per call, reproducible from flow.manual_seed.
 
-    Traced into nn.Graph it is a constant per call site that the graph's ops then advance. Call sites
-    are counted per graph, so a graph rebuilt after reseeding (checkpoint boundary, resume) gets the
-    same seeds as a fresh process building its first graph: a resumed run draws the same masks."""
+    Traced into nn.Graph it is a constant per call site that the graph's ops then advance. Call
+    sites are counted per graph, so a graph rebuilt after reseeding (checkpoint boundary, resume)
+    gets the same seeds as a fresh process building its first graph: a resumed run draws the same
+    masks."""
     if q.is_lazy:
         job = flow._oneflow_internal.JobBuildAndInferCtx_GetCurrentJobName()
         _trace_calls[job] = _trace_calls.get(job, 0) + 1
@@ -348,8 +412,8 @@ def _cat_blocks(blocks, like, block_k):
 
 
 def ones_beside(shape, ref, dtype=None):
-    """Ones of `shape` where `ref` lives (replicated on its placement if global). Built there directly:
-    nn.Graph cannot turn a local tensor into a global one."""
+    """Ones of `shape` where `ref` lives (replicated on its placement if global). Built there
+    directly: nn.Graph cannot turn a local tensor into a global one."""
     dtype = ref.dtype if dtype is None else dtype
     if ref.is_global:
         return flow.ones(

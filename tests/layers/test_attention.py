@@ -80,6 +80,27 @@ def test_flash_backend_matches_math_default_blocks(d):
         np.testing.assert_allclose(b, a, atol=TOL, rtol=TOL)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_head_groups_match_math(monkeypatch, causal):
+    """Without mask, bias or dropout a block holds as many heads as BLOCK_SCORES allows: here groups
+    of 2 of 5 heads (the last ragged), each over 2 query blocks (the last ragged)."""
+    from libai_vit.layers import flash
+
+    monkeypatch.setattr(flash, "BLOCK_SCORES", 2 * 32 * 40 * 2)  # batch x rows x keys x 2 heads
+    monkeypatch.setattr(flash, "BLOCK_Q", 8)  # all 5 heads would get 12 rows: grouping pays
+    groups = []
+    forward = flash._forward
+    monkeypatch.setattr(
+        flash, "_forward", lambda cfg, q, *a: groups.append(q.shape[1]) or forward(cfg, q, *a)
+    )
+    args = _inputs(2, 5, 40, 40, 16, False, False, causal, seed=3)
+    ref = _run(_math, *args, causal=causal)
+    got = _run(flash_attention, *args, causal=causal, block_q=32)
+    assert groups == [2, 2, 1]
+    for name, a, b in zip(["out", "dq", "dk", "dv"], ref, got):
+        np.testing.assert_allclose(b, a, atol=TOL, rtol=TOL, err_msg=name)
+
+
 def test_bias_broadcast_over_queries_gets_summed_grad():
     args = list(_inputs(1, 2, 21, 33, 8, False, True, False, seed=2))
     args[4] = args[4][:, :, :1]  # (1, h, 1, k): one bias row for every query
@@ -152,8 +173,8 @@ def test_auto_dispatch(caplog):
 
 
 def test_auto_matches_math_where_it_picks_flash():
-    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys)
-    within 1e-5."""
+    """What makes "auto" a safe default: on CPU it is math, or flash (from 1024 keys) within
+    1e-5."""
     args = _inputs(1, 2, 1100, 1100, 8, True, False, False, seed=8)
     assert select_backend(flow.tensor(args[0]), flow.tensor(args[1])) == "flash"
     ref = _run(_math, *args)
@@ -219,7 +240,8 @@ def test_vit_flash_trains_like_math():
 
 
 def test_flash_inside_nn_graph_matches_eager_math():
-    """OneFlow 0.9 traces flow.autograd.Function (forward and the Python backward) into nn.Graph."""
+    """flow.autograd.Function (forward and the Python backward) is traced into nn.Graph in
+    OneFlow 0.9."""
     images, labels = _batch()
     eager = _tiny_vit("math")
     eager.train()
@@ -254,6 +276,54 @@ def test_flash_inside_nn_graph_matches_eager_math():
         )
 
 
+def test_flash_head_groups_inside_nn_graph(monkeypatch):
+    """Head groups (local tensors) traced into nn.Graph: one SGD step on q, k, v as parameters
+    lands where eager math's does."""
+    from libai_vit.layers import flash
+
+    monkeypatch.setattr(flash, "BLOCK_SCORES", 40 * 40 * 2)  # all rows x keys x 2 heads
+    monkeypatch.setattr(flash, "BLOCK_Q", 8)
+    q, k, v, _, _, d_out = _inputs(1, 5, 40, 40, 16, False, False, False, seed=4)
+
+    class QKV(flow.nn.Module):
+        def __init__(self, backend):
+            super().__init__()
+            self.q, self.k, self.v = (flow.nn.Parameter(flow.tensor(x)) for x in (q, k, v))
+            self.backend = backend
+
+        def forward(self):
+            out = attention(self.q, self.k, self.v, backend=self.backend)
+            return (out * flow.tensor(d_out)).sum()
+
+    eager, traced = QKV("math"), QKV("flash")
+    opt_e, opt_g = (flow.optim.SGD(m.parameters(), lr=0.1) for m in (eager, traced))
+
+    class Step(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.model = traced
+            self.add_optimizer(opt_g)
+
+        def build(self):
+            loss = self.model()
+            loss.backward()
+            return loss
+
+    groups = []
+    forward = flash._forward
+    monkeypatch.setattr(
+        flash, "_forward", lambda cfg, q, *a: groups.append(q.shape[1]) or forward(cfg, q, *a)
+    )
+    loss_g = Step()()
+    loss_e = eager()
+    loss_e.backward()
+    opt_e.step()
+    assert groups == [2, 2, 1]
+    np.testing.assert_allclose(loss_g.numpy(), loss_e.numpy(), rtol=TOL, atol=TOL)
+    for a, b in zip(eager.parameters(), traced.parameters()):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=TOL, atol=TOL)
+
+
 _GLOBAL_CHECK = textwrap.dedent('''
     """2 processes: flash on global tensors (heads split, then batch split; eager and nn.Graph)
     equals local math."""
@@ -278,10 +348,10 @@ _GLOBAL_CHECK = textwrap.dedent('''
         out.backward(as_tensor(d_out))
         return [out] + [t.grad for t in leaves]
 
-    def math(*a, **kw):
+    def math_backend(*a, **kw):
         return attention(*a, backend="math", **kw)
 
-    ref = [t.numpy() for t in run(math, flow.tensor)]
+    ref = [t.numpy() for t in run(math_backend, flow.tensor)]
     for split in (1, 0):  # heads over ranks (tensor parallel), then batch (data parallel)
         def as_global(x, split=split):
             t = flow.tensor(x).to_global(placement=placement, sbp=flow.sbp.broadcast)
@@ -295,11 +365,11 @@ _GLOBAL_CHECK = textwrap.dedent('''
             g = g.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
             np.testing.assert_allclose(g, a, atol=1e-5, rtol=1e-5, err_msg=f"split({split}) {name}")
         # dropout: the same seed gives the same global result, on every rank
+        qkv = [as_global(t) for t in (q, k, v)]
         flow.manual_seed(11)
-        x = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3)
+        x = flash_attention(*qkv, dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
         flow.manual_seed(11)
-        y = flash_attention(*[as_global(t) for t in (q, k, v)], dropout_p=0.3)
-        x, y = (t.to_global(sbp=flow.sbp.broadcast) for t in (x, y))
+        y = flash_attention(*qkv, dropout_p=0.3).to_global(sbp=flow.sbp.broadcast)
         np.testing.assert_array_equal(x.to_local().numpy(), y.to_local().numpy())
 
     # inside nn.Graph, heads split: q is a parameter, so SGD(lr=1) leaves q - dq behind
