@@ -222,20 +222,13 @@ class FlashAttention(nn.Module):
         return flow.ones(i, j, dtype=flow.bool, device=device).tril(j - i)
 
     def flash_attn(self, q, k, v, mask=None, attn_bias=None):
-        return attention(
-            q,
-            k,
-            v,
-            mask=mask,
-            attn_bias=attn_bias,
-            causal=self.causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            backend="flash",
-        )
+        return self._attend(q, k, v, mask, attn_bias, backend="flash")
 
     def forward(self, q, k, v, mask=None, attn_bias=None):
-        if self.flash:
-            return self.flash_attn(q, k, v, mask=mask, attn_bias=attn_bias)
+        return self._attend(q, k, v, mask, attn_bias, backend="flash" if self.flash else "math")
+
+    def _attend(self, q, k, v, mask, attn_bias, backend):
+        dropout_p = self.dropout if self.training else 0.0
         return attention(
             q,
             k,
@@ -243,8 +236,8 @@ class FlashAttention(nn.Module):
             mask=mask,
             attn_bias=attn_bias,
             causal=self.causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            backend="math",
+            dropout_p=dropout_p,
+            backend=backend,
         )
 
 
