@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import oneflow as flow
 from libai.utils import distributed as dist
 from omegaconf import DictConfig
@@ -248,3 +249,42 @@ def set_stage(proxy, layer_idx: int):
 
     block = proxy.to(GraphModule) if isinstance(proxy, ProxyModule) else proxy.to(GraphTensor)
     block.set_stage(stage_id(layer_idx), placement(layer_idx))
+
+
+# ---------------------------------------------------------------- what a rank owns
+def local_region(tensor):
+    """The index slices of global `tensor` that this rank holds, or None when it holds none.
+
+    OneFlow's rule: each mesh axis with S(a) cuts axis `a` of what the previous mesh axes left into
+    balanced parts (the first `n % k` parts one longer); B and P keep it whole."""
+    ranks = np.asarray(tensor.placement.ranks)
+    where = np.argwhere(ranks == flow.env.get_rank())
+    if not len(where):
+        return None
+    bounds = [[0, n] for n in tensor.shape]
+    for mesh_axis, sbp in enumerate(tensor.sbp):
+        axis = next((a for a in range(tensor.ndim) if sbp == flow.sbp.split(a)), None)
+        if axis is None:
+            continue
+        start, stop = bounds[axis]
+        parts, index = ranks.shape[mesh_axis], int(where[0][mesh_axis])
+        base, extra = divmod(stop - start, parts)
+        lo = start + index * base + min(index, extra)
+        bounds[axis] = [lo, lo + base + (1 if index < extra else 0)]
+    return tuple(slice(lo, hi) for lo, hi in bounds)
+
+
+def holds_layer(layer_idx: int) -> bool:
+    """Whether this rank is on the pipeline stage of block `layer_idx`."""
+    return flow.env.get_rank() in np.asarray(placement(layer_idx).ranks)
+
+
+def write_local(param, values_of):
+    """Fill this rank's shard of global `param` in place with `values_of(region)`: an array of
+    the region's shape (the region as `local_region` gives it). Ranks that hold none do nothing,
+    so nothing whole is built or sent."""
+    region = local_region(param)
+    if region is None:
+        return
+    value = np.ascontiguousarray(values_of(region), dtype=np.float32)
+    param.to_local().copy_(flow.tensor(value))

@@ -51,6 +51,8 @@ def reference(digits_root, tmp_path_factory):
 LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
     "dp2": (2, 1, 1, 8, 1, True, ()),
     "tp2": (1, 2, 1, 16, 1, True, ()),
+    # micro-batch 1 at TP=2 (what giant models train with); evaluation at micro-batch 1 too
+    "tp2_micro1": (1, 2, 1, 1, 16, True, ("train.test_micro_batch_size=1",)),
     "pp2_1f1b": (1, 1, 2, 8, 2, True, ()),
     "dp2_tp2_pp2": (2, 2, 2, 4, 2, True, ()),
     "pp2_uneven_3_1": (1, 1, 2, 4, 4, True, ("train.dist.pipeline_stage_layers=[3,1]",)),

@@ -14,7 +14,7 @@ and no_embed_class; DINOv2: LayerScale and registers; CLIP: pre_norm, quick_gelu
 pooling); EVA-02 (2D RoPE, SwiGLU) is `libai_vit.models.eva.Eva` (this class, EVA's option names).
 """
 
-import zlib
+from functools import partial
 
 import numpy as np
 import oneflow as flow
@@ -22,7 +22,9 @@ from libai.layers import Linear
 from oneflow import nn
 
 from libai_vit import parallel
+from libai_vit.layers import init
 from libai_vit.layers.attention_pool import AttentionPoolLatent
+from libai_vit.layers.linear import ReplicatedLinear
 from libai_vit.layers.norm import LayerNorm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
 from libai_vit.layers.rope import RotaryEmbedding2D
@@ -203,7 +205,7 @@ class VisionTransformer(nn.Module):
         self.fc_norm = LayerNorm(embed_dim, **last) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = (
-            Linear(embed_dim, num_classes, layer_idx=parallel.LAST)
+            ReplicatedLinear(embed_dim, num_classes, layer_idx=parallel.LAST)
             if num_classes > 0
             else nn.Identity()
         )
@@ -219,8 +221,9 @@ class VisionTransformer(nn.Module):
     def init_weights(self, seed=0):
         """timm's init (trunc-normal .02 Linears and pos_embed, class/register tokens N(0, 1e-6),
         the pooling latent trunc-normal dim^-0.5, LayerScale init_values, LayerNorm 1/0, conv as
-        PyTorch's default), drawn on the host from (seed, parameter name): every layout, split or
-        not, gets the same values (OneFlow draws different numbers for split tensors)."""
+        PyTorch's default), drawn on the host from (seed, parameter name) by blocks, each rank only
+        the blocks of its own shards: every layout, split or not, gets the same values (OneFlow
+        draws different numbers for split tensors), and no rank draws the whole model."""
         kinds = {}
         for mod_name, module in self.named_modules():
             prefix = mod_name + "." if mod_name else ""
@@ -228,26 +231,29 @@ class VisionTransformer(nn.Module):
                 kinds[prefix + p_name] = (type(module), p_name)
         for name, param in self.named_parameters():
             module_type, p_name = kinds[name]
-            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             shape = tuple(param.shape)
+            draw = None
             if name in ("cls_token", "reg_token"):
-                value = rng.normal(0.0, 1e-6, shape)
+                draw = init.normal(1e-6)
             elif name == "attn_pool.latent":
-                value = _trunc_normal(rng, shape, std=shape[-1] ** -0.5)
+                draw = init.trunc_normal(shape[-1] ** -0.5)
+            elif name == "head.weight":
+                draw = init.trunc_normal(0.02 * self.head_init_scale)
             elif name == "pos_embed" or (issubclass(module_type, Linear) and p_name == "weight"):
-                value = _trunc_normal(rng, shape, std=0.02)
-                if name == "head.weight":
-                    value *= self.head_init_scale
+                draw = init.trunc_normal(0.02)
             elif issubclass(module_type, nn.Conv2d):
-                fan_in = int(np.prod(self.patch_embed.proj.weight.shape[1:]))
-                value = rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
+                fan_in = np.prod(self.patch_embed.proj.weight.shape[1:])
+                draw = init.uniform(1 / np.sqrt(fan_in))
             elif issubclass(module_type, LayerScale):
-                value = np.full(shape, self.init_values)
+                fill = self.init_values
             elif issubclass(module_type, LayerNorm) and p_name == "weight":
-                value = np.ones(shape)
+                fill = 1.0
             else:  # biases
-                value = np.zeros(shape)
-            _assign(param, value)
+                fill = 0.0
+            if draw is not None:
+                parallel.write_local(param, partial(init.sample, seed, name, shape, draw=draw))
+            else:
+                parallel.write_local(param, partial(_full, fill))
 
     # ---------------------------------------------------------------- forward
     def _pos_embed(self, x, grid):
@@ -328,25 +334,10 @@ class VisionTransformer(nn.Module):
                 parallel.set_stage(getattr(model, name), parallel.LAST)
 
 
-def _trunc_normal(rng, shape, std):
-    """N(0, std) truncated at +-2 std (timm's trunc_normal_ bounds), by redrawing the outliers."""
-    value = rng.normal(0.0, std, shape)
-    out = np.abs(value) > 2 * std
-    while out.any():
-        value[out] = rng.normal(0.0, std, int(out.sum()))
-        out = np.abs(value) > 2 * std
-    return value
-
-
 def _batch_like(param, x):
     """A (1, n, C) parameter expanded over `x`'s batch and given its SBP."""
     return param.expand(x.shape[0], -1, -1).to_global(sbp=x.sbp)
 
 
-def _assign(param, value):
-    full = flow.tensor(
-        np.asarray(value, dtype=np.float32),
-        placement=param.placement,
-        sbp=[flow.sbp.broadcast] * len(param.sbp),
-    )
-    param.copy_(full.to_global(sbp=param.sbp))
+def _full(value, region):
+    return np.full(tuple(s.stop - s.start for s in region), value)

@@ -2,23 +2,26 @@
 
 import logging
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List
 
 import numpy as np
 import oneflow as flow
 
-from libai_vit.models.vision_transformer import _assign
+from libai_vit import parallel
 from libai_vit.pretrained import (
     jax_format,
     libai_format,
     original_formats,
+    safetensors_file,
     timm_format,
     torch_pickle,
 )
-from libai_vit.pretrained.torch_pickle import PretrainedError
+from libai_vit.pretrained.torch_pickle import LazyArray, PretrainedError
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ class LoadReport:
 
 def read(path, trust=False):
     """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz"
-    (dicts of arrays), or "libai" (this project's checkpoint directory). Any failure is a one-line
-    PretrainedError naming the file."""
+    (dicts of arrays), or "libai" (this project's checkpoint directory). The tensors of the files
+    are LazyArrays, read when `np.asarray` asks for them; the rest of the file is checked here.
+    Any failure is a one-line PretrainedError naming the file."""
     if libai_format.is_checkpoint_dir(path):
         return "libai", libai_format.read(path)
     if not os.path.isfile(path):
@@ -64,13 +68,14 @@ def read(path, trust=False):
         except Exception as e:
             raise PretrainedError(f"{path}: corrupt zip archive ({e})") from None
         if any(n.endswith("/data.pkl") for n in names):
-            return "torch", torch_pickle.load(path, trust)
+            return "torch", torch_pickle.load(path, trust, lazy=True)
         if names and all(n.endswith(".npy") for n in names):
             try:
                 with np.load(path, allow_pickle=False) as npz:
-                    return "npz", {k: npz[k] for k in npz.files}
+                    shapes = {k: npz[k].shape for k in npz.files}
             except Exception as e:
                 raise PretrainedError(f"{path}: corrupt .npz ({type(e).__name__}: {e})") from None
+            return "npz", {k: LazyArray(v, partial(_npz_entry, path, k)) for k, v in shapes.items()}
         raise PretrainedError(
             f"{path}: a zip archive that is neither a torch checkpoint nor an .npz"
         )
@@ -78,48 +83,70 @@ def read(path, trust=False):
         head = f.read(9)
     size = os.path.getsize(path)
     if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
-        from safetensors.numpy import load_file
-
-        try:
-            return "safetensors", load_file(path)
-        except Exception as e:
-            raise PretrainedError(
-                f"{path}: corrupt safetensors file ({type(e).__name__}: {e})"
-            ) from None
+        return "safetensors", safetensors_file.read(path)
     raise PretrainedError(
         f"{path}: not a safetensors, torch (.pth/.bin, zip format) or JAX .npz file"
     )
 
 
-def convert(path, model, trust=False):
-    """The checkpoint at `path` as ({this ViT's name: array}, unused entries, resampling notes,
-    format)."""
+def _npz_entry(path, key):
+    with np.load(path, allow_pickle=False) as npz:
+        return npz[key]
+
+
+# a block's entries in every format read here: timm/DeiT/MAE/DINOv2 `blocks.N.`, OpenAI/OpenCLIP
+# `visual.transformer.resblocks.N.`, OpenCLIP trunks `visual.trunk.blocks.N.`
+_BLOCK_OF_KEY = re.compile(r"(?:^|\.)(?:blocks|resblocks)\.(\d+)\.")
+
+
+def convert(path, model, trust=False, holds_block=None):
+    """The checkpoint at `path` for `model`, one group of entries at a time: the entries outside
+    the blocks first, then each block's. Yields (format, {this ViT's name: array}, unused entries,
+    resampling notes) per group. `holds_block(i)` False skips block i of the model unread (a
+    pipeline stage without it); a block the model lacks is always converted (and so reported)."""
     fmt, content = read(path, trust)
+    if fmt == "libai":
+        arrays, unused, resized = libai_format.to_libai(content, model, path)
+        yield fmt, arrays, unused, resized
+        return
     try:
-        if fmt == "libai":
-            arrays, unused, resized = libai_format.to_libai(content, model, path)
-        elif fmt == "npz":
-            arrays, unused, resized = timm_format.to_libai(
-                jax_format.to_timm(content, path), model, path, **jax_format.RESAMPLE
+        if fmt == "npz":
+            state, release, resample = (
+                jax_format.to_timm(content, path),
+                "timm",
+                jax_format.RESAMPLE,
             )
         else:
-            state, release = original_formats.to_timm(timm_format.unwrap(content, path), path)
-            fmt = f"{fmt}, {release} format" if release else fmt
-            arrays, unused, resized = timm_format.to_libai(state, model, path)
+            state, resample = timm_format.unwrap(content, path), {}
+            release = original_formats.detect(state)
+        groups = {}
+        for key in state:
+            m = _BLOCK_OF_KEY.search(key)
+            groups.setdefault(int(m.group(1)) if m else None, []).append(key)
+        for block in sorted(groups, key=lambda b: -1 if b is None else b):
+            if block is not None and block < model.depth and holds_block and not holds_block(block):
+                continue
+            part = {
+                k: np.asarray(state[k]) if isinstance(state[k], LazyArray) else state[k]
+                for k in groups[block]
+            }
+            part, name = original_formats.to_timm(part, path, release)
+            arrays, unused, resized = timm_format.to_libai(part, model, path, **resample)
+            yield (f"{fmt}, {name} format" if name else fmt), arrays, unused, resized
     except KeyError as e:
         raise PretrainedError(f"{path}: incomplete {fmt} checkpoint, no entry {e}") from None
     except (ValueError, IndexError) as e:
         if isinstance(e, PretrainedError):
             raise
         raise PretrainedError(f"{path}: tensors do not fit a ViT ({e})") from None
-    return arrays, unused, resized, fmt
 
 
 @flow.no_grad()
 def load_pretrained(model, path, trust=False, strict=True):
     """Load a timm (ViT, DeiT, DeiT III, DINOv2, CLIP, SigLIP, EVA-02), DeiT / MAE / DINOv2 / CLIP
     release (.safetensors, .pth, .bin) or official JAX (.npz) ViT checkpoint into `model`, whatever
-    its parallel layout; every process reads the file.
+    its parallel layout. Each process reads only the blocks of its pipeline stage, one block at a
+    time, and keeps only its own shards of them.
 
     The position embedding is resampled to the model's grid, the patch embedding to its patch size,
     and a head whose num_classes differs is dropped (the model's own head initialisation stays), as
@@ -128,27 +155,36 @@ def load_pretrained(model, path, trust=False, strict=True):
     blocks the model lacks (the head, fc_norm and norm may always differ). Returns a LoadReport,
     also logged.
     """
-    arrays, unused, resized, fmt = convert(path, model, trust)
-    report = LoadReport(path, fmt, unexpected=list(unused), resized=resized)
+    report = LoadReport(path, "")
     params = dict(model.named_parameters())
-    for name, value in arrays.items():
-        param = params.get(name)
-        if name.startswith("head.") and (param is None or tuple(param.shape) != value.shape):
-            report.dropped.append(name)
-        elif param is None:
-            report.unexpected.append(name)
-        elif tuple(param.shape) != value.shape:
-            raise PretrainedError(
-                f"{path}: {name} has shape {value.shape}, the model expects "
-                f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)"
-            )
-        else:
-            _assign(param, value)
-            report.loaded.append(name)
-    report.missing = [n for n in params if n not in report.loaded]
+    unexpected_names = []
+    for fmt, arrays, unused, resized in convert(path, model, trust, parallel.holds_layer):
+        report.format = fmt
+        report.unexpected += unused
+        report.resized += resized
+        for name, value in arrays.items():
+            param = params.get(name)
+            if name.startswith("head.") and (param is None or tuple(param.shape) != value.shape):
+                report.dropped.append(name)
+            elif param is None:
+                report.unexpected.append(name)
+                unexpected_names.append(name)
+            elif tuple(param.shape) != value.shape:
+                raise PretrainedError(
+                    f"{path}: {name} has shape {value.shape}, the model expects "
+                    f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)"
+                )
+            else:
+                parallel.write_local(param, value.__getitem__)
+                report.loaded.append(name)
+        del arrays  # one group's arrays at a time
+    # the parameters of this process's stages (the other stages' processes report theirs)
+    report.missing = [
+        n for n, p in params.items() if n not in report.loaded and parallel.local_region(p)
+    ]
     if strict:
         unfit = [n for n in report.missing if not n.startswith(_ADAPTED)]
-        unfit += [n for n in report.unexpected if n in arrays and not n.startswith(_ADAPTED)]
+        unfit += [n for n in unexpected_names if not n.startswith(_ADAPTED)]
         if unfit:
             raise PretrainedError(
                 f"{path}: does not fit the model (depth or class token differ?): "

@@ -41,9 +41,10 @@ def detect(state):
     return "timm"
 
 
-def to_timm(state, path):
-    """(timm-named state dict, the format's name)."""
-    fmt = detect(state)
+def to_timm(state, path, fmt=None):
+    """(timm-named state dict, the format's name); `fmt`: `detect`'s answer for the whole file
+    when `state` is a part of it."""
+    fmt = fmt or detect(state)
     if fmt == "clip":
         return _clip(state), "OpenAI/OpenCLIP CLIP"
     if fmt == "openclip_trunk":

@@ -14,7 +14,7 @@ import numpy as np
 
 from libai_vit.layers import pos_embed as resample
 from libai_vit.layers.mlp import SwiGLU
-from libai_vit.pretrained.torch_pickle import PretrainedError
+from libai_vit.pretrained.torch_pickle import LazyArray, PretrainedError
 
 _BLOCK = {  # timm sub-module of blocks.i -> LiBai's
     "norm1": "input_layernorm",
@@ -75,7 +75,8 @@ def unwrap(obj, path):
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not any(isinstance(v, np.ndarray) for v in state.values()):
+    arrays = (np.ndarray, LazyArray)
+    if not isinstance(state, dict) or not any(isinstance(v, arrays) for v in state.values()):
         raise PretrainedError(
             f"{path}: no state dict of tensors found (top-level keys: {_keys(obj)})"
         )

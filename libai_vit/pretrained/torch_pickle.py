@@ -36,15 +36,31 @@ class _StorageType:
         self.dtype = dtype
 
 
+class LazyArray:
+    """A checkpoint's tensor, read from its file when `np.asarray` asks for it (so a rank reads
+    only the tensors it holds); `shape` is known without reading."""
+
+    def __init__(self, shape, read):
+        self.shape, self._read = tuple(shape), read
+
+    def __array__(self, dtype=None):
+        value = self._read()
+        return value if dtype is None else value.astype(dtype)
+
+
 def _rebuild_tensor_v2(
     storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ):
-    if not size:
-        return storage[offset].copy()
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * storage.itemsize for s in stride)
-    )
-    return np.array(view)  # own the memory: the view aliases the whole storage
+    def read():
+        data = storage()
+        if not size:
+            return np.array(data[offset])
+        view = np.lib.stride_tricks.as_strided(
+            data[offset:], shape=tuple(size), strides=tuple(s * data.itemsize for s in stride)
+        )
+        return np.array(view)  # own the memory: the view aliases the whole storage
+
+    return LazyArray(size, read)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
@@ -63,8 +79,7 @@ _SAFE_GLOBALS = {
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, archive, root, path, trust):
         super().__init__(file)
-        self._archive, self._root, self._path, self._trust = archive, root, path, trust
-        self._storages = {}
+        self._root, self._path, self._trust = root, path, trust
         self._big_endian = (
             f"{root}/byteorder" in archive.namelist()
             and archive.read(f"{root}/byteorder").strip() == b"big"
@@ -90,22 +105,24 @@ class _Unpickler(pickle.Unpickler):
         kind, storage_type, key, _location, numel = pid
         if kind != "storage" or not isinstance(storage_type, _StorageType):
             raise PretrainedError(f"{self._path}: unsupported persistent record {pid!r}")
-        if key not in self._storages:
-            raw = self._archive.read(f"{self._root}/data/{key}")
-            order = ">" if self._big_endian else "<"
+        path, entry, big_endian = self._path, f"{self._root}/data/{key}", self._big_endian
+
+        def read():  # the storage's bytes, from the archive, when a tensor of it is read
+            with zipfile.ZipFile(path) as archive:
+                raw = archive.read(entry)
+            order = ">" if big_endian else "<"
             if storage_type.dtype == "bfloat16":  # bfloat16 is the top half of a float32
                 halves = np.frombuffer(raw, dtype=order + "u2", count=numel).astype(np.uint32)
-                self._storages[key] = (halves << 16).view(np.float32)
-            else:
-                dtype = np.dtype(storage_type.dtype).newbyteorder(order)
-                self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel).astype(
-                    dtype.newbyteorder("=")
-                )
-        return self._storages[key]
+                return (halves << 16).view(np.float32)
+            dtype = np.dtype(storage_type.dtype).newbyteorder(order)
+            return np.frombuffer(raw, dtype=dtype, count=numel).astype(dtype.newbyteorder("="))
+
+        return read
 
 
-def load(path, trust=False):
-    """The object `torch.save` wrote to `path`, tensors as numpy arrays."""
+def load(path, trust=False, lazy=False):
+    """The object `torch.save` wrote to `path`, tensors as numpy arrays (`lazy`: as LazyArray,
+    read when `np.asarray` asks)."""
     if not zipfile.is_zipfile(path):
         raise PretrainedError(
             f"{path}: not a zip-format torch checkpoint (legacy pre-1.6 torch files are "
@@ -120,10 +137,22 @@ def load(path, trust=False):
                 )
             root = pkl[0].split("/")[0]
             with archive.open(pkl[0]) as f:
-                return _Unpickler(f, archive, root, path, trust).load()
+                obj = _Unpickler(f, archive, root, path, trust).load()
+        return obj if lazy else materialize(obj)
     except PretrainedError:
         raise
     except Exception as e:  # truncated archives, bad CRCs, broken pickles
         raise PretrainedError(
             f"{path}: corrupt torch checkpoint ({type(e).__name__}: {e})"
         ) from None
+
+
+def materialize(obj):
+    """`obj` with every LazyArray in its dicts, lists and tuples read into a numpy array."""
+    if isinstance(obj, LazyArray):
+        return np.asarray(obj)
+    if isinstance(obj, dict):
+        return type(obj)((k, materialize(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(materialize(v) for v in obj)
+    return obj

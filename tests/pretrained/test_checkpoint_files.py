@@ -158,3 +158,28 @@ def test_convert_tool_error_is_one_line(tmp_path):
     )
     assert proc.returncode != 0
     assert f"error: {tmp_path / 'bad.pth'}: not a safetensors" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "case", ["deit.pth", "dinov2_reg4.release", "clip.release", "eva02_b.safetensors"]
+)
+def test_a_stage_reads_only_its_own_blocks(case, monkeypatch):
+    """What `load.convert` reads for a pipeline stage holding block 1 of 2: the entries outside
+    the blocks and block 1's, one group at a time; block 0's stay unread."""
+    from timm_oracle import build
+
+    from libai_vit.pretrained import load, timm_format, torch_pickle
+
+    path = fixture(MANIFEST["cases"][case]["file"])
+    entries = timm_format.unwrap(load.read(path)[1], path)
+    reads = []
+    real = torch_pickle.LazyArray.__array__
+    monkeypatch.setattr(
+        torch_pickle.LazyArray, "__array__", lambda self, *a: reads.append(self) or real(self, *a)
+    )
+    model = build(case)
+    groups = [arrays for _, arrays, _, _ in load.convert(path, model, holds_block=lambda i: i == 1)]
+    blocks = [{n.split(".")[1] for n in arrays if n.startswith("blocks.")} for arrays in groups]
+    assert blocks == [set(), {"1"}], blocks
+    in_blocks = [k for k in entries if load._BLOCK_OF_KEY.search(k)]
+    assert len(in_blocks) % 2 == 0 and 0 < len(reads) <= len(entries) - len(in_blocks) // 2
