@@ -122,6 +122,13 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
                 f"train.global_batch_size={gbs} != train_micro_batch_size x DP x "
                 f"num_accumulation_steps = {micro} x {dp} x {acc_eff}"
             )
+    if d.get("sequence_parallel", False) and dp > 1 and tp > 1 and cfg.graph.enabled:
+        raise LayoutError(
+            f"train.dist.sequence_parallel=True with DP={dp} x TP={tp} does not run in graph mode "
+            f"(OneFlow 0.9's nn.Graph aborts on the 2-D mesh's token split on CPU: register.cpp "
+            f"'separated_header_mem_ptr() == nullptr'): use data_parallel_size=1 (TP x PP), eager "
+            f"mode, or sequence_parallel=False"
+        )
     if pp > 1 and not cfg.graph.enabled:
         raise LayoutError(
             f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph "
@@ -151,10 +158,18 @@ def check_nodes(environ=os.environ):
         )
 
 
+_SEQUENCE_PARALLEL = False  # set by `setup` from train.dist.sequence_parallel
+
+
 def setup(dist_cfg, depth: int):
-    """Set up LiBai's dist state for `depth` blocks, honouring `pipeline_stage_layers` if given."""
+    """Set up LiBai's dist state for `depth` blocks, honouring `pipeline_stage_layers` and
+    `sequence_parallel` if given."""
+    global _SEQUENCE_PARALLEL
     check_nodes()
     pp = int(dist_cfg.pipeline_parallel_size)
+    _SEQUENCE_PARALLEL = bool(dist_cfg.get("sequence_parallel", False)) and (
+        int(dist_cfg.tensor_parallel_size) > 1
+    )
     split = (
         dist_cfg.get("pipeline_stage_layers", None) if isinstance(dist_cfg, DictConfig) else None
     )
@@ -223,6 +238,21 @@ def batch_sbp():
     return dist.get_nd_sbp([flow.sbp.split(0), flow.sbp.broadcast])
 
 
+def sequence_parallel() -> bool:
+    """Megatron's sequence parallelism: under TP, the residual stream (norms, dropout, residual
+    adds) is split along tokens across the tensor-parallel ranks instead of replicated."""
+    return _SEQUENCE_PARALLEL
+
+
+def residual_sbp():
+    """The residual stream inside the blocks: split over the batch across DP; across TP split
+    along tokens under sequence parallelism, else replicated. Column-parallel Linears all-gather
+    it (LiBai's Linear asks for B), row-parallel outputs are reduce-scattered into it
+    (`layers.linear.row_parallel`)."""
+    tp = flow.sbp.split(1) if _SEQUENCE_PARALLEL else flow.sbp.broadcast
+    return dist.get_nd_sbp([flow.sbp.split(0), tp])
+
+
 def device_type(tensor) -> str:
     """ "cpu" or "cuda": where a local or a global tensor lives."""
     return tensor.placement.type if tensor.is_global else tensor.device.type
@@ -240,6 +270,32 @@ def to_stage(tensor, layer_idx: int):
     if tensor.is_global:
         return tensor.to_global(placement=placement(layer_idx))
     return tensor.to_global(placement=placement(layer_idx), sbp=batch_sbp())
+
+
+def to_residual(x, layer_idx: int):
+    """`x` (the residual stream, (batch, tokens, C)) on the stage of block `layer_idx`. Under
+    sequence parallelism a stream in the batch SBP is padded with zero tokens to a multiple of TP
+    and split along them: OneFlow 0.9's boxing of an uneven split on a DP x TP mesh fails
+    ("slice_boxing_op.cpp: Check failed ... elem_cnt", measured at 17 tokens)."""
+    x = x.to_global(placement=placement(layer_idx))
+    if _SEQUENCE_PARALLEL and x.sbp[-1] == flow.sbp.broadcast:
+        x = pad_tokens(x).to_global(sbp=residual_sbp())
+    return x
+
+
+def pad_tokens(x):
+    """`x` with zero tokens appended up to a multiple of TP (under sequence parallelism)."""
+    pad = -x.shape[1] % current_layout().tensor_parallel_size if _SEQUENCE_PARALLEL else 0
+    return flow.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x
+
+
+def gather_tokens(x, num_tokens: int):
+    """The residual stream in the batch SBP with its `num_tokens` real tokens (the inverse of
+    `to_residual`): what attention, the MLP's first matmul and the head read."""
+    if not _SEQUENCE_PARALLEL:
+        return x
+    x = x.to_global(sbp=batch_sbp())
+    return x[:, :num_tokens] if x.shape[1] != num_tokens else x
 
 
 def set_stage(proxy, layer_idx: int):

@@ -53,6 +53,17 @@ LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
     "tp2": (1, 2, 1, 16, 1, True, ()),
     # micro-batch 1 at TP=2 (what giant models train with); evaluation at micro-batch 1 too
     "tp2_micro1": (1, 2, 1, 1, 16, True, ("train.test_micro_batch_size=1",)),
+    # sequence parallelism: the residual stream split along 17 tokens, padded to 18
+    "tp2_pp2_sequence_parallel": (1, 2, 2, 8, 2, True, ("train.dist.sequence_parallel=True",)),
+    "dp2_tp2_sequence_parallel_eager": (
+        2,
+        2,
+        1,
+        8,
+        1,
+        False,
+        ("train.dist.sequence_parallel=True",),
+    ),
     "pp2_1f1b": (1, 1, 2, 8, 2, True, ()),
     "dp2_tp2_pp2": (2, 2, 2, 4, 2, True, ()),
     "pp2_uneven_3_1": (1, 1, 2, 4, 4, True, ("train.dist.pipeline_stage_layers=[3,1]",)),

@@ -56,6 +56,11 @@ def _cfg(*overrides):
             "not divisible by train_micro_batch_size x DP",
         ),
         (("graph.enabled=False",), 8, "runs only in graph mode"),
+        (
+            ("train.dist.sequence_parallel=True",),
+            8,
+            "sequence_parallel=True with DP=2 x TP=2 does not run in graph mode",
+        ),
     ],
 )
 def test_validation_names_the_problem(overrides, nproc, message):

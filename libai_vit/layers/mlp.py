@@ -14,6 +14,7 @@ from libai.utils import distributed as dist
 from oneflow import nn
 
 from libai_vit import parallel
+from libai_vit.layers.linear import row_parallel
 from libai_vit.layers.norm import LayerNorm
 
 
@@ -58,6 +59,10 @@ class Mlp(LiBaiMLP):
         if act_layer != "gelu":  # LiBai's default is exact GELU
             self.activation_func = activation(act_layer)
 
+    def forward(self, x):
+        hidden = self.activation_func(self.dense_h_to_4h(x))
+        return self.dropout(row_parallel(self.dense_4h_to_h, hidden))
+
 
 class SwiGLU(nn.Module):
     """fc2(norm(silu(fc_g(x)) * fc_x(x))); `norm=False` drops the inner LayerNorm."""
@@ -100,4 +105,4 @@ class SwiGLU(nn.Module):
 
     def forward(self, x):
         hidden = flow.nn.functional.silu(self.dense_h_to_4h_gate(x)) * self.dense_h_to_4h(x)
-        return self.dropout(self.dense_4h_to_h(self.norm(hidden)))
+        return self.dropout(row_parallel(self.dense_4h_to_h, self.norm(hidden)))

@@ -16,11 +16,12 @@ and `dense` is row-parallel. What the timm families add sits beside what it chan
 """
 
 import oneflow as flow
-from libai.layers import DropPath, MultiheadAttention
+from libai.layers import MultiheadAttention
 from oneflow import nn
 
 from libai_vit import parallel
 from libai_vit.layers.attention import attention
+from libai_vit.layers.linear import row_parallel
 from libai_vit.layers.mlp import Mlp, SwiGLU, no_init
 from libai_vit.layers.norm import LayerNorm
 from libai_vit.layers.rope import apply_rope
@@ -44,6 +45,24 @@ class LayerScale(nn.Module):
 
     def forward(self, x):
         return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: a sample's branch dropped whole. The per-sample draw has the batch's SBP
+    (B across TP), so under sequence parallelism every token slice of a sample sees one draw
+    (LiBai's DropPath draws with the input's SBP, which then splits a size-1 axis)."""
+
+    def __init__(self, drop_prob):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1 - self.drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        draw = flow.rand(*shape, dtype=x.dtype, placement=x.placement, sbp=parallel.batch_sbp())
+        return x.div(keep) * (draw + keep).floor()
 
 
 class Attention(MultiheadAttention):
@@ -98,7 +117,7 @@ class Attention(MultiheadAttention):
         if return_weights:
             out, weights = out
         out = self.norm(out.transpose(1, 2).reshape(bsz, seq, self.hidden_size))
-        out = self.output_dropout(self.dense(out))
+        out = self.output_dropout(row_parallel(self.dense, out))
         return (out, weights) if return_weights else out
 
 
@@ -167,16 +186,21 @@ class Block(nn.Module):
         self.ls2 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
 
-    def forward(self, x, rope=None, return_weights=False):
-        x = x.to_global(placement=self.input_layernorm.weight.placement)
+    def forward(self, x, rope=None, return_weights=False, num_tokens=None):
+        """`num_tokens`: the real tokens of a sequence-parallel stream (which carries padding)."""
+        x = parallel.to_residual(x, self.layer_idx)
+        n = num_tokens or x.shape[1]
         if rope is not None:
             rope = tuple(t.to_global(placement=x.placement) for t in rope)
         attn = self.self_attention(
-            self.input_layernorm(x), rope=rope, return_weights=return_weights
+            parallel.gather_tokens(self.input_layernorm(x), n),
+            rope=rope,
+            return_weights=return_weights,
         )
         weights = None
         if return_weights:
             attn, weights = attn
         x = x + self.drop_path(self.ls1(attn))
-        x = x + self.drop_path(self.ls2(self.mlp(self.post_attention_layernorm(x))))
+        mlp = self.mlp(parallel.gather_tokens(self.post_attention_layernorm(x), n))
+        x = x + self.drop_path(self.ls2(mlp))
         return (x, weights) if return_weights else x

@@ -285,14 +285,15 @@ class VisionTransformer(nn.Module):
         x, grid = self.patch_embed(parallel.to_stage(images, parallel.FIRST))
         x = self.norm_pre(self._pos_embed(x, grid))
         rope = self.rope(grid, like=x) if self.rope is not None else None
-        weights = []
+        weights, tokens = [], x.shape[1]
         for block in self.blocks:
             if return_weights:
-                x, w = block(x, rope=rope, return_weights=True)
+                x, w = block(x, rope=rope, return_weights=True, num_tokens=tokens)
                 weights.append(w)
             else:
-                x = block(x, rope=rope)
-        x = self.norm(x.to_global(placement=parallel.placement(parallel.LAST)))
+                x = block(x, rope=rope, num_tokens=tokens)
+        x = x.to_global(placement=parallel.placement(parallel.LAST))
+        x = self.norm(parallel.gather_tokens(x, tokens))
         return (x, weights) if return_weights else x
 
     def pool(self, x):

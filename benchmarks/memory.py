@@ -1,0 +1,200 @@
+"""Each rank's peak resident memory in a real training run, per layout, against one process.
+
+    nice python benchmarks/memory.py [--size base] [--layouts 1x1x1 1x2x2 1x2x2sp] [--pretrained]
+
+Every case is `tools/train.sh tools/train_net.py` on the digits (upscaled to the model's 224 px):
+build the model, (load a timm-format file of it), compile the nn.Graph, train `--steps` steps at
+global batch `--batch` with AdamW, save one checkpoint. A sampler reads every rank's VmRSS from
+/proc every 0.2 s and keeps the peak and a timeline (the phases: import, build, load, graph,
+steps, save). Cases run one after another (never two at once: the numbers are per process, and
+the machine's memory is shared). Prints a table of per-rank peaks and their ratio to the 1x1x1
+peak; writes results/memory/memory.csv and results/memory/timeline_<case>.csv. A layout name is
+DPxTPxPP, `sp` appended for sequence parallelism, `ac` for activation checkpointing (every block).
+"""
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "projects", "imagenet_finetune", "configs", "demo_digits_pretrain.py")
+SIZES = {  # timm's shapes
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+TAG = "LIBAI_VIT_MEMORY_RUN"
+
+
+def parse_layout(name):
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)(sp)?(ac)?", name)
+    if not m:
+        raise SystemExit(f"layout {name!r}: write DPxTPxPP[sp][ac], e.g. 1x2x2 or 1x2x2sp")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), bool(m.group(4)), bool(m.group(5))
+
+
+def rank_processes(tag):
+    """{rank: pid} of the run's rank processes (launch.py --run-rank children)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if env.get(TAG.encode()) == tag.encode() and b"--run-rank" in cmd:
+            found[int(env.get(b"RANK", b"0"))] = int(pid)
+    return found
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def sample(tag, stop, peaks, timeline, start):
+    while not stop.is_set():
+        for rank, pid in rank_processes(tag).items():
+            kib = rss_kib(pid)
+            if kib is not None:
+                peaks[rank] = max(peaks.get(rank, 0), kib)
+                timeline.append((round(time.time() - start, 1), rank, kib))
+        time.sleep(0.2)
+
+
+def write_timm_file(size, path, img_size):
+    """A timm-format safetensors of the model (this project's export), as a user's file."""
+    code = (
+        "import sys, numpy as np\n"
+        "from safetensors.numpy import save_file\n"
+        "import libai_vit\n"
+        "from libai_vit.pretrained.timm_format import from_libai\n"
+        f"m = libai_vit.VisionTransformer(img_size={img_size}, num_classes=5, **{SIZES[size]!r})\n"
+        "state = {k: v.numpy() for k, v in m.state_dict().items()}\n"
+        "save_file(from_libai(state, m), sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, path], check=True, cwd=ROOT)
+
+
+def run_case(layout, args, data, out_dir, pretrained):
+    dp, tp, pp, sp, ac = parse_layout(layout)
+    depth = SIZES[args.size]["depth"]
+    overrides = [
+        f"train.output_dir={out_dir}",
+        f"dataloader.root={data}",
+        f"dataloader.train.dataset.0.root={data}",
+        f"dataloader.test.0.dataset.root={data}",
+        *(f"model.{k}={v}" for k, v in SIZES[args.size].items()),
+        "model.patch_size=16",
+        f"model.img_size={args.img_size}",
+        "model.mlp_ratio=4.0",
+        f"train.dist.data_parallel_size={dp}",
+        f"train.dist.tensor_parallel_size={tp}",
+        f"train.dist.pipeline_parallel_size={pp}",
+        f"train.dist.sequence_parallel={sp}",
+        f"train.activation_checkpoint.enabled={ac}",
+        f"train.global_batch_size={args.batch}",
+        f"train.train_micro_batch_size={args.batch // dp // args.micro_batches}",
+        f"train.num_accumulation_steps={args.micro_batches}",
+        f"train.train_iter={args.steps}",
+        f"train.checkpointer.period={args.steps}",
+        "train.evaluation.enabled=False",
+        "train.log_period=1",
+        "optim.params.layer_decay=1.0",
+    ]
+    if pretrained:
+        overrides.append(f"model.pretrained={pretrained}")
+    if depth % pp:
+        raise SystemExit(f"depth {depth} does not split evenly over PP={pp}")
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, **{TAG: tag})
+    cmd = ["bash", os.path.join(ROOT, "tools", "train.sh"), "tools/train_net.py", CONFIG]
+    cmd += [str(dp * tp * pp), *overrides]
+    peaks, timeline, stop, start = {}, [], threading.Event(), time.time()
+    sampler = threading.Thread(target=sample, args=(tag, stop, peaks, timeline, start))
+    sampler.start()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    stop.set()
+    sampler.join()
+    if proc.returncode:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        print(f"{layout}: exited with {proc.returncode} (check dmesg for the OOM killer)\n{tail}")
+    return proc.returncode, peaks, timeline, time.time() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="base")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--layouts", nargs="+", default=["1x1x1", "1x2x2", "1x2x2sp"])
+    p.add_argument("--batch", type=int, default=4, help="global batch")
+    p.add_argument("--micro-batches", type=int, default=2, help="per step (1F1B under PP)")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--pretrained", action="store_true", help="also load a timm-format file")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "memory"))
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        from libai_vit.data.digits import write_digits_imagefolder
+
+        data = write_digits_imagefolder(os.path.join(tmp, "digits"))
+        file = None
+        if args.pretrained:
+            file = os.path.join(tmp, f"vit_{args.size}.safetensors")
+            write_timm_file(args.size, file, args.img_size)
+        for layout in args.layouts:
+            for pretrained in [None, file] if file else [None]:
+                case = f"{layout}{'+file' if pretrained else ''}"
+                rc, peaks, timeline, wall = run_case(
+                    layout, args, data, os.path.join(tmp, case), pretrained
+                )
+                with open(os.path.join(args.out, f"timeline_{args.size}_{case}.csv"), "w") as f:
+                    w = csv.writer(f)
+                    w.writerow(["seconds", "rank", "rss_kib"])
+                    w.writerows(timeline)
+                for rank in sorted(peaks):
+                    rows.append(
+                        dict(
+                            size=args.size,
+                            case=case,
+                            rank=rank,
+                            rc=rc,
+                            peak_gib=round(peaks[rank] / 2**20, 3),
+                            wall_s=round(wall, 1),
+                        )
+                    )
+    base = {
+        r["case"].replace("1x1x1", ""): r["peak_gib"] for r in rows if r["case"].startswith("1x1x1")
+    }
+    print(f"{'case':<16} {'rc':>3} {'per-rank peak GiB':<36} {'max/1x1x1':>9} {'sum':>7}")
+    for case in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == case]
+        ref = base.get("+file" if case.endswith("+file") else "")
+        peaks = [r["peak_gib"] for r in mine]
+        ratio = f"{max(peaks) / ref:.2f}" if ref else "-"
+        for r in mine:
+            r["ratio_to_1x1x1"] = ratio
+        print(
+            f"{case:<16} {mine[0]['rc']:>3} {' '.join(f'{x:.2f}' for x in peaks):<36} "
+            f"{ratio:>9} {sum(peaks):>7.2f}"
+        )
+    with open(os.path.join(args.out, f"memory_{args.size}.csv"), "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
