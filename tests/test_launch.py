@@ -35,6 +35,10 @@ def test_nproc_not_matching_the_layout_is_refused():
 def test_train_sh_usage_errors():
     proc = launch(["tools/train_net.py", "configs/missing.py"], 1, check=False)
     assert proc.returncode == 2 and "error: config configs/missing.py does not exist" in proc.stderr
+    proc = launch(["tools/train_net.py", "configs"], 1, check=False)
+    assert proc.returncode == 2 and "error: config configs is a folder: give a config file" in (
+        proc.stderr
+    )
 
 
 def _parent(parent, cmd):

@@ -227,3 +227,41 @@ def test_nan_loss_skip_mode_skips_the_step_eager(digits_root, tmp_path):
     assert [r["iteration"] for r in rows] == [i for i in range(STEPS) if i != 2]
     assert all(r["total_loss"] == r["total_loss"] for r in rows)  # no NaN
     verify(os.path.join(tmp_path, "model_0000007"))
+
+
+def test_a_last_checkpoint_of_binary_garbage_is_repointed_not_decoded(tmp_path):
+    from libai_vit.engine.training_checkpoint import select_resumable
+    from libai_vit.engine.training_checkpoint.manifest import write_manifest
+
+    good = tmp_path / "model_0000004"
+    (good / "model").mkdir(parents=True)
+    (good / "model" / "data").write_bytes(b"weights")
+    write_manifest(str(good), iteration=4)
+    (tmp_path / "last_checkpoint").write_bytes(b"\xff\xfe\x00\x9c garbage")
+    assert select_resumable(str(tmp_path)) == "model_0000004"
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004"
+
+
+def test_a_resume_with_another_schedule_is_named_in_one_line():
+    from omegaconf import OmegaConf
+
+    from libai_vit.engine.trainer import schedule_changes
+
+    saved = {"train": {"train_iter": 200, "warmup_iter": 10, "global_batch_size": 64}}
+    saved["optim"] = {"lr": 2e-3}
+    same = OmegaConf.create(saved)
+    assert schedule_changes(saved, same) is None
+    now = OmegaConf.create(
+        {
+            "train": {"train_iter": 7, "warmup_iter": 10, "global_batch_size": 32},
+            "optim": saved["optim"],
+        }
+    )
+    line = schedule_changes(saved, now)
+    assert line.startswith(
+        "the config's schedule differs from the checkpoint's (train.train_iter 200 -> 7, "
+        "train.global_batch_size 64 -> 32): the learning rate continues on the checkpoint's "
+        "schedule (its saved scheduler), the run stops after train.train_iter=7 steps with "
+        "batches of 32"
+    ), line
+    assert "\n" not in line

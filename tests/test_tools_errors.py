@@ -3,6 +3,7 @@ exits non-zero with one line saying which and why: no traceback."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -57,7 +58,24 @@ CASES = {  # name: (argv after the interpreter, exit code, text the one error li
     "train config does not parse": (
         _train("--config-file", "{tmp}/broken.py"),
         2,
-        "broken.py' cannot be loaded",
+        "broken.py' cannot be loaded: SyntaxError: {tmp}/broken.py, line 1: ",
+    ),
+    "train eval-only without weights": (
+        _train("--config-file", CONFIG, "--eval-only", *ONE, "train.output_dir={tmp}/fresh"),
+        2,
+        "--eval-only needs weights to evaluate: set train.load_weight=",
+    ),
+    "check eval-only without weights": (
+        [os.path.join(ROOT, "tools", "check_config.py"), CONFIG, "1", *ONE, "--eval-only"],
+        2,
+        "--eval-only needs weights to evaluate",
+    ),
+    "train eval-only resume without a checkpoint": (
+        _train(
+            "--config-file", CONFIG, "--eval-only", "--resume", *ONE, "train.output_dir={tmp}/e"
+        ),
+        2,
+        "--eval-only --resume: train.output_dir={tmp}/e has no checkpoint to evaluate",
     ),
     "train load_weight missing": (
         _train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/none"),
@@ -138,13 +156,19 @@ VALUES = {  # override: the key the message must name
     "train.nonfinite_loss=ignore": "train.nonfinite_loss",
     "train.nonfinite_loss=skip": "needs eager mode",
     "train.train_micro_batch_size=0": "train.train_micro_batch_size",
+    # process counts and blocks per stage: whole numbers, not rounded (1.9 ran as 1 before)
+    "train.dist.data_parallel_size=1.9": "train.dist.data_parallel_size=1.9 must be an integer",
+    "train.dist.tensor_parallel_size=2.5": "train.dist.tensor_parallel_size=2.5 must be an integer",
+    "train.dist.data_parallel_size=one": "train.dist.data_parallel_size=one must be an integer",
+    "train.dist.pipeline_stage_layers=[a,b]": "pipeline_stage_layers=['a', 'b'] must be a list",
+    "train.num_accumulation_steps=1.5": "train.num_accumulation_steps=1.5 must be an integer",
 }
 
 
 @pytest.mark.parametrize("override", list(VALUES))
 def test_out_of_range_values_are_refused(override):
     cfg = load_config(CONFIG, [override])
-    with pytest.raises(ConfigError, match=VALUES[override].replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(VALUES[override])):
         validate_values(cfg)
 
 
