@@ -217,11 +217,41 @@ def validate_values(cfg):
             "applies the update inside the step; use 'stop' and --resume instead"
         )
     check_cuda_only_features(cfg)
+    check_output_dir(_get(cfg, "train.output_dir", ""))
     weights = _get(cfg, "train.load_weight", "")
     if weights and not os.path.isdir(weights):
         raise ConfigError(
             f"train.load_weight={weights!r} is not a checkpoint directory "
             f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})"
+        )
+
+
+# below this, not even the run's log and metrics fit (a 40 kB file system failed inside every rank)
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_output_dir(output_dir):
+    """train.output_dir can be made and written: its nearest existing folder is a writable folder
+    on a file system with room; checked before launch, where the ranks would fail one by one."""
+    if not output_dir:
+        return
+    found = os.path.abspath(output_dir)
+    while not os.path.exists(found):
+        found = os.path.dirname(found)
+    key = f"train.output_dir={output_dir!r}"
+    if not os.path.isdir(found):
+        raise ConfigError(f"{key} cannot be made: {found} is a file; choose another folder")
+    if not os.access(found, os.W_OK | os.X_OK):
+        why = (
+            "read-only file system" if os.statvfs(found).f_flag & os.ST_RDONLY else "no permission"
+        )
+        raise ConfigError(f"{key} is not writable ({found}: {why}); choose another folder")
+    stat = os.statvfs(found)
+    free = stat.f_bavail * stat.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"{key}: its file system has {free // 1024} kB free, too little for the run's log and "
+            f"checkpoints; free space or choose another folder"
         )
 
 

@@ -265,3 +265,19 @@ def test_a_resume_with_another_schedule_is_named_in_one_line():
         "batches of 32"
     ), line
     assert "\n" not in line
+
+
+def test_curves_png_is_written_whole_or_not_at_all(tmp_path, caplog):
+    from libai_vit.engine.hooks import CurvePlotter, plot_curves
+
+    rows = [{"iteration": i, "total_loss": 2.0 - 0.1 * i} for i in range(5)]
+    (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plot_curves(str(tmp_path / "metrics.json"), str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    # the PNG cannot be published (here: a folder is in its place; a full disk fails the same
+    # way): no part of a file is left, and the finished run is not failed for it
+    (tmp_path / "curves.png").unlink()
+    (tmp_path / "curves.png").mkdir()
+    CurvePlotter(str(tmp_path)).after_train()
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.json"]
+    assert "could not write" in caplog.text and "metrics.json holds the same numbers" in caplog.text

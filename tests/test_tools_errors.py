@@ -4,6 +4,7 @@ exits non-zero with one line saying which and why: no traceback."""
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -232,3 +233,41 @@ def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_
         )
         lines[name] = errors[0]
     assert len(set(lines.values())) == 1 and src in lines["check_config"], lines
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_launch(tmp_path):
+    from libai_vit.config import check_output_dir
+
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ConfigError, match=f"cannot be made: {tmp_path}/notes.txt is a file"):
+        validate_values(load_config(CONFIG, [f"train.output_dir={tmp_path}/notes.txt/out"]))
+    check_output_dir(str(tmp_path / "new" / "run"))  # made by the run: its parent is writable
+    # a read-only and a 40 kB file system, mounted in a user + mount namespace (nothing outside
+    # it changes; as tests/test_multinode.py's network namespace)
+    ro, tiny = tmp_path / "ro", tmp_path / "tiny"
+    ro.mkdir(), tiny.mkdir()
+    check = (
+        "import sys; from libai_vit.config import ConfigError, check_output_dir\n"
+        "for d in sys.argv[1:]:\n"
+        "    try: check_output_dir(d)\n"
+        "    except ConfigError as e: print(e)\n"
+    )
+    script = (
+        f"mount -t tmpfs -o ro none {ro} && mount -t tmpfs -o size=40k none {tiny} && "
+        f"{sys.executable} -c {shlex.quote(check)} {ro}/run {tiny}/run"
+    )
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=120,
+    )
+    if proc.returncode != 0 and "mount" in proc.stderr and "Traceback" not in proc.stderr:
+        pytest.skip(f"no user + mount namespace here: {proc.stderr.strip()[-200:]}")
+    assert proc.stdout.splitlines() == [
+        f"train.output_dir='{ro}/run' is not writable ({ro}: read-only file system); choose "
+        "another folder",
+        f"train.output_dir='{tiny}/run': its file system has 40 kB free, too little for the run's "
+        "log and checkpoints; free space or choose another folder",
+    ], proc.stderr[-2000:]
