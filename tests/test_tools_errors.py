@@ -120,6 +120,33 @@ CASES = {  # name: (argv after the interpreter, exit code, text the one error li
         None,
         "garbage.safetensors",
     ),
+    "convert unknown model name": (
+        [
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            "{tmp}/garbage.safetensors",
+            "{tmp}/out",
+            "--model",
+            "vit_foo_patch16_224",
+        ],
+        None,
+        "unknown model 'vit_foo_patch16_224' (timm's ViT",
+    ),
+    "visualize into a missing folder": (
+        [
+            os.path.join(ROOT, "tools", "visualize_attention.py"),
+            "{tmp}/none",
+            "{tmp}/notes.txt",
+            "--out",
+            "{tmp}/missing/a.png",
+        ],
+        2,
+        "cannot write {tmp}/missing/a.png: folder {tmp}/missing does not exist",
+    ),
+    "export onnx to a folder": (
+        [os.path.join(ROOT, "tools", "export_onnx.py"), "{tmp}/none", "{tmp}/adir"],
+        1,
+        "{tmp}/adir is a folder: give a file to write, e.g. {tmp}/adir/model.onnx",
+    ),
     "predict checkpoint missing": (
         [os.path.join(ROOT, "tools", "predict.py"), "{tmp}/none", "{tmp}/notes.txt"],
         None,
