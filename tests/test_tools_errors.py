@@ -36,6 +36,10 @@ def _files(tmp):
     return tmp
 
 
+PLAN = os.path.join(ROOT, "tools", "plan_layout.py")
+VIT_B = os.path.join(ROOT, "configs", "common", "models", "vit", "vit_base_patch16_224.py")
+
+
 def _train(*args):
     return [os.path.join(ROOT, "tools", "train_net.py"), *args]
 
@@ -146,6 +150,33 @@ CASES = {  # name: (argv after the interpreter, exit code, text the one error li
         [os.path.join(ROOT, "tools", "export_onnx.py"), "{tmp}/none", "{tmp}/adir"],
         1,
         "{tmp}/adir is a folder: give a file to write, e.g. {tmp}/adir/model.onnx",
+    ),
+    "plan_layout no processes": (
+        [PLAN, VIT_B, "--gpus", "0", "--mem-gb", "4"],
+        2,
+        "--gpus 0: must be > 0",
+    ),
+    "plan_layout negative memory": (
+        [PLAN, VIT_B, "--gpus", "8", "--mem-gb", "-5"],
+        2,
+        "--mem-gb -5: must be > 0",
+    ),
+    "plan_layout batch no layout divides": (
+        [
+            PLAN,
+            VIT_B,
+            "--gpus",
+            "8",
+            "--mem-gb",
+            "4",
+            "--global-batch",
+            "12",
+            "--micro-batches",
+            "8",
+        ],
+        2,
+        "no layout of 8 processes splits the global batch 12 into whole micro-batches (8) x DP: "
+        "choose --global-batch a multiple of 64",
     ),
     "predict checkpoint missing": (
         [os.path.join(ROOT, "tools", "predict.py"), "{tmp}/none", "{tmp}/notes.txt"],
