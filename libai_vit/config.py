@@ -64,6 +64,12 @@ def load_config(path, overrides=()):
         cfg = LazyConfig.load(path)
     except Exception as e:  # noqa: BLE001  (a config runs arbitrary code: say which file failed)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        cause = e
+        while cause is not None and not getattr(cause, "lineno", None):
+            cause = cause.__cause__ or cause.__context__  # LiBai re-raises without the line
+        if isinstance(cause, SyntaxError):
+            where = cause.filename if cause.filename not in (None, "<unknown>") else path
+            first = f"{where}, line {cause.lineno}: {cause.msg}"
         raise ConfigError(
             f"config file {path!r} cannot be loaded: {type(e).__name__}: {first}"
         ) from None
@@ -150,6 +156,19 @@ def validate_values(cfg):
         "an integer >= 1 (1: no repeats)",
     )
     need("train.model_ema.decay", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
+
+    def integer(v, least=1):  # 2.0 / 1.9 / 'one' / True are not process or batch counts
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    for key in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size"):
+        need(f"{t}.dist.{key}", integer, "an integer >= 1")
+    need(
+        f"{t}.dist.pipeline_stage_layers",
+        lambda v: not isinstance(v, (str, bytes)) and len(v) >= 1 and all(map(integer, v)),
+        "a list of integers >= 1 (blocks per stage, e.g. [3,1]) or None (an even split)",
+    )
+    need(f"{t}.num_accumulation_steps", integer, "an integer >= 1 (or None: derived)")
+    need(f"{t}.global_batch_size", integer, "an integer >= 1 (or None: derived)")
     for key, value, ok, must in checks:
         try:
             good = ok(value)
@@ -198,11 +217,52 @@ def validate_values(cfg):
             "applies the update inside the step; use 'stop' and --resume instead"
         )
     check_cuda_only_features(cfg)
+    check_output_dir(_get(cfg, "train.output_dir", ""))
     weights = _get(cfg, "train.load_weight", "")
     if weights and not os.path.isdir(weights):
         raise ConfigError(
             f"train.load_weight={weights!r} is not a checkpoint directory "
             f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})"
+        )
+
+
+# below this, not even the run's log and metrics fit (a 40 kB file system failed inside every rank)
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_output_dir(output_dir):
+    """train.output_dir can be made and written: its nearest existing folder is a writable folder
+    on a file system with room; checked before launch, where the ranks would fail one by one."""
+    if not output_dir:
+        return
+    found = os.path.abspath(output_dir)
+    while not os.path.exists(found):
+        found = os.path.dirname(found)
+    key = f"train.output_dir={output_dir!r}"
+    if not os.path.isdir(found):
+        raise ConfigError(f"{key} cannot be made: {found} is a file; choose another folder")
+    if not os.access(found, os.W_OK | os.X_OK):
+        why = (
+            "read-only file system" if os.statvfs(found).f_flag & os.ST_RDONLY else "no permission"
+        )
+        raise ConfigError(f"{key} is not writable ({found}: {why}); choose another folder")
+    stat = os.statvfs(found)
+    free = stat.f_bavail * stat.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"{key}: its file system has {free // 1024} kB free, too little for the run's log and "
+            f"checkpoints; free space or choose another folder"
+        )
+
+
+def check_eval_only(cfg, resume):
+    """--eval-only evaluates train.load_weight, or with --resume the run's last checkpoint: with
+    neither it would evaluate a randomly initialised model."""
+    if not _get(cfg, "train.load_weight", "") and not resume:
+        raise ConfigError(
+            "--eval-only needs weights to evaluate: set train.load_weight=<checkpoint directory>, "
+            f"or add --resume to evaluate the last checkpoint in "
+            f"train.output_dir={_get(cfg, 'train.output_dir')}"
         )
 
 

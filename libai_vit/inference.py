@@ -25,6 +25,20 @@ class InferenceError(Exception):
     """A checkpoint, config, image or class list that cannot be used; the message says why."""
 
 
+def check_output_file(path, example):
+    """A file the tool will write at `path`: not a folder, in a folder that exists and is writable;
+    checked before any model is loaded (an export takes seconds to fail otherwise)."""
+    if os.path.isdir(path):
+        raise InferenceError(f"{path} is a folder: give a file to write, e.g. {example}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InferenceError(
+            f"cannot write {path}: folder {folder} does not exist; create it first"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InferenceError(f"cannot write {path}: folder {folder} is not writable")
+
+
 def checkpoint_path(path):
     """The checkpoint directory (holding `model/`) or pretrained file that `path` names."""
     if not os.path.exists(path):

@@ -35,6 +35,10 @@ def test_nproc_not_matching_the_layout_is_refused():
 def test_train_sh_usage_errors():
     proc = launch(["tools/train_net.py", "configs/missing.py"], 1, check=False)
     assert proc.returncode == 2 and "error: config configs/missing.py does not exist" in proc.stderr
+    proc = launch(["tools/train_net.py", "configs"], 1, check=False)
+    assert proc.returncode == 2 and "error: config configs is a folder: give a config file" in (
+        proc.stderr
+    )
 
 
 def _parent(parent, cmd):
@@ -182,6 +186,21 @@ def test_a_rank_that_raises_ends_the_run_with_its_reason(tmp_path):
         "error: rank 1 exited with status 1; its last output: RuntimeError: rank 1 fails on "
         "purpose at step 2; stopped all 2 rank(s) of this node"
     ]
+
+
+def test_the_rank_that_failed_first_is_named_and_its_followers_abort_is_summarised(tmp_path):
+    """Rank 0 aborts on the broken connection (OneFlow's FATAL line and stack dump) and is seen to
+    end first; rank 1, whose death broke it, is named; rank 0's abort is one note, no dump."""
+    proc = _start(tmp_path, "ci", env={"PROBE_DIE": "2"}).finish(timeout=ENDS_WITHIN + 60)
+    stderr = proc.stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: rank 1 was killed by SIGKILL; stopped all 2 rank(s) of this node"]
+    assert proc.returncode == 128 + signal.SIGKILL
+    assert (
+        "note: then rank 0 was killed by SIGABRT on the broken connection to rank 1 (OneFlow: "
+        "Check failed: !(cur_event->events & EPOLLERR)" in stderr
+    )
+    assert "Check failure stack trace" not in stderr and "LogMessage" not in stderr
 
 
 @pytest.mark.slow

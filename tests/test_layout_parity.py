@@ -156,6 +156,12 @@ def test_family_layout_matches_single_process(
 
 @pytest.mark.slow
 def test_dropout_and_drop_path_train_and_stay_finite(digits_root, tmp_path):
+    """At TP=2 with every dropout on, the loss stays finite and falls. "Falls" is measured against
+    the run's own noise, not a fixed amount (the kernels, so the trajectory, differ by machine): the
+    least-squares slope of the loss over the steps is below zero by more than 4 of its standard
+    errors (measured: 9 to 16 over three seeds)."""
+    import numpy as np
+
     steps = 80
     extra = (
         "model.drop_rate=0.1",
@@ -164,8 +170,13 @@ def test_dropout_and_drop_path_train_and_stay_finite(digits_root, tmp_path):
         f"train.train_iter={steps}",
         "optim.lr=1e-3",
     )
-    losses = train_losses(tmp_path, CONFIG, 2, _overrides(digits_root, 1, 2, 1, 16, 1, True, extra))
+    losses = train_losses(tmp_path, CONFIG, 2, _overrides(digits_root, 1, 2, 1, 32, 1, True, extra))
     assert len(losses) == steps and all(math.isfinite(x) for x in losses)
-    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    print(f"dropout run: mean loss of the first 10 steps {first:.3f}, of the last 10 {last:.3f}")
-    assert last < first - 0.1
+    step = np.arange(steps)
+    slope, intercept = np.polyfit(step, losses, 1)
+    residuals = np.asarray(losses) - (intercept + slope * step)
+    slope_error = residuals.std(ddof=2) / np.sqrt(((step - step.mean()) ** 2).sum())
+    print(
+        f"dropout run: loss slope {slope:.2e} per step, {slope / slope_error:.1f} standard errors"
+    )
+    assert slope < -4 * slope_error

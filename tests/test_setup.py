@@ -80,10 +80,37 @@ def test_only_core_types_whose_instructions_the_cpu_has_are_candidates():
     )  # no FMA4/XOP
 
 
+# a python that does not apply the venv's own libai_vit_openblas.pth: with -S no site dir's .pth
+# runs, whatever core type set-up chose for the venv on this machine; the venv's packages come from
+# PYTHONPATH (.pth files are not read there); the site dirs named before "--" are then added the
+# normal way (their .pth run, in order) and the script after it runs as __main__
+_WITHOUT_VENV_PTH = (
+    "import runpy, site, sys; cut = sys.argv.index('--'); "
+    "[site.addsitedir(d) for d in sys.argv[1:cut]]; sys.argv = sys.argv[cut + 1 :]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+_READ_CORE = (
+    "import os, sys; import oneflow; sys.path.insert(0, %r); "
+    "from openblas_coretype import core_in_use; "
+    "print(core_in_use(), os.environ.get('LIBAI_VIT_OPENBLAS_PTH'))\n"
+)
+
+
+def _python_without_venv_pth(env, site_dirs, script, *args):
+    import sysconfig
+
+    venv_packages = sysconfig.get_paths()["purelib"]
+    cmd = [sys.executable, "-S", "-c", _WITHOUT_VENV_PTH, *map(str, site_dirs), "--", script, *args]
+    env = dict(env, PYTHONPATH=os.pathsep.join([venv_packages, ROOT]))
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
 def test_setup_measures_the_core_type_once_and_every_python_applies_it(tmp_path):
-    """Set-up measures (two candidates here, to stay fast) and caches; the .pth makes a plain
-    python's `import oneflow` load that kernel; a user's OPENBLAS_CORETYPE wins; --export is what
-    train.sh/test.sh eval."""
+    """Set-up measures (two candidates here, to stay fast) and caches (in a fresh XDG_CACHE_HOME,
+    never ~/.cache); the .pth makes a plain python's `import oneflow` load that kernel; a venv whose
+    .pth holds another machine's choice does not change what --export (train.sh/test.sh) gives; a
+    user's OPENBLAS_CORETYPE wins. The pythons that read the core run without the venv's own .pth
+    (its choice differs by machine) and with the .pth files this test writes."""
     tool = _coretype_tool()
     candidates = [c for c in ("Haswell", "Sandybridge") if c in tool.runnable(tool.cpu_flags())]
     if not candidates:
@@ -112,31 +139,38 @@ def test_setup_measures_the_core_type_once_and_every_python_applies_it(tmp_path)
     chosen = proc.stderr.split("[openblas] chose ")[1].split()[0]
     assert chosen in candidates
 
-    tool_py = os.path.join(ROOT, "tools", "openblas_coretype.py")
-    export = subprocess.run(
-        [sys.executable, tool_py, "--export"], capture_output=True, text=True, env=env
-    )
-    assert (
-        export.stdout.strip() == f"export OPENBLAS_CORETYPE={chosen}"
-    )  # cached: no second measurement
-    assert "measuring" not in export.stderr and f"core type {chosen}" in export.stderr
+    # core types OneFlow's OpenBLAS has that every AVX CPU runs, neither of them a candidate:
+    # another machine's choice written into the venv, and a user's own OPENBLAS_CORETYPE
+    elsewhere, users = "Nehalem", "Core2"
+    venv_site, our_site = tmp_path / "venv_site", tmp_path / "site"
+    for site_dir, core in ((venv_site, elsewhere), (our_site, chosen)):
+        site_dir.mkdir()
+        tool.install_pth(core, str(site_dir))
 
-    site_dir = tmp_path / "site"
-    site_dir.mkdir()
-    tool.install_pth(chosen, str(site_dir))
-    read_core = (
-        "import site, sys; site.addsitedir(sys.argv[1]); import oneflow; "
-        "sys.path.insert(0, sys.argv[2]); "
-        "from openblas_coretype import core_in_use; print(core_in_use())"
-    )
-    args = [sys.executable, "-c", read_core, str(site_dir), os.path.join(ROOT, "tools")]
-    plain = subprocess.run(args, capture_output=True, text=True, env=env)
-    assert plain.stdout.strip().splitlines()[-1] == chosen, plain.stderr[-2000:]
-    other = next(c for c in ("Sandybridge", "Nehalem") if c != chosen)
-    user = subprocess.run(
-        args, capture_output=True, text=True, env=dict(env, OPENBLAS_CORETYPE=other)
-    )
-    assert user.stdout.strip().splitlines()[-1] == other, user.stderr[-2000:]
+    tool_py = os.path.join(ROOT, "tools", "openblas_coretype.py")
+    for site_dirs in ([], [venv_site]):
+        export = _python_without_venv_pth(env, site_dirs, tool_py, "--export")
+        assert export.stdout.strip() == f"export OPENBLAS_CORETYPE={chosen}", (
+            site_dirs,
+            export.stderr[-2000:],
+        )  # cached: no second measurement; the venv's .pth value is not taken for the user's
+        assert "measuring" not in export.stderr and f"core type {chosen}" in export.stderr
+
+    read_core = tmp_path / "read_core.py"
+    read_core.write_text(_READ_CORE % os.path.join(ROOT, "tools"))
+    cases = [  # (site dirs whose .pth run, OPENBLAS_CORETYPE set before, core, the .pth's mark)
+        ([], None, None, "None"),  # the venv's own .pth is not applied
+        ([venv_site], None, elsewhere, elsewhere),  # the simulated venv's is
+        ([our_site], None, chosen, chosen),  # a plain python of a venv set-up wrote it into
+        ([venv_site], chosen, chosen, "None"),  # a rank under train.sh, whatever the venv's says
+        ([our_site], users, users, "None"),  # the user's own choice wins over the .pth
+    ]
+    for site_dirs, coretype, core, mark in cases:
+        run_env = env if coretype is None else dict(env, OPENBLAS_CORETYPE=coretype)
+        proc = _python_without_venv_pth(run_env, site_dirs, str(read_core))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        seen_core, seen_mark = proc.stdout.strip().splitlines()[-1].split()
+        assert seen_mark == mark and core in (None, seen_core), (site_dirs, coretype, proc.stdout)
 
 
 def test_an_unknown_argument_is_refused_in_one_line():

@@ -3,6 +3,8 @@ exits non-zero with one line saying which and why: no traceback."""
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -34,6 +36,10 @@ def _files(tmp):
     return tmp
 
 
+PLAN = os.path.join(ROOT, "tools", "plan_layout.py")
+VIT_B = os.path.join(ROOT, "configs", "common", "models", "vit", "vit_base_patch16_224.py")
+
+
 def _train(*args):
     return [os.path.join(ROOT, "tools", "train_net.py"), *args]
 
@@ -57,7 +63,24 @@ CASES = {  # name: (argv after the interpreter, exit code, text the one error li
     "train config does not parse": (
         _train("--config-file", "{tmp}/broken.py"),
         2,
-        "broken.py' cannot be loaded",
+        "broken.py' cannot be loaded: SyntaxError: {tmp}/broken.py, line 1: ",
+    ),
+    "train eval-only without weights": (
+        _train("--config-file", CONFIG, "--eval-only", *ONE, "train.output_dir={tmp}/fresh"),
+        2,
+        "--eval-only needs weights to evaluate: set train.load_weight=",
+    ),
+    "check eval-only without weights": (
+        [os.path.join(ROOT, "tools", "check_config.py"), CONFIG, "1", *ONE, "--eval-only"],
+        2,
+        "--eval-only needs weights to evaluate",
+    ),
+    "train eval-only resume without a checkpoint": (
+        _train(
+            "--config-file", CONFIG, "--eval-only", "--resume", *ONE, "train.output_dir={tmp}/e"
+        ),
+        2,
+        "--eval-only --resume: train.output_dir={tmp}/e has no checkpoint to evaluate",
     ),
     "train load_weight missing": (
         _train("--config-file", CONFIG, *ONE, "train.load_weight={tmp}/none"),
@@ -101,6 +124,60 @@ CASES = {  # name: (argv after the interpreter, exit code, text the one error li
         None,
         "garbage.safetensors",
     ),
+    "convert unknown model name": (
+        [
+            os.path.join(ROOT, "tools", "convert_checkpoint.py"),
+            "{tmp}/garbage.safetensors",
+            "{tmp}/out",
+            "--model",
+            "vit_foo_patch16_224",
+        ],
+        None,
+        "unknown model 'vit_foo_patch16_224' (timm's ViT",
+    ),
+    "visualize into a missing folder": (
+        [
+            os.path.join(ROOT, "tools", "visualize_attention.py"),
+            "{tmp}/none",
+            "{tmp}/notes.txt",
+            "--out",
+            "{tmp}/missing/a.png",
+        ],
+        2,
+        "cannot write {tmp}/missing/a.png: folder {tmp}/missing does not exist",
+    ),
+    "export onnx to a folder": (
+        [os.path.join(ROOT, "tools", "export_onnx.py"), "{tmp}/none", "{tmp}/adir"],
+        1,
+        "{tmp}/adir is a folder: give a file to write, e.g. {tmp}/adir/model.onnx",
+    ),
+    "plan_layout no processes": (
+        [PLAN, VIT_B, "--gpus", "0", "--mem-gb", "4"],
+        2,
+        "--gpus 0: must be > 0",
+    ),
+    "plan_layout negative memory": (
+        [PLAN, VIT_B, "--gpus", "8", "--mem-gb", "-5"],
+        2,
+        "--mem-gb -5: must be > 0",
+    ),
+    "plan_layout batch no layout divides": (
+        [
+            PLAN,
+            VIT_B,
+            "--gpus",
+            "8",
+            "--mem-gb",
+            "4",
+            "--global-batch",
+            "12",
+            "--micro-batches",
+            "8",
+        ],
+        2,
+        "no layout of 8 processes splits the global batch 12 into whole micro-batches (8) x DP: "
+        "choose --global-batch a multiple of 64",
+    ),
     "predict checkpoint missing": (
         [os.path.join(ROOT, "tools", "predict.py"), "{tmp}/none", "{tmp}/notes.txt"],
         None,
@@ -138,13 +215,19 @@ VALUES = {  # override: the key the message must name
     "train.nonfinite_loss=ignore": "train.nonfinite_loss",
     "train.nonfinite_loss=skip": "needs eager mode",
     "train.train_micro_batch_size=0": "train.train_micro_batch_size",
+    # process counts and blocks per stage: whole numbers, not rounded (1.9 ran as 1 before)
+    "train.dist.data_parallel_size=1.9": "train.dist.data_parallel_size=1.9 must be an integer",
+    "train.dist.tensor_parallel_size=2.5": "train.dist.tensor_parallel_size=2.5 must be an integer",
+    "train.dist.data_parallel_size=one": "train.dist.data_parallel_size=one must be an integer",
+    "train.dist.pipeline_stage_layers=[a,b]": "pipeline_stage_layers=['a', 'b'] must be a list",
+    "train.num_accumulation_steps=1.5": "train.num_accumulation_steps=1.5 must be an integer",
 }
 
 
 @pytest.mark.parametrize("override", list(VALUES))
 def test_out_of_range_values_are_refused(override):
     cfg = load_config(CONFIG, [override])
-    with pytest.raises(ConfigError, match=VALUES[override].replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(VALUES[override])):
         validate_values(cfg)
 
 
@@ -208,3 +291,41 @@ def test_a_bad_pretrained_file_gives_convert_checkpoints_line_before_launch_and_
         )
         lines[name] = errors[0]
     assert len(set(lines.values())) == 1 and src in lines["check_config"], lines
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_launch(tmp_path):
+    from libai_vit.config import check_output_dir
+
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ConfigError, match=f"cannot be made: {tmp_path}/notes.txt is a file"):
+        validate_values(load_config(CONFIG, [f"train.output_dir={tmp_path}/notes.txt/out"]))
+    check_output_dir(str(tmp_path / "new" / "run"))  # made by the run: its parent is writable
+    # a read-only and a 40 kB file system, mounted in a user + mount namespace (nothing outside
+    # it changes; as tests/test_multinode.py's network namespace)
+    ro, tiny = tmp_path / "ro", tmp_path / "tiny"
+    ro.mkdir(), tiny.mkdir()
+    check = (
+        "import sys; from libai_vit.config import ConfigError, check_output_dir\n"
+        "for d in sys.argv[1:]:\n"
+        "    try: check_output_dir(d)\n"
+        "    except ConfigError as e: print(e)\n"
+    )
+    script = (
+        f"mount -t tmpfs -o ro none {ro} && mount -t tmpfs -o size=40k none {tiny} && "
+        f"{sys.executable} -c {shlex.quote(check)} {ro}/run {tiny}/run"
+    )
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=120,
+    )
+    if proc.returncode != 0 and "mount" in proc.stderr and "Traceback" not in proc.stderr:
+        pytest.skip(f"no user + mount namespace here: {proc.stderr.strip()[-200:]}")
+    assert proc.stdout.splitlines() == [
+        f"train.output_dir='{ro}/run' is not writable ({ro}: read-only file system); choose "
+        "another folder",
+        f"train.output_dir='{tiny}/run': its file system has 40 kB free, too little for the run's "
+        "log and checkpoints; free space or choose another folder",
+    ], proc.stderr[-2000:]

@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 
 
 def main(argv):
-    from libai_vit.config import ConfigError, load_config, validate
+    from libai_vit.config import ConfigError, check_eval_only, load_config, validate
 
     config, world_size, overrides = (
         argv[0],
@@ -18,7 +18,10 @@ def main(argv):
         [a for a in argv[2:] if not a.startswith("--")],
     )
     try:
-        validate(load_config(config, overrides), world_size)
+        cfg = load_config(config, overrides)
+        validate(cfg, world_size)
+        if "--eval-only" in argv[2:]:
+            check_eval_only(cfg, resume="--resume" in argv[2:])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

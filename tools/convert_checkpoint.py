@@ -58,7 +58,10 @@ def main(argv=None):
         kwargs["num_classes"] = args.num_classes
     if args.img_size is not None:
         kwargs["img_size"] = args.img_size
-    model = create_model(args.model, **kwargs)
+    try:
+        model = create_model(args.model, **kwargs)
+    except (ValueError, TypeError) as e:  # an unknown name (with close ones) or a bad --set
+        raise SystemExit(f"error: {e}")
     try:
         load_pretrained(model, args.src, trust=args.trust)
         if args.to_timm:

@@ -33,6 +33,7 @@ def main(argv=None):
     p.add_argument("--classes", help="class names, one per line in label order, for the metadata")
     args = p.parse_args(argv)
     try:
+        inference.check_output_file(args.out, os.path.join(args.out, "model.onnx"))
         require("onnx", "onnxruntime", "oneflow_onnx")  # a missing extra fails before any model
         checkpoint = inference.checkpoint_path(args.checkpoint)
         cfg = inference.run_config(checkpoint, args.config, args.model)

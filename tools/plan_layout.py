@@ -99,6 +99,16 @@ def main():
         if args.device != "a100-80gb":
             ap.error("--mem-gb is required")
         args.mem_gb = 80.0
+    for flag, value in (
+        ("--gpus", args.gpus),
+        ("--mem-gb", args.mem_gb),
+        ("--global-batch", args.global_batch),
+        ("--top", args.top),
+        *(("--micro-batches", mb) for mb in args.micro_batches or ()),
+    ):
+        if value is not None and value <= 0:
+            print(f"error: {flag} {value:g}: must be > 0", file=sys.stderr)
+            return 2
     m, cfg_batch, stage_layers = load_shape(args.config)
     gbs = args.global_batch or cfg_batch or 32 * args.gpus
     plans = planner.enumerate_plans(
@@ -120,6 +130,16 @@ def main():
         + (f"; device {args.device}: an ESTIMATE, not measured" if args.device != "cpu" else "")
     )
     fits = plans["fits"]
+    if not fits and not plans["too_big"]:
+        # DP = all processes (TP = PP = 1) is always a layout: a batch of whole micro-batches there
+        step = args.gpus * min(args.micro_batches or [1])
+        print(
+            f"error: no layout of {args.gpus} processes splits the global batch {gbs} into whole "
+            f"micro-batches ({', '.join(map(str, args.micro_batches or [1, 2, 4, 8, 16, 32, 64]))})"
+            f" x DP: choose --global-batch a multiple of {step} (e.g. {-(-gbs // step) * step})",
+            file=sys.stderr,
+        )
+        return 2
     if not fits:
         smallest = plans["too_big"][0] if plans["too_big"] else None
         print(

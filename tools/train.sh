@@ -12,6 +12,7 @@ if [ $# -lt 3 ]; then
 fi
 FILE=$1; CONFIG=$2; NPROC=$3; shift 3
 [ -f "$FILE" ] || { echo "error: $FILE does not exist" >&2; exit 2; }
+[ ! -d "$CONFIG" ] || { echo "error: config $CONFIG is a folder: give a config file in it, e.g. configs/demo_digits_3d.py" >&2; exit 2; }
 [ -f "$CONFIG" ] || { echo "error: config $CONFIG does not exist" >&2; exit 2; }
 [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || { echo "error: NPROC must be a positive number of processes, got '$NPROC'" >&2; exit 2; }
 PY="$(bash "$ROOT/tools/setup.sh" | tail -n 1)"

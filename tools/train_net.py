@@ -20,7 +20,7 @@ from libai.engine import default_setup  # noqa: E402
 from libai.utils.logger import setup_logger  # noqa: E402
 
 from libai_vit import parallel  # noqa: E402
-from libai_vit.config import ConfigError, load_config, validate  # noqa: E402
+from libai_vit.config import ConfigError, check_eval_only, load_config, validate  # noqa: E402
 from libai_vit.data.folder import DatasetError  # noqa: E402
 from libai_vit.engine.trainer import NonFiniteLossError, Trainer  # noqa: E402
 from libai_vit.engine.training_checkpoint import (  # noqa: E402
@@ -54,9 +54,15 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
+        check_eval_only(cfg, args.resume)
+        name = select_resumable(cfg.train.output_dir) if args.resume else None
+        if args.resume and not name and not cfg.train.load_weight:
+            raise ConfigError(
+                f"--eval-only --resume: train.output_dir={cfg.train.output_dir} has no checkpoint "
+                f"to evaluate; set train.load_weight=<checkpoint directory>"
+            )
         model = Trainer.build_model(cfg)
         checkpointer = ReliableCheckpointer(model, save_dir=cfg.train.output_dir)
-        name = select_resumable(cfg.train.output_dir) if args.resume else None
         checkpointer.load(
             os.path.join(cfg.train.output_dir, name) if name else cfg.train.load_weight,
             checkpointables=[],

@@ -75,6 +75,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = args.out or f"attention_{os.path.splitext(os.path.basename(args.image))[0]}.png"
     try:
+        inference.check_output_file(out, os.path.join(out, "attention.png"))
         checkpoint = inference.checkpoint_path(args.checkpoint)
         (image,) = inference.read_images([args.image])
         config = args.config or inference.find_config(checkpoint)

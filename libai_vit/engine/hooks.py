@@ -2,6 +2,7 @@
 streams, the model EMA's update, and a quieter OneFlow VM scheduler on CPU."""
 
 import json
+import logging
 import os
 import shutil
 import zlib
@@ -12,6 +13,8 @@ from libai.utils import distributed as dist
 
 from libai_vit.engine.training_checkpoint import periodic_checkpoints
 from libai_vit.vm_scheduler import MIN_WINDOW_S, SpinningSchedulerWatch
+
+logger = logging.getLogger(__name__)
 
 
 def read_metrics(path):
@@ -39,8 +42,14 @@ def plot_curves(metrics_path, png_path):
         ax2.plot(*zip(*acc), "o-", color="tab:red")
         ax2.set_ylabel("top-1 (%)", color="tab:red")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    tmp = png_path + ".tmp"  # whole or absent: a full disk leaves the previous PNG, not half of one
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class CurvePlotter(HookBase):
@@ -52,7 +61,11 @@ class CurvePlotter(HookBase):
     def after_train(self):
         metrics = os.path.join(self.output_dir, "metrics.json")
         if os.path.exists(metrics):
-            plot_curves(metrics, os.path.join(self.output_dir, "curves.png"))
+            png = os.path.join(self.output_dir, "curves.png")
+            try:
+                plot_curves(metrics, png)
+            except OSError as e:  # the run itself is done and saved: say so, do not fail it
+                logger.warning(f"could not write {png} ({e}); metrics.json holds the same numbers")
 
 
 class RandomStreams(HookBase):

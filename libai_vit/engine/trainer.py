@@ -31,9 +31,44 @@ from libai_vit.engine.training_checkpoint import (
     ReliableCheckpointer,
     select_resumable,
 )
+from libai_vit.engine.training_checkpoint.manifest import MANIFEST
 from libai_vit.optim.clip import clip_whole_model
 
 logger = logging.getLogger(__name__)
+# what defines a run's learning-rate schedule and batch: a resume whose config differs in any of
+# them continues on the checkpoint's schedule (its saved lr scheduler), and says so
+SCHEDULE_KEYS = (
+    "train.train_iter",
+    "train.warmup_iter",
+    "optim.lr",
+    "train.scheduler.warmup_factor",
+    "train.scheduler.alpha",
+    "train.scheduler.warmup_method",
+    "train.global_batch_size",
+)
+
+
+def schedule_changes(saved_config, cfg):
+    """The one line saying how `cfg`'s schedule-defining keys differ from those of the run that
+    wrote a checkpoint (`saved_config`: its manifest's config), or None when none differs."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.create(saved_config or {})
+    changed = []
+    for key in SCHEDULE_KEYS:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if before is not None and now is not None and before != now:
+            changed.append(f"{key} {before} -> {now}")
+    if not changed:
+        return None
+    batch = OmegaConf.select(cfg, "train.global_batch_size")
+    return (
+        f"the config's schedule differs from the checkpoint's ({', '.join(changed)}): the learning "
+        f"rate continues on the checkpoint's schedule (its saved scheduler), the run stops after "
+        f"train.train_iter={OmegaConf.select(cfg, 'train.train_iter')} steps with batches of "
+        f"{batch}; for the new schedule start from its weights with train.load_weight=<it> instead "
+        f"of --resume"
+    )
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -152,6 +187,10 @@ class Trainer(DefaultTrainer):
                 )
             extra = self.checkpointer.load(path)
             self.start_iter = extra["iter"] + 1
+            with open(os.path.join(path, MANIFEST)) as f:
+                changes = schedule_changes(json.load(f).get("config"), self.cfg)
+            if changes:
+                logger.warning(f"resuming {path}: {changes}")
         else:
             self.checkpointer.load(self.cfg.train.load_weight, checkpointables=[])
             if (

@@ -51,7 +51,8 @@ def select_resumable(save_dir):
             os.remove(os.path.join(save_dir, LAST))  # names a checkpoint that was never completed
         if result[0] == "ok":
             last = os.path.join(save_dir, LAST)
-            if not os.path.exists(last) or open(last).read().strip() != result[1]:
+            # any bytes (a garbage file is repointed, not decoded)
+            if not os.path.exists(last) or open(last, "rb").read().strip() != result[1].encode():
                 write_atomic(last, result[1])
     status, value = broadcast_from_rank0(result)
     if status == "error":
