@@ -28,7 +28,7 @@ from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
 from libai_vit.layers.rope import RotaryEmbedding2D
 from libai_vit.layers.transformer import Block, LayerScale
 
-GLOBAL_POOLS = ("token", "avg", "map")
+GLOBAL_POOLS = ("token", "avg", "map", "")  # "": no pooling (timm's), the tokens go on
 
 
 class VisionTransformer(nn.Module):
@@ -37,8 +37,8 @@ class VisionTransformer(nn.Module):
     img_size, patch_size, in_chans: the input; `dynamic_img_size=True` also takes other sizes, the
         position embedding (and RoPE grid) resampled on the fly as timm does.
     num_classes: head outputs (0: no head, the pooled features are the output).
-    global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm) or 'map'
-        (attention pooling with a learned latent, SigLIP).
+    global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm), 'map'
+        (attention pooling with a learned latent, SigLIP) or '' (none: every token goes on).
     fc_norm: the final LayerNorm after pooling (True) or before it (False); None: after for 'avg'.
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
     qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
@@ -125,6 +125,7 @@ class VisionTransformer(nn.Module):
         self.no_embed_class = no_embed_class
         self.init_values = init_values
         self.head_init_scale = head_init_scale
+        self.init_seed = init_seed
 
         first = dict(placement=parallel.placement(parallel.FIRST), sbp=parallel.broadcast_sbp())
         self.patch_embed = PatchEmbed(
@@ -289,13 +290,15 @@ class VisionTransformer(nn.Module):
         x = self.norm(x.to_global(placement=parallel.placement(parallel.LAST)))
         return (x, weights) if return_weights else x
 
-    def pool(self, x):
-        """The pooled features of `forward_features`' tokens, before fc_norm."""
+    def pool(self, x, pool_type=None):
+        """The pooled features of `forward_features`' tokens, before fc_norm; `pool_type`
+        overrides `global_pool` (timm's)."""
         if self.attn_pool is not None:
             return self.attn_pool(x[:, self.num_prefix_tokens :])
-        if self.global_pool == "avg":
+        pool_type = self.global_pool if pool_type is None else pool_type
+        if pool_type == "avg":
             return x[:, self.num_prefix_tokens :].mean(dim=1)
-        return x[:, 0]
+        return x[:, 0] if pool_type == "token" else x
 
     def forward_head(self, x, pre_logits=False):
         x = self.head_drop(self.fc_norm(self.pool(x)))
@@ -326,6 +329,64 @@ class VisionTransformer(nn.Module):
         for name in ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func"):
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.LAST)
+
+    # ---------------------------------------------------------------- timm's model API
+    # timm's names, arguments and meaning (timm/models/vision_transformer.py is the reference).
+
+    @property
+    def num_features(self):
+        """Channels of forward_features' tokens and of the pooled features."""
+        return self.embed_dim
+
+    head_hidden_size = num_features
+
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        """A new head of `num_classes` outputs (0: none, the pooled features are the output), on
+        the last stage as the head at construction, initialised as it is; `global_pool` (if given)
+        changes the pooling ('map' only keeps an attention pool that exists; any other drops it)."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool={global_pool!r} must be one of {GLOBAL_POOLS}")
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("global_pool='token' needs the class token (class_token=True)")
+            if global_pool == "map" and self.attn_pool is None:
+                raise ValueError(
+                    "reset_classifier cannot add attention pooling: build the model with "
+                    "global_pool='map'"
+                )
+            if global_pool != "map":
+                self.attn_pool = None
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = self._new_head(num_classes)
+        self.head.train(self.training)
+
+    @flow.no_grad()
+    def _new_head(self, num_classes):
+        if num_classes <= 0:
+            return nn.Identity()
+        head = Linear(self.embed_dim, num_classes, layer_idx=parallel.LAST)
+        rng = np.random.default_rng([self.init_seed, zlib.crc32(b"head.weight")])
+        shape = tuple(head.weight.shape)
+        _assign(head.weight, _trunc_normal(rng, shape, std=0.02) * self.head_init_scale)
+        _assign(head.bias, np.zeros(tuple(head.bias.shape)))
+        return head
+
+    def group_matcher(self, coarse=False):
+        """Regexes grouping the parameter names into layers for layer-wise lr decay: the stem
+        (embeddings, prefix tokens, norm_pre), then block i; a name matching neither (the final
+        norm, the pooling, fc_norm, the head) is in the top layer. timm's ViT also matches
+        `^norm` into the last block's layer; here the final norm stays in the top layer with the
+        head, as in BEiT's and MAE's layer decay (which the fine-tuning recipes reproduce).
+        `coarse` is accepted and changes nothing, as in timm's ViT."""
+        del coarse
+        return dict(
+            stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+            blocks=[(r"^blocks\.(\d+)", None)],
+        )
 
 
 def _trunc_normal(rng, shape, std):

@@ -1,0 +1,112 @@
+"""timm's model API on one tiny model of every family, modelled on timm's tests/test_models.py:
+forward and backward (every parameter gets a gradient), reset_classifier, get_classifier,
+forward_head, num_features."""
+
+import numpy as np
+import oneflow as flow
+import pytest
+
+from libai_vit import create_model
+
+# one zoo name per family, shrunk (timm's test does the same with its small models)
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+FAMILIES = {
+    "vit": ("vit_tiny_patch16_224", {}),
+    "vit_avg": ("vit_medium_patch16_gap_240", {}),
+    "deit3": ("deit3_small_patch16_224", {}),
+    "dinov2_reg": ("vit_small_patch14_reg4_dinov2", {}),
+    "clip": ("vit_base_patch16_clip_quickgelu_224", {}),
+    "siglip": ("vit_base_patch16_siglip_224", {}),
+    "eva02": ("eva02_tiny_patch14_224", dict(ref_feat_shape=(4, 4))),
+}
+PREFIX = {"vit": 1, "vit_avg": 0, "deit3": 1, "dinov2_reg": 5, "clip": 1, "siglip": 0, "eva02": 1}
+
+
+def build(family, **kwargs):
+    name, extra = FAMILIES[family]
+    return create_model(name, **{**TINY, **extra, **kwargs})
+
+
+def images(batch=2, size=32, seed=0):
+    return flow.tensor(
+        np.random.default_rng(seed).normal(size=(batch, 3, size, size)), dtype=flow.float32
+    )
+
+
+def local(t):
+    return t.to_global(sbp=[flow.sbp.broadcast] * len(t.sbp)).to_local().numpy()
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    return request.param
+
+
+def test_forward_and_backward_reach_every_parameter(family):
+    model = build(family).train()
+    out = model(images(), flow.tensor([0, 3]))
+    out["losses"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    model.eval()
+    with flow.no_grad():
+        logits = model(images())["prediction_scores"]
+    assert tuple(logits.shape) == (2, 5) and np.isfinite(local(logits)).all()
+
+
+def test_features_and_prefix_tokens(family):
+    model = build(family)
+    assert model.num_features == model.head_hidden_size == model.embed_dim == 32
+    assert model.num_prefix_tokens == PREFIX[family]
+    assert model.get_classifier() is model.head
+    with flow.no_grad():
+        tokens = model.forward_features(images())
+        assert tuple(tokens.shape) == (2, PREFIX[family] + 16, 32)
+        pooled = model.forward_head(tokens, pre_logits=True)
+        assert tuple(pooled.shape) == (2, 32)
+        np.testing.assert_allclose(
+            local(model.forward_head(tokens)), local(model.head(pooled)), rtol=0, atol=1e-6
+        )
+
+
+def test_reset_classifier(family):
+    model = build(family).eval()
+    head = model.get_classifier()
+    with flow.no_grad():
+        before = local(model(images())["prediction_scores"])
+        model.reset_classifier(0)
+        assert isinstance(model.get_classifier(), flow.nn.Identity) and model.num_classes == 0
+        pooled = model(images())["prediction_scores"]
+        assert tuple(pooled.shape) == (2, model.num_features)
+        model.reset_classifier(7)
+        assert tuple(model(images())["prediction_scores"].shape) == (2, 7)
+        new = model.get_classifier()
+        assert not new.training  # the mode of the model it joins
+        assert (new.weight.placement, new.weight.sbp) == (head.weight.placement, head.weight.sbp)
+        assert (new.bias.placement, new.bias.sbp) == (head.bias.placement, head.bias.sbp)
+        # a head of the constructed size is initialised as at construction (same seed, same rule)
+        model.reset_classifier(5)
+        np.testing.assert_array_equal(local(model.head.weight), local(head.weight))
+        np.testing.assert_allclose(local(model(images())["prediction_scores"]), before, atol=1e-6)
+
+
+def test_reset_classifier_global_pool():
+    model = build("vit").eval()
+    with flow.no_grad():
+        tokens = model.forward_features(images())
+        model.reset_classifier(0, "")  # no pooling: the tokens go through
+        np.testing.assert_array_equal(local(model.forward_head(tokens)), local(tokens))
+        model.reset_classifier(3, "avg")
+        expected = model.head(tokens[:, 1:].mean(dim=1))
+        np.testing.assert_allclose(local(model.forward_head(tokens)), local(expected), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot add attention pooling"):
+        model.reset_classifier(3, "map")
+    with pytest.raises(ValueError, match="must be one of"):
+        model.reset_classifier(3, "gem")
+    siglip = build("siglip")
+    with pytest.raises(ValueError, match="needs the class token"):
+        siglip.reset_classifier(3, "token")
+    siglip.reset_classifier(3, "map")
+    assert siglip.attn_pool is not None
+    siglip.reset_classifier(3, "avg")  # drops the attention pool, as timm's
+    assert siglip.attn_pool is None and siglip.global_pool == "avg"
