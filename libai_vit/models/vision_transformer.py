@@ -27,6 +27,7 @@ from libai_vit.layers.norm import LayerNorm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
 from libai_vit.layers.rope import RotaryEmbedding2D
 from libai_vit.layers.transformer import Block, LayerScale
+from libai_vit.models.features import feature_take_indices
 
 GLOBAL_POOLS = ("token", "avg", "map", "")  # "": no pooling (timm's), the tokens go on
 
@@ -374,6 +375,73 @@ class VisionTransformer(nn.Module):
         _assign(head.weight, _trunc_normal(rng, shape, std=0.02) * self.head_init_scale)
         _assign(head.bias, np.zeros(tuple(head.bias.shape)))
         return head
+
+    @property
+    def feature_info(self):
+        """Per block: its module name, channels and reduction (input pixels per feature pixel)."""
+        reduction = max(self.patch_embed.patch_size)
+        return [
+            dict(module=f"blocks.{i}", num_chs=self.embed_dim, reduction=reduction)
+            for i in range(self.depth)
+        ]
+
+    def forward_intermediates(
+        self,
+        x,
+        indices=None,
+        return_prefix_tokens=False,
+        norm=False,
+        stop_early=False,
+        output_fmt="NCHW",
+        intermediates_only=False,
+    ):
+        """The outputs of the blocks `indices` (None: all; an int n: the last n; a list: those,
+        negative from the end), each with the final norm applied when `norm`, the prefix tokens
+        (class, registers) split off (returned beside each as (features, prefix) when
+        `return_prefix_tokens`), as NCHW maps (or NLC tokens); with the normed final tokens
+        first unless `intermediates_only`. `stop_early`: no blocks after the last one taken (the
+        final tokens are then that block's). Every output is on the last stage's ranks (blocks of
+        other pipeline stages hand theirs over), replicated across tensor-parallel ranks."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt={output_fmt!r} must be 'NCHW' or 'NLC'")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        batch = x.shape[0]
+        x, grid = self.patch_embed(parallel.to_stage(x, parallel.FIRST))
+        x = self.norm_pre(self._pos_embed(x, grid))
+        rope = self.rope(grid, like=x) if self.rope is not None else None
+        last = parallel.placement(parallel.LAST)
+        intermediates = []
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        for i, block in enumerate(blocks):
+            x = block(x, rope=rope)
+            if i in take:
+                y = x.to_global(placement=last)
+                intermediates.append(self.norm(y) if norm else y)
+        n = self.num_prefix_tokens
+        prefix = [y[:, :n] for y in intermediates]
+        intermediates = [y[:, n:] for y in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [
+                y.reshape(batch, grid[0], grid[1], -1).permute(0, 3, 1, 2) for y in intermediates
+            ]
+        if return_prefix_tokens and n:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x.to_global(placement=last)), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        """Drop the blocks after the last of `indices` (as in forward_intermediates), the final
+        norm if `prune_norm`, and the pooling and head if `prune_head`; returns the absolute
+        indices kept."""
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0, "")
+        return take
 
     def group_matcher(self, coarse=False):
         """Regexes grouping the parameter names into layers for layer-wise lr decay: the stem

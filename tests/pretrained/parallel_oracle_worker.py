@@ -1,9 +1,12 @@
 """One process of a TP=2 or PP=2 run (launched by test_parallel_oracle.py): load every fixture that
-fits the layout and compare with timm's outputs. argv: TP PP. Exits non-zero on a mismatch."""
+fits the layout and compare with timm's outputs (logits, then forward_intermediates). argv: TP PP.
+Exits non-zero on a mismatch."""
 
 import sys
 
+import intermediates_oracle
 import numpy as np
+import oneflow as flow
 from omegaconf import DictConfig
 from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output
 
@@ -32,4 +35,16 @@ for case in CASES:
         if not diff < TOL:
             failed.append(case)
 print(f"checked {checked} cases", flush=True)
+on_last_stage = flow.env.get_rank() in np.asarray(parallel.placement(parallel.LAST).ranks)
+checked_intermediates = 0
+for case in intermediates_oracle.CASES:
+    if MANIFEST["cases"][case]["kwargs"]["num_heads"] % tp:
+        continue
+    diff, wrong = intermediates_oracle.max_diff(case)  # every rank runs the model
+    checked_intermediates += 1
+    if on_last_stage:  # only the last stage's ranks hold the outputs
+        print(f"TP={tp} PP={pp} intermediates {case}: max diff {diff:.3g} {wrong}", flush=True)
+        if wrong or not diff < TOL:
+            failed.append(f"intermediates {case}")
+print(f"checked {checked_intermediates} intermediates cases", flush=True)
 sys.exit(1 if failed or not checked else 0)
