@@ -7,7 +7,8 @@ Where things live (rules in `libai_vit.parallel`):
   over tensor-parallel ranks (see `libai_vit.layers.transformer`);
 - norm, attn_pool, fc_norm, head and the loss: the last stage.
 The model takes `images` (and `labels` when training) and returns `{"losses": ...}` in train mode
-with labels, `{"prediction_scores": ...}` otherwise, as LiBai's trainer and evaluator expect.
+with labels, `{"prediction_scores": ...}` otherwise, as LiBai's trainer and evaluator expect; with
+`output = "tensor"` (`create_model(..., output="tensor")`) it returns the logits, as timm's does.
 
 The families of timm's `vision_transformer.py` are options of this one class (DeiT III: LayerScale
 and no_embed_class; DINOv2: LayerScale and registers; CLIP: pre_norm, quick_gelu; SigLIP: 'map'
@@ -306,10 +307,17 @@ class VisionTransformer(nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, images, labels=None, return_weights=False):
+        if self.output == "tensor" and (labels is not None or return_weights):
+            raise ValueError(
+                "a model built with output='tensor' returns the logits only (as timm's): compute "
+                "the loss from them, or build it with output='dict' for labels / return_weights"
+            )
         features = self.forward_features(images, return_weights=return_weights)
         if return_weights:
             features, weights = features
         logits = self.forward_head(features)
+        if self.output == "tensor":
+            return logits
         if labels is not None and self.training:
             labels = parallel.to_stage(labels, parallel.LAST)
             return {"losses": self.loss_func(logits, labels)}
@@ -333,6 +341,10 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- timm's model API
     # timm's names, arguments and meaning (timm/models/vision_transformer.py is the reference).
+
+    # what forward returns: "dict" (LiBai's trainer and evaluator: {"losses"} or
+    # {"prediction_scores"}) or "tensor" (timm's: the logits); create_model(output=...) sets it
+    output = "dict"
 
     @property
     def num_features(self):

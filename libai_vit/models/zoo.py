@@ -39,16 +39,26 @@ def model_kwargs(name, **overrides):
     return {**_entry(name)["kwargs"], **overrides}
 
 
-def create_model(name, pretrained=None, trust=False, strict=True, **kwargs):
+OUTPUTS = ("dict", "tensor")
+
+
+def create_model(name, pretrained=None, trust=False, strict=True, output="dict", **kwargs):
     """Build timm model `name` on the current layout (1x1x1 without a launcher), like timm's.
 
     `pretrained`: a checkpoint file (timm's, the families' release formats, DeiT/MAE/JAX, or this
     project's) loaded into the model, resampling the position embedding when img_size differs and
     dropping the head when num_classes differs; `trust=True` allows .pth pickles beyond
     plain tensors.
+    `output`: what `model(x)` returns: "dict" (LiBai's, what its trainer and evaluator take:
+    {"losses": ...} with labels in train mode, else {"prediction_scores": ...}) or "tensor" (timm's:
+    the logits, in either mode).
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"output={output!r} must be one of {OUTPUTS}")
     build = pretrained_eva if _entry(name)["arch"] == "eva" else pretrained_vit
-    return build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
+    model = build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
+    model.output = output
+    return model
 
 
 def _load(model, pretrained, trust, strict):

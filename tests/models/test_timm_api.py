@@ -110,3 +110,21 @@ def test_reset_classifier_global_pool():
     assert siglip.attn_pool is not None
     siglip.reset_classifier(3, "avg")  # drops the attention pool, as timm's
     assert siglip.attn_pool is None and siglip.global_pool == "avg"
+
+
+def test_output_tensor_is_timms_logits():
+    as_dict = build("vit").eval()
+    as_tensor = build("vit", output="tensor").eval()
+    assert as_dict.output == "dict" and as_tensor.output == "tensor"
+    with flow.no_grad():
+        logits = as_tensor(images())
+        np.testing.assert_array_equal(local(logits), local(as_dict(images())["prediction_scores"]))
+    as_tensor.train()
+    logits = as_tensor(images())  # a timm user's training step (the logits are global tensors)
+    labels = flow.tensor([0, 1]).to_global(placement=logits.placement, sbp=logits.sbp)
+    flow.nn.functional.cross_entropy(logits, labels).backward()
+    assert as_tensor.head.weight.grad is not None
+    with pytest.raises(ValueError, match="returns the logits only"):
+        as_tensor(images(), flow.tensor([0, 1]))
+    with pytest.raises(ValueError, match="must be one of"):
+        build("vit", output="logits")
