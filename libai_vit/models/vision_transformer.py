@@ -26,6 +26,7 @@ from libai_vit import parallel
 from libai_vit.layers.attention_pool import AttentionPoolLatent
 from libai_vit.layers.norm import LayerNorm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
+from libai_vit.layers.recompute import mark_recomputed, run_recomputed
 from libai_vit.layers.rope import RotaryEmbedding2D
 from libai_vit.layers.transformer import Block, LayerScale
 from libai_vit.models.features import feature_take_indices
@@ -288,7 +289,7 @@ class VisionTransformer(nn.Module):
                 x, w = block(x, rope=rope, return_weights=True)
                 weights.append(w)
             else:
-                x = block(x, rope=rope)
+                x = self._run_block(block, x, rope)
         x = self.norm(x.to_global(placement=parallel.placement(parallel.LAST)))
         return (x, weights) if return_weights else x
 
@@ -338,6 +339,9 @@ class VisionTransformer(nn.Module):
         for name in ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func"):
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.LAST)
+        if model.to(nn.Module).grad_checkpointing:  # the train graph: see set_grad_checkpointing
+            for block in model.blocks:
+                mark_recomputed(block)
 
     # ---------------------------------------------------------------- timm's model API
     # timm's names, arguments and meaning (timm/models/vision_transformer.py is the reference).
@@ -425,7 +429,7 @@ class VisionTransformer(nn.Module):
         intermediates = []
         blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
         for i, block in enumerate(blocks):
-            x = block(x, rope=rope)
+            x = self._run_block(block, x, rope)
             if i in take:
                 y = x.to_global(placement=last)
                 intermediates.append(self.norm(y) if norm else y)
@@ -454,6 +458,19 @@ class VisionTransformer(nn.Module):
             self.fc_norm = nn.Identity()
             self.reset_classifier(0, "")
         return take
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable=True):
+        """Recompute each block's activations in the backward pass instead of keeping them (eager
+        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (with
+        dropout or drop path in eager mode the recomputed pass draws new masks)."""
+        self.grad_checkpointing = enable
+
+    def _run_block(self, block, x, rope):
+        if self.grad_checkpointing:
+            return run_recomputed(block, x, rope=rope)
+        return block(x, rope=rope)
 
     def group_matcher(self, coarse=False):
         """Regexes grouping the parameter names into layers for layer-wise lr decay: the stem
