@@ -1,5 +1,6 @@
 """Write libai_vit/models/timm_zoo.json: every timm ViT / DeiT / DeiT III / DINOv2 / CLIP / SigLIP /
-EVA-02 model name whose architecture libai_vit builds, with its kwargs in libai_vit's terms.
+EVA-02 model name whose architecture libai_vit builds, with its kwargs in libai_vit's terms and
+timm's pretrained config (input size, normalisation, crop, classifier: PRETRAINED_CFG_KEYS).
 
 Regenerate with the timm venv of tools/make_timm_fixtures.py (the project venv has no timm):
 
@@ -47,6 +48,18 @@ SAME = {
     },
 }
 IGNORED = {"weight_init"}  # initialisation of a model trained from scratch in timm only
+
+
+# what data pipelines and heads read from timm's pretrained config (timm's names)
+PRETRAINED_CFG_KEYS = (
+    "input_size mean std crop_pct crop_mode interpolation num_classes classifier first_conv"
+).split()
+
+
+def pretrained_cfg(name):
+    """The PRETRAINED_CFG_KEYS of timm's pretrained config for `name` (its default tag)."""
+    cfg = get_pretrained_cfg(name).to_dict()
+    return {k: list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k] for k in PRETRAINED_CFG_KEYS}
 
 
 class Unsupported(Exception):
@@ -133,7 +146,7 @@ def main():
         cfg = get_pretrained_cfg(name)
         if "img_size" not in ours and cfg is not None:
             ours["img_size"] = cfg.input_size[-1]
-        zoo[name] = dict(arch=arch, kwargs=ours)
+        zoo[name] = dict(arch=arch, kwargs=ours, pretrained_cfg=pretrained_cfg(name))
     with open(OUT, "w") as f:
         json.dump(zoo, f, indent=0, sort_keys=True)
         f.write("\n")

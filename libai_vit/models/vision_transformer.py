@@ -392,6 +392,31 @@ class VisionTransformer(nn.Module):
         _assign(head.bias, np.zeros(tuple(head.bias.shape)))
         return head
 
+    _pretrained_cfg = None  # timm's pretrained config of the zoo name (create_model sets it)
+
+    @property
+    def pretrained_cfg(self):
+        """timm's pretrained config of the model's zoo name (input_size, mean, std, crop_pct,
+        crop_mode, interpolation, num_classes of the pretrained head, classifier, first_conv),
+        with the input size this model is built for (as timm's `set_input_size` records it);
+        built outside the zoo: only what the model itself knows (libai_vit.data.resolve_data_config
+        fills in timm's defaults)."""
+        cfg = dict(num_classes=self.num_classes, classifier="head", first_conv="patch_embed.proj")
+        cfg.update(
+            {
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in (self._pretrained_cfg or {}).items()
+            }
+        )
+        cfg["input_size"] = (self.patch_embed.proj.in_channels, *self.patch_embed.img_size)
+        return cfg
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg):
+        self._pretrained_cfg = dict(cfg)
+
+    default_cfg = pretrained_cfg  # timm's older name
+
     @property
     def feature_info(self):
         """Per block: its module name, channels and reduction (input pixels per feature pixel)."""

@@ -58,6 +58,7 @@ def create_model(name, pretrained=None, trust=False, strict=True, output="dict",
     build = pretrained_eva if _entry(name)["arch"] == "eva" else pretrained_vit
     model = build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
     model.output = output
+    model.pretrained_cfg = dict(_entry(name)["pretrained_cfg"], architecture=name)
     return model
 
 
