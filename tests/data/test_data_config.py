@@ -13,7 +13,7 @@ from libai_vit.models.zoo import MODELS
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "timm", "data_configs.json")
 with open(FIXTURE) as f:
-    TIMM = json.load(f)
+    TIMM = json.load(f)["data"]
 
 
 def _same(ours, timm):
