@@ -14,6 +14,7 @@ import re
 from libai.config import LazyCall
 
 from libai_vit.models.eva import Eva
+from libai_vit.models.features import FeatureGetterNet
 from libai_vit.models.vision_transformer import VisionTransformer
 
 with open(os.path.join(os.path.dirname(__file__), "timm_zoo.json")) as _f:
@@ -96,7 +97,17 @@ def model_kwargs(name, **overrides):
 OUTPUTS = ("dict", "tensor")
 
 
-def create_model(name, pretrained=None, trust=False, strict=True, output="dict", **kwargs):
+def create_model(
+    name,
+    pretrained=None,
+    trust=False,
+    strict=True,
+    output="dict",
+    features_only=False,
+    out_indices=3,
+    feature_cfg=None,
+    **kwargs,
+):
     """Build timm model `name` on the current layout (1x1x1 without a launcher), like timm's.
 
     `pretrained`: a checkpoint file (timm's, the families' release formats, DeiT/MAE/JAX, or this
@@ -106,6 +117,10 @@ def create_model(name, pretrained=None, trust=False, strict=True, output="dict",
     `output`: what `model(x)` returns: "dict" (LiBai's, what its trainer and evaluator take:
     {"losses": ...} with labels in train mode, else {"prediction_scores": ...}) or "tensor" (timm's:
     the logits, in either mode).
+    `features_only`: a backbone (timm's, for ViTs): the model returns the list of the
+    `out_indices` blocks' feature maps (an int n: the last n; default 3), NCHW unless
+    `feature_cfg=dict(output_fmt="NLC")`, the final norm applied with `feature_cfg=dict(norm=True)`;
+    `.feature_info` says their channels and reductions.
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r} must be one of {OUTPUTS}")
@@ -113,6 +128,9 @@ def create_model(name, pretrained=None, trust=False, strict=True, output="dict",
     model = build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
     model.output = output
     model.pretrained_cfg = _pretrained_cfg(name)
+    if features_only:
+        model = FeatureGetterNet(model, out_indices=out_indices, **(feature_cfg or {}))
+        model.pretrained_cfg = model.default_cfg = model.model.pretrained_cfg
     return model
 
 

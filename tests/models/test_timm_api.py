@@ -179,3 +179,63 @@ def test_grad_checkpointing_in_graph_same_losses():
     assert recomputed == plain
     # OneFlow's checkpointing pass rewrites the plan only when the blocks are marked
     assert "Checkpointing" in plan and "Checkpointing" not in plain_plan
+
+
+def test_forward_intermediates_shapes(family):
+    model = build(family, depth=3).eval()
+    n = PREFIX[family]
+    with flow.no_grad():
+        final, maps = model.forward_intermediates(images())
+        assert tuple(final.shape) == (2, n + 16, 32) and len(maps) == 3
+        assert all(tuple(m.shape) == (2, 32, 4, 4) for m in maps)
+        np.testing.assert_allclose(local(final), local(model.forward_features(images())), atol=1e-6)
+        only = model.forward_intermediates(images(), indices=[0, -1], intermediates_only=True)
+        assert len(only) == 2
+        np.testing.assert_array_equal(local(only[1]), local(maps[2]))
+        tokens = model.forward_intermediates(
+            images(), indices=1, output_fmt="NLC", return_prefix_tokens=True
+        )[1]
+        if n:
+            ((spatial, prefix),) = tokens
+            assert tuple(prefix.shape) == (2, n, 32)
+        else:
+            (spatial,) = tokens  # no prefix tokens: nothing to return beside the features
+        assert tuple(spatial.shape) == (2, 16, 32)
+    with pytest.raises(ValueError, match="out of range"):
+        model.forward_intermediates(images(), indices=[3])
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(images(), output_fmt="NHWC")
+
+
+def test_prune_intermediate_layers(family):
+    model = build(family, depth=3).eval()
+    with flow.no_grad():
+        maps = model.forward_intermediates(images(), indices=[0, 1], intermediates_only=True)
+        assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+        assert len(model.blocks) == 2 and model.num_classes == 0 and model.attn_pool is None
+        pruned = model.forward_intermediates(images(), indices=[0, 1], intermediates_only=True)
+        for a, b in zip(maps, pruned):
+            np.testing.assert_array_equal(local(a), local(b))
+        assert tuple(model(images())["prediction_scores"].shape) == (2, PREFIX[family] + 16, 32)
+
+
+def test_features_only(family):
+    name, extra = FAMILIES[family]
+    full = build(family, depth=4).eval()
+    backbone = create_model(
+        name, features_only=True, out_indices=(1, 3), **{**TINY, **extra, "depth": 4}
+    )
+    backbone.eval()
+    info = backbone.feature_info
+    assert info.channels() == [32, 32] and info.reduction() == [8, 8]
+    assert info.module_name() == ["blocks.1", "blocks.3"]
+    assert backbone.pretrained_cfg["architecture"] == name
+    with flow.no_grad():
+        maps = backbone(images())
+        expected = full.forward_intermediates(images(), indices=(1, 3), intermediates_only=True)
+    assert [tuple(m.shape) for m in maps] == [(2, c, 4, 4) for c in info.channels()]
+    for a, b in zip(maps, expected):
+        np.testing.assert_allclose(local(a), local(b), atol=1e-6)
+    last3 = create_model(name, features_only=True, **{**TINY, **extra, "depth": 4})
+    assert last3.feature_info.module_name() == ["blocks.1", "blocks.2", "blocks.3"]
+    assert len(last3.model.blocks) == 4 and isinstance(last3.model.head, flow.nn.Identity)
