@@ -239,3 +239,27 @@ def test_features_only(family):
     last3 = create_model(name, features_only=True, **{**TINY, **extra, "depth": 4})
     assert last3.feature_info.module_name() == ["blocks.1", "blocks.2", "blocks.3"]
     assert len(last3.model.blocks) == 4 and isinstance(last3.model.head, flow.nn.Identity)
+
+
+def test_default_cfg(family):
+    """timm's test_model_default_cfgs: the config names the model's first conv and classifier,
+    its input size is the model's, and pooled features have num_features channels."""
+    model = build(family).eval()
+    cfg = model.default_cfg
+    assert cfg == model.pretrained_cfg and cfg["architecture"] == FAMILIES[family][0]
+    for key in ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation"):
+        assert key in cfg, key
+    assert cfg["input_size"] == (3, 32, 32) and len(cfg["mean"]) == len(cfg["std"]) == 3
+    state = model.state_dict()
+    assert cfg["first_conv"] + ".weight" in state and cfg["classifier"] + ".weight" in state
+    assert state[cfg["first_conv"] + ".weight"].shape[1] == cfg["input_size"][0]
+    assert dict(model.named_modules())[cfg["classifier"]].out_features == model.num_classes
+    with flow.no_grad():
+        x = images(size=cfg["input_size"][-1])
+        assert tuple(model.forward_head(model.forward_features(x), pre_logits=True).shape) == (
+            2,
+            model.num_features,
+        )
+        model.reset_classifier(0)
+        assert cfg["classifier"] + ".weight" not in model.state_dict()
+        assert tuple(model(x)["prediction_scores"].shape) == (2, model.num_features)
