@@ -1,5 +1,6 @@
 """timm checkpoints loaded into a tensor- or pipeline-parallel ViT (2 processes) match timm: the
-logits and forward_intermediates."""
+logits and forward_intermediates; and at PP=2 set_grad_checkpointing keeps a train graph's
+losses."""
 
 import os
 
@@ -26,3 +27,5 @@ def test_two_process_layout_matches_timm(tp, pp):
         assert f"TP={tp} PP={pp} {family}." in proc.stdout, family
     for family in ("small_avg", "dinov2_reg4", "siglip", "eva02_b.safetensors~dyn42"):
         assert f"TP={tp} PP={pp} intermediates {family}" in proc.stdout, family
+    if pp > 1:  # set_grad_checkpointing: the same per-step losses in a pipelined train graph
+        assert f"TP={tp} PP={pp} grad checkpointing losses" in proc.stdout
