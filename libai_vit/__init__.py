@@ -5,6 +5,6 @@ from libai_vit import compat
 compat.apply()
 
 from libai_vit.models.vision_transformer import VisionTransformer  # noqa: E402
-from libai_vit.models.zoo import create_model, list_models  # noqa: E402
+from libai_vit.models.zoo import create_model, is_model, list_models  # noqa: E402
 
-__all__ = ["VisionTransformer", "create_model", "list_models"]
+__all__ = ["VisionTransformer", "create_model", "is_model", "list_models"]

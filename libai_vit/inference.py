@@ -16,8 +16,8 @@ from libai.config import LazyConfig, instantiate
 from omegaconf import OmegaConf
 
 import libai_vit  # noqa: F401  (applies the LiBai compatibility fixes)
+from libai_vit.data.data_config import model_eval_transform
 from libai_vit.data.folder import DatasetError, list_classes, load_rgb
-from libai_vit.data.transforms import eval_transform
 from libai_vit.pretrained import PretrainedError, load_pretrained
 
 
@@ -107,13 +107,14 @@ def load_model(checkpoint, cfg=None, model_name=None, attention_weights=False, *
 
 
 def preprocessing(cfg, model):
-    """The config's evaluation transform; without one, the eval transform at the model's size."""
+    """The config's evaluation transform; without one, the eval transform of the model's data
+    config (timm's, from its pretrained_cfg: libai_vit.data.resolve_data_config)."""
     test_transform = (
         OmegaConf.select(cfg, "dataloader.test.0.dataset.transform", default=None) if cfg else None
     )
     if test_transform is not None:
         return instantiate(test_transform)
-    return eval_transform(tuple(model.patch_embed.img_size))
+    return model_eval_transform(model)
 
 
 # The eval transforms a server can repeat from a description (tools/export_onnx.py writes it into

@@ -103,3 +103,29 @@ def test_visualize_attention_tool(tmp_path, capsys, monkeypatch):
     assert "bad.png: cannot read the image" in capsys.readouterr().err
     assert visualize_attention.main([str(tmp_path / "missing"), image]) == 2
     assert "missing: no such checkpoint directory" in capsys.readouterr().err
+
+
+def test_extract_features_tool(tmp_path, capsys, monkeypatch):
+    """Each requested block's NCHW map as the model's forward_intermediates gives it, the PCA
+    picture beside it, and one-line errors."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
+    import extract_features
+
+    out, model, image = write_run(tmp_path, **KWARGS)
+    ckpt = str(out / "model_final")
+    dest = tmp_path / "feats"
+    assert extract_features.main([ckpt, image, "--blocks", "0", "-1", "--out-dir", str(dest)]) == 0
+    saved = np.load(dest / "img.npz")
+    assert sorted(saved) == ["block0", "block1"]
+    cfg = inference.load_config(str(out / "config.yaml"))
+    pixels = inference.preprocessing(cfg, model)(Image.open(image).convert("RGB"))
+    with flow.no_grad():
+        expected = model.eval().forward_intermediates(pixels[None], intermediates_only=True)
+    for b in (0, 1):
+        assert saved[f"block{b}"].shape == (32, 4, 4)
+        np.testing.assert_allclose(saved[f"block{b}"], expected[b].numpy()[0], atol=1e-5)
+    assert (dest / "img.png").stat().st_size > 0
+    rgb = extract_features.principal_components_rgb(saved["block1"])
+    assert rgb.shape == (4, 4, 3) and rgb.min() == 0.0 and rgb.max() == 1.0
+    assert extract_features.main([ckpt, image, "--blocks", "2"]) == 2
+    assert "--blocks [2]: the model has 2 blocks" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Write libai_vit/models/timm_zoo.json: every timm ViT / DeiT / DeiT III / DINOv2 / CLIP / SigLIP /
-EVA-02 model name whose architecture libai_vit builds, with its kwargs in libai_vit's terms.
+EVA-02 model name whose architecture libai_vit builds, with its kwargs in libai_vit's terms and
+timm's pretrained config (input size, normalisation, crop, classifier: PRETRAINED_CFG_KEYS), of its
+default and of each pretrained tag timm has weights for.
 
 Regenerate with the timm venv of tools/make_timm_fixtures.py (the project venv has no timm):
 
@@ -22,7 +24,12 @@ import torch
 # isort: split
 import timm  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
-from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa: E402
+from timm.models._registry import (  # noqa: E402
+    _model_entrypoints,
+    _model_has_pretrained,
+    _model_with_tags,
+    get_pretrained_cfg,
+)
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
 FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
@@ -47,6 +54,24 @@ SAME = {
     },
 }
 IGNORED = {"weight_init"}  # initialisation of a model trained from scratch in timm only
+
+
+# what data pipelines and heads read from timm's pretrained config (timm's names)
+PRETRAINED_CFG_KEYS = (
+    "input_size mean std crop_pct crop_mode interpolation num_classes classifier first_conv"
+).split()
+
+
+def pretrained_cfg(name):
+    """The PRETRAINED_CFG_KEYS of timm's pretrained config for `name` (its default tag)."""
+    cfg = get_pretrained_cfg(name).to_dict()
+    return {k: list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k] for k in PRETRAINED_CFG_KEYS}
+
+
+def pretrained_tags(name):
+    """{tag: its pretrained config} for each pretrained tag of `name` timm has weights for."""
+    tagged = [t for t in _model_with_tags.get(name, ()) if t in _model_has_pretrained]
+    return {t.split(".", 1)[1]: pretrained_cfg(t) for t in tagged}
 
 
 class Unsupported(Exception):
@@ -133,7 +158,8 @@ def main():
         cfg = get_pretrained_cfg(name)
         if "img_size" not in ours and cfg is not None:
             ours["img_size"] = cfg.input_size[-1]
-        zoo[name] = dict(arch=arch, kwargs=ours)
+        zoo[name] = dict(arch=arch, kwargs=ours, pretrained_cfg=pretrained_cfg(name))
+        zoo[name]["pretrained_tags"] = pretrained_tags(name)
     with open(OUT, "w") as f:
         json.dump(zoo, f, indent=0, sort_keys=True)
         f.write("\n")

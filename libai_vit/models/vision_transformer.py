@@ -7,7 +7,8 @@ Where things live (rules in `libai_vit.parallel`):
   over tensor-parallel ranks (see `libai_vit.layers.transformer`);
 - norm, attn_pool, fc_norm, head and the loss: the last stage.
 The model takes `images` (and `labels` when training) and returns `{"losses": ...}` in train mode
-with labels, `{"prediction_scores": ...}` otherwise, as LiBai's trainer and evaluator expect.
+with labels, `{"prediction_scores": ...}` otherwise, as LiBai's trainer and evaluator expect; with
+`output = "tensor"` (`create_model(..., output="tensor")`) it returns the logits, as timm's does.
 
 The families of timm's `vision_transformer.py` are options of this one class (DeiT III: LayerScale
 and no_embed_class; DINOv2: LayerScale and registers; CLIP: pre_norm, quick_gelu; SigLIP: 'map'
@@ -27,10 +28,12 @@ from libai_vit.layers.attention_pool import AttentionPoolLatent
 from libai_vit.layers.linear import ReplicatedLinear
 from libai_vit.layers.norm import LayerNorm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
+from libai_vit.layers.recompute import mark_recomputed, run_recomputed
 from libai_vit.layers.rope import RotaryEmbedding2D
 from libai_vit.layers.transformer import Block, LayerScale
+from libai_vit.models.features import feature_take_indices
 
-GLOBAL_POOLS = ("token", "avg", "map")
+GLOBAL_POOLS = ("token", "avg", "map", "")  # "": no pooling (timm's), the tokens go on
 
 
 class VisionTransformer(nn.Module):
@@ -39,8 +42,8 @@ class VisionTransformer(nn.Module):
     img_size, patch_size, in_chans: the input; `dynamic_img_size=True` also takes other sizes, the
         position embedding (and RoPE grid) resampled on the fly as timm does.
     num_classes: head outputs (0: no head, the pooled features are the output).
-    global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm) or 'map'
-        (attention pooling with a learned latent, SigLIP).
+    global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm), 'map'
+        (attention pooling with a learned latent, SigLIP) or '' (none: every token goes on).
     fc_norm: the final LayerNorm after pooling (True) or before it (False); None: after for 'avg'.
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
     qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
@@ -127,6 +130,7 @@ class VisionTransformer(nn.Module):
         self.no_embed_class = no_embed_class
         self.init_values = init_values
         self.head_init_scale = head_init_scale
+        self.init_seed = init_seed
 
         first = dict(placement=parallel.placement(parallel.FIRST), sbp=parallel.broadcast_sbp())
         self.patch_embed = PatchEmbed(
@@ -291,28 +295,37 @@ class VisionTransformer(nn.Module):
                 x, w = block(x, rope=rope, return_weights=True, num_tokens=tokens)
                 weights.append(w)
             else:
-                x = block(x, rope=rope, num_tokens=tokens)
+                x = self._run_block(block, x, rope, tokens)
         x = x.to_global(placement=parallel.placement(parallel.LAST))
         x = self.norm(parallel.gather_tokens(x, tokens))
         return (x, weights) if return_weights else x
 
-    def pool(self, x):
-        """The pooled features of `forward_features`' tokens, before fc_norm."""
+    def pool(self, x, pool_type=None):
+        """The pooled features of `forward_features`' tokens, before fc_norm; `pool_type`
+        overrides `global_pool` (timm's)."""
         if self.attn_pool is not None:
             return self.attn_pool(x[:, self.num_prefix_tokens :])
-        if self.global_pool == "avg":
+        pool_type = self.global_pool if pool_type is None else pool_type
+        if pool_type == "avg":
             return x[:, self.num_prefix_tokens :].mean(dim=1)
-        return x[:, 0]
+        return x[:, 0] if pool_type == "token" else x
 
     def forward_head(self, x, pre_logits=False):
         x = self.head_drop(self.fc_norm(self.pool(x)))
         return x if pre_logits else self.head(x)
 
     def forward(self, images, labels=None, return_weights=False):
+        if self.output == "tensor" and (labels is not None or return_weights):
+            raise ValueError(
+                "a model built with output='tensor' returns the logits only (as timm's): compute "
+                "the loss from them, or build it with output='dict' for labels / return_weights"
+            )
         features = self.forward_features(images, return_weights=return_weights)
         if return_weights:
             features, weights = features
         logits = self.forward_head(features)
+        if self.output == "tensor":
+            return logits
         if labels is not None and self.training:
             labels = parallel.to_stage(labels, parallel.LAST)
             return {"losses": self.loss_func(logits, labels)}
@@ -333,6 +346,178 @@ class VisionTransformer(nn.Module):
         for name in ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func"):
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.LAST)
+        if model.to(nn.Module).grad_checkpointing:  # the train graph: see set_grad_checkpointing
+            for block in model.blocks:
+                mark_recomputed(block)
+
+    # ---------------------------------------------------------------- timm's model API
+    # timm's names, arguments and meaning (timm/models/vision_transformer.py is the reference).
+
+    # what forward returns: "dict" (LiBai's trainer and evaluator: {"losses"} or
+    # {"prediction_scores"}) or "tensor" (timm's: the logits); create_model(output=...) sets it
+    output = "dict"
+
+    @property
+    def num_features(self):
+        """Channels of forward_features' tokens and of the pooled features."""
+        return self.embed_dim
+
+    head_hidden_size = num_features
+
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        """A new head of `num_classes` outputs (0: none, the pooled features are the output), on
+        the last stage as the head at construction, initialised as it is; `global_pool` (if given)
+        changes the pooling ('map' only keeps an attention pool that exists; any other drops it)."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool={global_pool!r} must be one of {GLOBAL_POOLS}")
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("global_pool='token' needs the class token (class_token=True)")
+            if global_pool == "map" and self.attn_pool is None:
+                raise ValueError(
+                    "reset_classifier cannot add attention pooling: build the model with "
+                    "global_pool='map'"
+                )
+            if global_pool != "map":
+                self.attn_pool = None
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = self._new_head(num_classes)
+        self.head.train(self.training)
+
+    @flow.no_grad()
+    def _new_head(self, num_classes):
+        if num_classes <= 0:
+            return nn.Identity()
+        head = ReplicatedLinear(self.embed_dim, num_classes, layer_idx=parallel.LAST)
+        draw = init.trunc_normal(0.02 * self.head_init_scale)  # as init_weights draws it
+        shape = tuple(head.weight.shape)
+        parallel.write_local(
+            head.weight, partial(init.sample, self.init_seed, "head.weight", shape, draw=draw)
+        )
+        parallel.write_local(head.bias, partial(_full, 0.0))
+        return head
+
+    _pretrained_cfg = None  # timm's pretrained config of the zoo name (create_model sets it)
+
+    @property
+    def pretrained_cfg(self):
+        """timm's pretrained config of the model's zoo name (input_size, mean, std, crop_pct,
+        crop_mode, interpolation, num_classes of the pretrained head, classifier, first_conv),
+        with the input size this model is built for (as timm's `set_input_size` records it);
+        built outside the zoo: only what the model itself knows (libai_vit.data.resolve_data_config
+        fills in timm's defaults)."""
+        cfg = dict(num_classes=self.num_classes, classifier="head", first_conv="patch_embed.proj")
+        cfg.update(
+            {
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in (self._pretrained_cfg or {}).items()
+            }
+        )
+        cfg["input_size"] = (self.patch_embed.proj.in_channels, *self.patch_embed.img_size)
+        return cfg
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg):
+        self._pretrained_cfg = dict(cfg)
+
+    default_cfg = pretrained_cfg  # timm's older name
+
+    @property
+    def feature_info(self):
+        """Per block: its module name, channels and reduction (input pixels per feature pixel)."""
+        reduction = max(self.patch_embed.patch_size)
+        return [
+            dict(module=f"blocks.{i}", num_chs=self.embed_dim, reduction=reduction)
+            for i in range(self.depth)
+        ]
+
+    def forward_intermediates(
+        self,
+        x,
+        indices=None,
+        return_prefix_tokens=False,
+        norm=False,
+        stop_early=False,
+        output_fmt="NCHW",
+        intermediates_only=False,
+    ):
+        """The outputs of the blocks `indices` (None: all; an int n: the last n; a list: those,
+        negative from the end), each with the final norm applied when `norm`, the prefix tokens
+        (class, registers) split off (returned beside each as (features, prefix) when
+        `return_prefix_tokens`), as NCHW maps (or NLC tokens); with the normed final tokens
+        first unless `intermediates_only`. `stop_early`: no blocks after the last one taken (the
+        final tokens are then that block's). Every output is on the last stage's ranks (blocks of
+        other pipeline stages hand theirs over), replicated across tensor-parallel ranks."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt={output_fmt!r} must be 'NCHW' or 'NLC'")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        batch = x.shape[0]
+        x, grid = self.patch_embed(parallel.to_stage(x, parallel.FIRST))
+        x = self.norm_pre(self._pos_embed(x, grid))
+        rope = self.rope(grid, like=x) if self.rope is not None else None
+        last, tokens = parallel.placement(parallel.LAST), x.shape[1]
+        intermediates = []
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        for i, block in enumerate(blocks):
+            x = self._run_block(block, x, rope, tokens)
+            if i in take:
+                y = parallel.gather_tokens(x.to_global(placement=last), tokens)
+                intermediates.append(self.norm(y) if norm else y)
+        n = self.num_prefix_tokens
+        prefix = [y[:, :n] for y in intermediates]
+        intermediates = [y[:, n:] for y in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [
+                y.reshape(batch, grid[0], grid[1], -1).permute(0, 3, 1, 2) for y in intermediates
+            ]
+        if return_prefix_tokens and n:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(parallel.gather_tokens(x.to_global(placement=last), tokens)), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        """Drop the blocks after the last of `indices` (as in forward_intermediates), the final
+        norm if `prune_norm`, and the pooling and head if `prune_head`; returns the absolute
+        indices kept."""
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0, "")
+        return take
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable=True):
+        """Recompute each block's activations in the backward pass instead of keeping them (eager
+        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (with
+        dropout or drop path in eager mode the recomputed pass draws new masks)."""
+        self.grad_checkpointing = enable
+
+    def _run_block(self, block, x, rope, num_tokens):
+        if self.grad_checkpointing:
+            return run_recomputed(block, x, rope=rope, num_tokens=num_tokens)
+        return block(x, rope=rope, num_tokens=num_tokens)
+
+    def group_matcher(self, coarse=False):
+        """Regexes grouping the parameter names into layers for layer-wise lr decay: the stem
+        (embeddings, prefix tokens, norm_pre), then block i; a name matching neither (the final
+        norm, the pooling, fc_norm, the head) is in the top layer. timm's ViT also matches
+        `^norm` into the last block's layer; here the final norm stays in the top layer with the
+        head, as in BEiT's and MAE's layer decay (which the fine-tuning recipes reproduce).
+        `coarse` is accepted and changes nothing, as in timm's ViT."""
+        del coarse
+        return dict(
+            stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+            blocks=[(r"^blocks\.(\d+)", None)],
+        )
 
 
 def _batch_like(param, x):

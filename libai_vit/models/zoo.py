@@ -6,32 +6,87 @@ this project's terms ("vit": VisionTransformer; "eva": Eva, which takes timm's E
 """
 
 import difflib
+import fnmatch
 import json
 import os
+import re
 
 from libai.config import LazyCall
 
 from libai_vit.models.eva import Eva
+from libai_vit.models.features import FeatureGetterNet
 from libai_vit.models.vision_transformer import VisionTransformer
 
 with open(os.path.join(os.path.dirname(__file__), "timm_zoo.json")) as _f:
     MODELS = json.load(_f)
 
 
-def list_models(pattern=""):
-    """The timm names `create_model` builds, those containing `pattern`."""
-    return sorted(m for m in MODELS if pattern in m)
+def _split_tag(name):
+    """timm's "architecture.tag" -> (architecture, tag or "")."""
+    arch, _, tag = name.partition(".")
+    return arch, tag
+
+
+def is_model(name):
+    """Whether `name` (a pretrained tag ignored, as timm's) is an architecture built here."""
+    return _split_tag(name)[0] in MODELS
+
+
+def _natural_key(name):
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.lower())]
+
+
+def _with_tag_filters(filters):
+    """timm's: a filter without a tag also matches the names with one."""
+    return [g for f in filters for g in ([f] if "." in f else [f, f + ".*"])]
+
+
+def list_models(filter="", pretrained=False, exclude_filters="", include_tags=None):
+    """The timm names `create_model` builds, as timm's `list_models`: those matching any of the
+    fnmatch wildcard `filter`s ("" or []: all; e.g. "vit_base_*", "*dinov2*") and none of
+    `exclude_filters`, sorted naturally; `pretrained`: only those timm has weights for;
+    `include_tags` (default: `pretrained`): the names with their pretrained tags
+    ("vit_base_patch16_224.augreg_in21k")."""
+    include_tags = pretrained if include_tags is None else include_tags
+    include = [f for f in ([filter] if isinstance(filter, str) else filter) if f]
+    exclude = [
+        f for f in ([exclude_filters] if isinstance(exclude_filters, str) else exclude_filters) if f
+    ]
+    names = {n for n in MODELS if MODELS[n]["pretrained_tags"] or not pretrained}
+    if include_tags:
+        names = {f"{n}.{t}" for n in names for t in MODELS[n]["pretrained_tags"]} | {
+            n for n in names if not MODELS[n]["pretrained_tags"]
+        }
+        include, exclude = _with_tag_filters(include), _with_tag_filters(exclude)
+    if include:
+        names = {n for f in include for n in fnmatch.filter(names, f)}
+    for f in exclude:
+        names -= set(fnmatch.filter(names, f))
+    return sorted(names, key=_natural_key)
 
 
 def _entry(name):
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=5, cutoff=0.6)
+    arch, tag = _split_tag(name)
+    if arch not in MODELS:
+        close = difflib.get_close_matches(arch, MODELS, n=5, cutoff=0.6)
         hint = f"; close: {', '.join(close)}" if close else "; see libai_vit.list_models()"
         raise ValueError(
-            f"unknown model {name!r} (timm's ViT/DeiT/DeiT III/DINOv2/CLIP/SigLIP/EVA-02 "
+            f"unknown model {arch!r} (timm's ViT/DeiT/DeiT III/DINOv2/CLIP/SigLIP/EVA-02 "
             f"names){hint}"
         )
-    return MODELS[name]
+    entry = MODELS[arch]
+    if tag and tag not in entry["pretrained_tags"]:
+        tags = ", ".join(sorted(entry["pretrained_tags"])) or "none"
+        raise ValueError(f"unknown pretrained tag {tag!r} of {arch} (timm's tags: {tags})")
+    return entry
+
+
+def _pretrained_cfg(name):
+    """timm's pretrained config of `name`: its tag's, or the architecture's default."""
+    arch, tag = _split_tag(name)
+    entry = _entry(name)
+    cfg = entry["pretrained_tags"][tag] if tag else entry["pretrained_cfg"]
+    return dict(cfg, architecture=arch, tag=tag or None)
 
 
 def model_kwargs(name, **overrides):
@@ -39,16 +94,44 @@ def model_kwargs(name, **overrides):
     return {**_entry(name)["kwargs"], **overrides}
 
 
-def create_model(name, pretrained=None, trust=False, strict=True, **kwargs):
+OUTPUTS = ("dict", "tensor")
+
+
+def create_model(
+    name,
+    pretrained=None,
+    trust=False,
+    strict=True,
+    output="dict",
+    features_only=False,
+    out_indices=3,
+    feature_cfg=None,
+    **kwargs,
+):
     """Build timm model `name` on the current layout (1x1x1 without a launcher), like timm's.
 
     `pretrained`: a checkpoint file (timm's, the families' release formats, DeiT/MAE/JAX, or this
     project's) loaded into the model, resampling the position embedding when img_size differs and
     dropping the head when num_classes differs; `trust=True` allows .pth pickles beyond
     plain tensors.
+    `output`: what `model(x)` returns: "dict" (LiBai's, what its trainer and evaluator take:
+    {"losses": ...} with labels in train mode, else {"prediction_scores": ...}) or "tensor" (timm's:
+    the logits, in either mode).
+    `features_only`: a backbone (timm's, for ViTs): the model returns the list of the
+    `out_indices` blocks' feature maps (an int n: the last n; default 3), NCHW unless
+    `feature_cfg=dict(output_fmt="NLC")`, the final norm applied with `feature_cfg=dict(norm=True)`;
+    `.feature_info` says their channels and reductions.
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"output={output!r} must be one of {OUTPUTS}")
     build = pretrained_eva if _entry(name)["arch"] == "eva" else pretrained_vit
-    return build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
+    model = build(pretrained, trust=trust, strict=strict, **model_kwargs(name, **kwargs))
+    model.output = output
+    model.pretrained_cfg = _pretrained_cfg(name)
+    if features_only:
+        model = FeatureGetterNet(model, out_indices=out_indices, **(feature_cfg or {}))
+        model.pretrained_cfg = model.default_cfg = model.model.pretrained_cfg
+    return model
 
 
 def _load(model, pretrained, trust, strict):

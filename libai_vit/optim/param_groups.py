@@ -7,19 +7,42 @@ LiBai builds the optimizer as `LazyCall(flow.optim.AdamW)(params=LazyCall(f)(...
 scale it by the schedule, so a group's lr is its layer's scale times the peak lr.
 """
 
+import re
 from collections import defaultdict
 
 from libai.optim import get_default_optimizer_params
 
+MATCH_PREV = 99999  # timm's MATCH_PREV_GROUP: the suffix that joins the previous layer
 
-def layer_id(name, depth):
-    """0 for the embeddings (timm's `group_matcher` stem: patch/position embeddings, class and
-    register tokens, the pre-norm), i + 1 for block i, depth + 1 for the final norm and the head."""
-    if name.startswith(("patch_embed.", "cls_token", "pos_embed", "reg_token", "norm_pre.")):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
+
+def group_parameters(model, group_matcher):
+    """{parameter name: layer id} from a timm `group_matcher` dict, as timm's
+    `group_parameters(..., reverse=True)`: each spec (a regex, or a list of (regex, suffix)) gives
+    a name the ordinal (spec index, the regex's numeric groups, suffix); a name no spec matches is
+    last; the sorted distinct ordinals are numbered 0, 1, ..., an ordinal ending in MATCH_PREV
+    joining the layer before it."""
+    specs = []
+    for ordinal, spec in enumerate(group_matcher.values()):
+        if spec is None:
+            continue
+        for regex, suffix in spec if isinstance(spec, (list, tuple)) else [(spec, None)]:
+            specs.append((re.compile(regex), ordinal, suffix))
+
+    def grouping(name):
+        for regex, ordinal, suffix in specs:
+            match = regex.match(name)
+            if match:
+                parts = (ordinal, *match.groups(), *(suffix or ()))
+                return tuple(float(p) for p in parts if p is not None)
+        return (float("inf"),)
+
+    keys = {name: grouping(name) for name, _ in model.named_parameters()}
+    layer_of_key, layer = {}, -1
+    for key in sorted(set(keys.values())):
+        if layer < 0 or key[-1] != MATCH_PREV:
+            layer += 1
+        layer_of_key[key] = layer
+    return {name: layer_of_key[key] for name, key in keys.items()}
 
 
 def model_no_weight_decay(model):
@@ -61,28 +84,31 @@ def layer_decay_param_groups(
     clip_grad_max_norm=None,
     clip_grad_norm_type=2.0,
 ):
-    """Groups of `model`'s trainable parameters with lr = lr * layer_decay ** (depth + 1 - layer)
-    and weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names` (None: the
+    """Groups of `model`'s trainable parameters with lr = lr * layer_decay ** (top - layer), the
+    layers those of the model's `group_matcher()` (timm's `param_groups_layer_decay`; for this ViT:
+    0 the embeddings, i + 1 block i, top = depth + 1 the final norm, pooling and head), and
+    weight_decay 0 for 1-D tensors (biases, norm scales) and `no_weight_decay_names` (None: the
     model's `no_weight_decay()`).
 
     `clip_grad_max_norm`: clip by the norm of the whole model's gradient (the trainer applies it
     with libai_vit.optim.clip); None: no clipping.
     """
-    depth = model.depth
+    layers = group_parameters(model, model.group_matcher(coarse=False))
+    top = max(layers.values())
     if no_weight_decay_names is None:
         no_weight_decay_names = model_no_weight_decay(model)
     groups = defaultdict(list)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        layer = layer_id(name, depth)
+        layer = layers[name]
         decay = 0.0 if param.ndim <= 1 or name in no_weight_decay_names else weight_decay
         groups[(layer, decay)].append(param)
     result = []
     for (layer, decay), params in sorted(groups.items()):
         group = {
             "params": params,
-            "lr": lr * layer_decay ** (depth + 1 - layer),
+            "lr": lr * layer_decay ** (top - layer),
             "weight_decay": decay,
         }
         if clip_grad_max_norm is not None:

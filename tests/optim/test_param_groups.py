@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import libai_vit  # noqa: F401
+from libai_vit.models.eva import Eva
 from libai_vit.models.vision_transformer import VisionTransformer
-from libai_vit.optim import layer_decay_param_groups, layer_id
+from libai_vit.optim import group_parameters, layer_decay_param_groups
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,54 @@ def _by_name(model, groups):
     return {names[id(p)]: g for g in groups for p in g["params"]}
 
 
-def test_layer_ids():
-    assert [layer_id(n, 12) for n in ("cls_token", "pos_embed", "patch_embed.proj.weight")] == [
-        0,
-        0,
-        0,
-    ]
-    assert layer_id("blocks.0.mlp.dense_h_to_4h.weight", 12) == 1
-    assert layer_id("blocks.11.input_layernorm.bias", 12) == 12
-    assert [layer_id(n, 12) for n in ("norm.weight", "fc_norm.bias", "head.weight")] == [13, 13, 13]
+def _layer_before_group_matcher(name, depth):
+    """The layer ids before they came from group_matcher (BEiT's and MAE's): 0 the embeddings, i + 1
+    block i, depth + 1 everything after the blocks."""
+    if name.startswith(("patch_embed.", "cls_token", "pos_embed", "reg_token", "norm_pre.")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+SMALL = dict(img_size=16, patch_size=4, num_classes=5, embed_dim=16, depth=3, num_heads=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),  # class token, final norm
+        dict(global_pool="avg"),  # fc_norm
+        dict(class_token=False, global_pool="map"),  # attention pool (SigLIP)
+        dict(reg_tokens=2, no_embed_class=True, init_values=0.1),  # DINOv2 with registers
+        dict(pre_norm=True, num_classes=0),  # CLIP: norm_pre, no head
+        dict(eva=True, use_rot_pos_emb=True, swiglu_mlp=True),  # EVA-02
+    ],
+    ids=["token", "avg", "map", "reg", "pre_norm", "eva"],
+)
+def test_group_matcher_layers_are_the_layer_decay_layers_of_before(kwargs):
+    kwargs = dict(kwargs)
+    cls = Eva if kwargs.pop("eva", False) else VisionTransformer
+    vit = cls(**{**SMALL, **kwargs})
+    layers = group_parameters(vit, vit.group_matcher())
+    assert layers == {n: _layer_before_group_matcher(n, 3) for n, _ in vit.named_parameters()}
+
+
+def test_group_parameters_follows_timms_matcher_semantics():
+    """timm's ViT matcher (the final norm joins the last block via MATCH_PREV_GROUP) and a coarse
+    one: the ids are the sorted distinct ordinals, numbered from 0."""
+    vit = VisionTransformer(**SMALL)
+    timm_matcher = dict(
+        stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+        blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+    )
+    layers = group_parameters(vit, timm_matcher)
+    assert layers["norm.weight"] == layers["blocks.2.mlp.dense_4h_to_h.bias"] == 3
+    assert layers["head.weight"] == 4 and layers["pos_embed"] == 0
+    coarse = dict(stem=r"^patch_embed", blocks=r"^blocks", other=None)
+    layers = group_parameters(vit, coarse)
+    assert layers["patch_embed.proj.weight"] == 0 and layers["blocks.1.input_layernorm.bias"] == 1
+    assert layers["cls_token"] == layers["head.bias"] == 2  # unmatched: last
 
 
 def test_lr_scale_and_weight_decay_per_parameter(model):

@@ -1,9 +1,13 @@
 """One process of a TP=2 or PP=2 run (launched by test_parallel_oracle.py): load every fixture that
-fits the layout and compare with timm's outputs. argv: TP PP. Exits non-zero on a mismatch."""
+fits the layout and compare with timm's outputs (logits, then forward_intermediates); at PP=2 also
+train a tiny graph with and without grad checkpointing. argv: TP PP. Exits non-zero on a
+mismatch."""
 
 import sys
 
+import intermediates_oracle
 import numpy as np
+import oneflow as flow
 from omegaconf import DictConfig
 from timm_oracle import CASES, MANIFEST, ORACLE, TOL, build, fixture, output
 
@@ -32,4 +36,46 @@ for case in CASES:
         if not diff < TOL:
             failed.append(case)
 print(f"checked {checked} cases", flush=True)
+on_last_stage = flow.env.get_rank() in np.asarray(parallel.placement(parallel.LAST).ranks)
+checked_intermediates = 0
+for case in intermediates_oracle.CASES:
+    if MANIFEST["cases"][case]["kwargs"]["num_heads"] % tp:
+        continue
+    diff, wrong = intermediates_oracle.max_diff(case)  # every rank runs the model
+    checked_intermediates += 1
+    if on_last_stage:  # only the last stage's ranks hold the outputs
+        print(f"TP={tp} PP={pp} intermediates {case}: max diff {diff:.3g} {wrong}", flush=True)
+        if wrong or not diff < TOL:
+            failed.append(f"intermediates {case}")
+print(f"checked {checked_intermediates} intermediates cases", flush=True)
+
+
+def train_losses(grad_checkpointing, steps=2):
+    """Per-step losses of a tiny ViT in a LiBai train graph at this layout."""
+    from libai.models.utils import GraphBase
+
+    from libai_vit import create_model
+
+    small = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2, num_classes=3)
+    model = create_model("vit_small_patch14_reg4_dinov2", init_seed=1, **small).train()
+    model.set_grad_checkpointing(grad_checkpointing)
+    graph = GraphBase(model, flow.optim.SGD(model.parameters(), lr=0.1), None, is_train=True)
+    rng = np.random.default_rng(0)
+    x = parallel.to_stage(flow.tensor(rng.normal(size=(4, 3, 16, 16)), dtype=flow.float32), 0)
+    y = parallel.to_stage(flow.tensor([0, 1, 2, 0]), parallel.LAST)
+    losses = [graph(images=x, labels=y)["losses"] for _ in range(steps)]
+    if not on_last_stage:  # the loss lives on the last stage's ranks
+        return None
+    return [
+        float(loss.to_global(sbp=[flow.sbp.broadcast] * len(loss.sbp)).to_local())
+        for loss in losses
+    ]
+
+
+# (PP=2 only: the graph compiles are the slow part of this launch)
+plain, recomputed = (train_losses(False), train_losses(True)) if pp > 1 else (None, None)
+if on_last_stage and pp > 1:
+    print(f"TP={tp} PP={pp} grad checkpointing losses {recomputed} plain {plain}", flush=True)
+    if recomputed != plain:
+        failed.append("grad checkpointing")
 sys.exit(1 if failed or not checked else 0)

@@ -1,8 +1,11 @@
-"""timm checkpoints loaded into a tensor- or pipeline-parallel ViT (2 processes) match timm."""
+"""timm checkpoints loaded into a tensor- or pipeline-parallel ViT (2 processes) match timm: the
+logits and forward_intermediates; and at PP=2 set_grad_checkpointing keeps a train graph's
+losses."""
 
 import os
 
 import pytest
+from intermediates_oracle import CASES as INTERMEDIATES
 from timm_oracle import CASES, MANIFEST
 
 from conftest import launch_script
@@ -18,5 +21,11 @@ def test_two_process_layout_matches_timm(tp, pp):
     # non-zero on a mismatch)
     expected = [c for c in CASES if MANIFEST["cases"][c]["kwargs"]["num_heads"] % tp == 0]
     assert f"checked {len(expected)} cases" in proc.stdout
+    inter = [c for c in INTERMEDIATES if MANIFEST["cases"][c]["kwargs"]["num_heads"] % tp == 0]
+    assert f"checked {len(inter)} intermediates cases" in proc.stdout
     for family in ("deit3", "dinov2_reg4", "clip", "siglip", "qk_norm", "eva02_b", "eva02_clip"):
         assert f"TP={tp} PP={pp} {family}." in proc.stdout, family
+    for family in ("small_avg", "dinov2_reg4", "siglip", "eva02_b.safetensors~dyn42"):
+        assert f"TP={tp} PP={pp} intermediates {family}" in proc.stdout, family
+    if pp > 1:  # set_grad_checkpointing: the same per-step losses in a pipelined train graph
+        assert f"TP={tp} PP={pp} grad checkpointing losses" in proc.stdout
