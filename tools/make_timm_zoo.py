@@ -21,6 +21,7 @@ import torch
 
 # isort: split
 import timm  # noqa: E402
+from timm.layers import SwiGLUPacked  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
 from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa: E402
 
@@ -44,8 +45,13 @@ SAME = {
         "qkv_fused",
         "use_pre_transformer_norm",
         "scale_attn_inner",
+        "use_fc_norm",
+        "rope_temperature",
+        "rope_rotate_half",
+        "swiglu_align_to",
     },
 }
+ROPE_TYPES = ("cat", "dinov3")  # timm's rope_type values built here
 IGNORED = {"weight_init"}  # initialisation of a model trained from scratch in timm only
 
 
@@ -86,6 +92,10 @@ def translate(arch, kwargs):
             ours["norm_eps"] = _norm_eps(value)
         elif key == "act_layer":
             ours["act_layer"] = _act(value)
+        elif key == "mlp_layer" and value is SwiGLUPacked:  # DINOv2 giant
+            ours["mlp_layer"] = "swiglu_packed"
+        elif key == "rope_type" and arch == "eva" and value in ROPE_TYPES:
+            ours["rope_type"] = value
         else:
             raise Unsupported(f"{key}={value!r}")
     return ours

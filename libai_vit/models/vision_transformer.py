@@ -48,9 +48,14 @@ class VisionTransformer(nn.Module):
     no_embed_class: the position embedding covers the patches only (prefix tokens get none).
     pre_norm: a LayerNorm after the embeddings (CLIP); the patch projection then has no bias.
     act_layer: the MLP's activation ('gelu', 'quick_gelu', 'gelu_tanh', 'silu', 'relu').
-    mlp_layer, scale_mlp_norm: 'mlp' or 'swiglu'; a LayerNorm inside the MLP (EVA-02).
+    mlp_layer, scale_mlp_norm: 'mlp', 'swiglu' or 'swiglu_packed'; a LayerNorm inside the MLP
+        (EVA-02). 'swiglu_packed' is timm's SwiGLUPacked (DINOv2 giant): int(embed_dim * mlp_ratio)
+        counts the gate and value units together, so the SwiGLU has half as many hidden units.
+    swiglu_align_to: a SwiGLU's hidden units rounded up to a multiple of this (DINOv3; 0: none).
     use_abs_pos_emb: a learned position embedding; use_rot_pos_emb: 2D RoPE in every attention, its
         positions rescaled to `ref_feat_shape` (the pre-training grid) when given.
+    rope_type, rope_temperature, rope_rotate_half: the RoPE kind ('cat': EVA-02's; 'dinov3': patch
+        centres normalised to [-1, 1]), its temperature and dim layout (see libai_vit.layers.rope).
     drop_rate: dropout after the embeddings, the projections and before the head.
     attn_drop_rate: dropout on the attention weights.
     drop_path_rate: stochastic depth, rising linearly to this over the blocks.
@@ -85,9 +90,13 @@ class VisionTransformer(nn.Module):
         act_layer="gelu",
         mlp_layer="mlp",
         scale_mlp_norm=False,
+        swiglu_align_to=0,
         use_abs_pos_emb=True,
         use_rot_pos_emb=False,
         ref_feat_shape=None,
+        rope_type="cat",
+        rope_temperature=10000.0,
+        rope_rotate_half=False,
         drop_rate=0.0,
         attn_drop_rate=0.0,
         drop_path_rate=0.0,
@@ -153,18 +162,28 @@ class VisionTransformer(nn.Module):
         )
         self.rope = (
             RotaryEmbedding2D(
-                embed_dim // num_heads, ref_feat_shape, num_prefix_tokens=self.num_prefix_tokens
+                embed_dim // num_heads,
+                ref_feat_shape,
+                temperature=rope_temperature,
+                num_prefix_tokens=self.num_prefix_tokens,
+                rope_type=rope_type,
+                rotate_half=rope_rotate_half,
             )
             if use_rot_pos_emb
             else None
         )
+        ffn_hidden = int(embed_dim * mlp_ratio)
+        if mlp_layer == "swiglu_packed":  # timm's SwiGLUPacked: one fc1 of gate and value units
+            mlp_layer, ffn_hidden = "swiglu", ffn_hidden // 2
+        if mlp_layer == "swiglu" and swiglu_align_to:
+            ffn_hidden += -ffn_hidden % swiglu_align_to
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         self.blocks = nn.Sequential(
             *[
                 Block(
                     embed_dim,
-                    int(embed_dim * mlp_ratio),
+                    ffn_hidden,
                     num_heads,
                     qkv_bias=qkv_bias,
                     qk_norm=qk_norm,

@@ -103,7 +103,9 @@ def convert(path, model, trust=False):
                 jax_format.to_timm(content, path), model, path, **jax_format.RESAMPLE
             )
         else:
-            state, release = original_formats.to_timm(timm_format.unwrap(content, path), path)
+            state, release = original_formats.to_timm(
+                timm_format.unwrap(content, path), path, model
+            )
             fmt = f"{fmt}, {release} format" if release else fmt
             arrays, unused, resized = timm_format.to_libai(state, model, path)
     except KeyError as e:
