@@ -5,11 +5,15 @@ import os
 
 import full_width
 import numpy as np
+import pytest
 from timm_oracle import TOL, output
 
 from libai_vit import create_model
 from libai_vit.pretrained import load_pretrained
 
+from conftest import launch_script
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 ORACLE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "timm", "full_width_7b.npz")
 
 
@@ -25,3 +29,12 @@ def test_dinov3_7b_full_width_matches_timm(tmp_path):
     diff = float(np.abs(output(model, oracle["input"], "logits") - oracle["logits"]).max())
     print(f"DINOv3-7B full width, 2 blocks: max |ours - timm| = {diff:.3g}")
     assert diff < TOL
+
+
+@pytest.mark.slow
+def test_dinov3_7b_full_width_at_tp2_pp2_matches_timm(tmp_path):
+    # the real shapes split: 32 heads and 8192 SwiGLU units over 2 tensor-parallel ranks, the 2
+    # blocks over 2 stages (registers, class token and RoPE tables where they are used)
+    path = full_width.write(str(tmp_path / "vit_7b_2blocks.safetensors"))
+    proc = launch_script(os.path.join(HERE, "full_width_worker.py"), 4, [2, 2, path])
+    assert proc.stdout.count("TP=2 PP=2 DINOv3-7B full width: max diff") == 2  # the last stage
