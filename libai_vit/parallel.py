@@ -87,9 +87,11 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
         ("mlp hidden (embed_dim*mlp_ratio)", hidden),
     ):
         if value % tp:
+            # heads are not padded (e.g. InternViT-6B's 25): name the sizes that split everything
+            fits = [t for t in range(1, heads + 1) if heads % t == embed_dim % t == hidden % t == 0]
             raise LayoutError(
                 f"model {name}={value} is not divisible by train.dist.tensor_parallel_size={tp}: "
-                f"pick a tensor_parallel_size that divides it"
+                f"tensor_parallel_size {' / '.join(map(str, fits))} splits this model"
             )
     depth = int(m.depth)
     split = d.get("pipeline_stage_layers", None)
@@ -248,3 +250,19 @@ def set_stage(proxy, layer_idx: int):
 
     block = proxy.to(GraphModule) if isinstance(proxy, ProxyModule) else proxy.to(GraphTensor)
     block.set_stage(stage_id(layer_idx), placement(layer_idx))
+
+
+def row_parallel_sum(pairs):
+    """sum of x @ W + b over (x, row-parallel LiBai Linear) pairs: each product is a partial sum
+    over the tensor-parallel ranks' rows of W; they are added where they are and reduced across the
+    ranks once (one all-reduce for all pairs, where each Linear alone would reduce its own)."""
+    total = None
+    for x, linear in pairs:
+        x = x.to_global(sbp=x.sbp[:-1] + (flow.sbp.split(x.ndim - 1),))
+        part = flow.matmul(x, linear.weight)
+        total = part if total is None else total + part
+    total = total.to_global(sbp=x.sbp[:-1] + (flow.sbp.broadcast,))
+    for _, linear in pairs:
+        if linear.bias is not None:
+            total = total + linear.bias
+    return total

@@ -102,6 +102,10 @@ FIXTURES = {
         dict(P8, mlp_ratio=2.9),
         ("safetensors", "release"),
     ),
+    # ViT-22B's parallel block: fused in_proj, RMSNorm everywhere, qk-norm, no q/k/v bias (xp);
+    # with the in_proj bias, LayerScale, a register and average pooling (pwee)
+    "xp": ("vit_base_patch16_xp_224", P8, ("safetensors",)),
+    "pwee": ("vit_pwee_patch16_reg1_gap_256", P8, ("safetensors",)),
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
     "deit3": "deit3_release.pth",
@@ -127,6 +131,9 @@ def build(seed, timm_name, sharp=False, **kwargs):
                     p.mul_(4.0)
                 elif name.endswith("attn.qkv.weight"):
                     p[: 2 * p.shape[0] // 3].mul_(4.0)
+                elif name.endswith("in_proj.weight"):  # rows [fc1 | q | k | v]
+                    c = p.shape[1]
+                    p[p.shape[0] - 3 * c : p.shape[0] - c].mul_(4.0)
         # timm zero-inits biases, tokens ~0, LayerScale 1e-5: randomise so every mapping shows
         for name, p in model.named_parameters():
             if (
@@ -307,6 +314,8 @@ CASES = {
         "logits",
         48,
     ),
+    "xp.safetensors": ("xp", "safetensors", {}, "logits"),
+    "pwee.safetensors": ("pwee", "safetensors", {}, "logits"),
 }
 NO_HEAD_RELEASES = ("dinov2", "dinov3")  # backbones: the release has no head
 

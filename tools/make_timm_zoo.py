@@ -21,9 +21,10 @@ import torch
 
 # isort: split
 import timm  # noqa: E402
-from timm.layers import SwiGLUPacked  # noqa: E402
+from timm.layers import RmsNorm, SwiGLUPacked  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
 from timm.models._registry import _model_entrypoints, get_pretrained_cfg  # noqa: E402
+from timm.models.vision_transformer import ParallelScalingBlock  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
 FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
@@ -59,6 +60,17 @@ class Unsupported(Exception):
     pass
 
 
+def _norm(norm_layer):
+    """(our norm_layer name, eps) of timm's norm_layer (a class or a partial of one)."""
+    func = norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
+    if func is RmsNorm:
+        eps = getattr(norm_layer, "keywords", {}).get("eps")
+        return "rmsnorm", eps if eps is not None else inspect.signature(RmsNorm).parameters[
+            "eps"
+        ].default
+    return "layernorm", _norm_eps(norm_layer)
+
+
 def _norm_eps(norm_layer):
     if isinstance(norm_layer, functools.partial):
         if "eps" in norm_layer.keywords:
@@ -89,9 +101,13 @@ def translate(arch, kwargs):
         if key in SAME[arch]:
             ours[key] = list(value) if isinstance(value, tuple) else value
         elif key == "norm_layer":
-            ours["norm_eps"] = _norm_eps(value)
+            name, ours["norm_eps"] = _norm(value)
+            if name != "layernorm":
+                ours["norm_layer"] = name
         elif key == "act_layer":
             ours["act_layer"] = _act(value)
+        elif key == "block_fn" and arch == "vit" and value is ParallelScalingBlock:  # ViT-22B
+            ours["block_fn"] = "parallel_scaling"
         elif key == "mlp_layer" and value is SwiGLUPacked:  # DINOv2 giant
             ours["mlp_layer"] = "swiglu_packed"
         elif key == "rope_type" and arch == "eva" and value in ROPE_TYPES:

@@ -23,12 +23,14 @@ from oneflow import nn
 
 from libai_vit import parallel
 from libai_vit.layers.attention_pool import AttentionPoolLatent
-from libai_vit.layers.norm import LayerNorm
+from libai_vit.layers.norm import LayerNorm, RMSNorm
+from libai_vit.layers.norm import norm_layer as make_norm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
 from libai_vit.layers.rope import RotaryEmbedding2D
-from libai_vit.layers.transformer import Block, LayerScale
+from libai_vit.layers.transformer import Block, LayerScale, ParallelScalingBlock
 
 GLOBAL_POOLS = ("token", "avg", "map")
+BLOCK_FNS = {"block": Block, "parallel_scaling": ParallelScalingBlock}  # timm's block_fn kinds
 
 
 class VisionTransformer(nn.Module):
@@ -60,6 +62,9 @@ class VisionTransformer(nn.Module):
     attn_drop_rate: dropout on the attention weights.
     drop_path_rate: stochastic depth, rising linearly to this over the blocks.
     norm_eps: every LayerNorm's epsilon (timm: 1e-6; CLIP's checkpoints 1e-5).
+    norm_layer: every norm 'layernorm' or timm's 'rmsnorm' (x / rms(x) * weight).
+    block_fn: 'block' (pre-norm, attention then MLP) or 'parallel_scaling' (timm's
+        ParallelScalingBlock, ViT-22B: attention and MLP side by side on one norm, summed).
     attn_backend: 'math', 'fused' (CUDA), 'flash' or 'auto' (see libai_vit.layers.attention).
     loss_func: the training loss (default cross-entropy).
     init_seed: the weights' seed; every layout gets the same values.
@@ -101,6 +106,8 @@ class VisionTransformer(nn.Module):
         attn_drop_rate=0.0,
         drop_path_rate=0.0,
         norm_eps=1e-6,
+        norm_layer="layernorm",
+        block_fn="block",
         attn_backend="auto",
         loss_func=None,
         init_seed=0,
@@ -156,7 +163,7 @@ class VisionTransformer(nn.Module):
         )
         self.pos_drop = nn.Dropout(p=drop_rate)
         self.norm_pre = (
-            LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.FIRST)
+            make_norm(norm_layer, embed_dim, norm_eps, parallel.FIRST)
             if pre_norm
             else nn.Identity()
         )
@@ -179,19 +186,30 @@ class VisionTransformer(nn.Module):
             ffn_hidden += -ffn_hidden % swiglu_align_to
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        if block_fn not in BLOCK_FNS:
+            raise ValueError(f"block_fn={block_fn!r} is not one of {sorted(BLOCK_FNS)}")
+        block_options = dict(
+            scale_attn_norm=scale_attn_norm, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm
+        )
+        if block_fn == "parallel_scaling":
+            if scale_attn_norm or scale_mlp_norm or mlp_layer != "mlp":
+                raise ValueError(
+                    "block_fn='parallel_scaling' has a plain MLP and no scale norms (as timm's): "
+                    "drop scale_attn_norm / scale_mlp_norm / mlp_layer"
+                )
+            block_options = {}
         self.blocks = nn.Sequential(
             *[
-                Block(
+                BLOCK_FNS[block_fn](
                     embed_dim,
                     ffn_hidden,
                     num_heads,
                     qkv_bias=qkv_bias,
                     qk_norm=qk_norm,
-                    scale_attn_norm=scale_attn_norm,
                     init_values=init_values,
                     act_layer=act_layer,
-                    mlp_layer=mlp_layer,
-                    scale_mlp_norm=scale_mlp_norm,
+                    **block_options,
+                    norm_layer=norm_layer,
                     attn_backend=attn_backend,
                     attention_dropout_prob=attn_drop_rate,
                     output_dropout_prob=drop_rate,
@@ -204,8 +222,8 @@ class VisionTransformer(nn.Module):
         )
         # timm: average pooling normalises after pooling (fc_norm) instead of before
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
-        last = dict(eps=norm_eps, layer_idx=parallel.LAST)
-        self.norm = nn.Identity() if use_fc_norm else LayerNorm(embed_dim, **last)
+        last = dict(name=norm_layer, dim=embed_dim, eps=norm_eps, layer_idx=parallel.LAST)
+        self.norm = nn.Identity() if use_fc_norm else make_norm(**last)
         self.attn_pool = (
             AttentionPoolLatent(
                 embed_dim,
@@ -219,7 +237,7 @@ class VisionTransformer(nn.Module):
             if global_pool == "map"
             else None
         )
-        self.fc_norm = LayerNorm(embed_dim, **last) if use_fc_norm else nn.Identity()
+        self.fc_norm = make_norm(**last) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = (
             Linear(embed_dim, num_classes, layer_idx=parallel.LAST)
@@ -262,7 +280,7 @@ class VisionTransformer(nn.Module):
                 value = rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
             elif issubclass(module_type, LayerScale):
                 value = np.full(shape, self.init_values)
-            elif issubclass(module_type, LayerNorm) and p_name == "weight":
+            elif issubclass(module_type, (LayerNorm, RMSNorm)) and p_name == "weight":
                 value = np.ones(shape)
             else:  # biases
                 value = np.zeros(shape)

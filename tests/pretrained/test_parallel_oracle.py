@@ -19,5 +19,5 @@ def test_two_process_layout_matches_timm(tp, pp):
     expected = [c for c in CASES if MANIFEST["cases"][c]["kwargs"]["num_heads"] % tp == 0]
     assert f"checked {len(expected)} cases" in proc.stdout
     families = ("deit3", "dinov2_reg4", "clip", "siglip", "qk_norm", "eva02_b", "eva02_clip")
-    for family in families + ("dinov2_g", "dinov3_s", "dinov3_splus_qkvb"):
+    for family in families + ("dinov2_g", "dinov3_s", "dinov3_splus_qkvb", "xp", "pwee"):
         assert f"TP={tp} PP={pp} {family}." in proc.stdout, family
