@@ -88,9 +88,11 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
         ("mlp hidden (embed_dim*mlp_ratio)", hidden),
     ):
         if value % tp:
+            # heads are not padded (e.g. InternViT-6B's 25): name the sizes that split everything
+            fits = [t for t in range(1, heads + 1) if heads % t == embed_dim % t == hidden % t == 0]
             raise LayoutError(
                 f"model {name}={value} is not divisible by train.dist.tensor_parallel_size={tp}: "
-                f"pick a tensor_parallel_size that divides it"
+                f"tensor_parallel_size {' / '.join(map(str, fits))} splits this model"
             )
     depth = int(m.depth)
     split = d.get("pipeline_stage_layers", None)

@@ -102,7 +102,9 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 
 # the families' new pieces, each on the demo's small ViT: registers + LayerScale + no_embed_class
 # (DINOv2 with registers), no class token + attention pooling (SigLIP), RoPE + SwiGLU with its norm
-# + the attention's sub-LN + average pooling (EVA-02)
+# + the attention's sub-LN + average pooling (EVA-02), DINOv3's RoPE (normalised grid, rotate-half)
+# + registers + SwiGLU with swiglu_align_to (128 -> 144 hidden units) + no q/k/v bias, ViT-22B's
+# parallel block (attention and MLP side by side, one reduction) with RMSNorm and qk-norm
 FAMILIES = {
     "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
     "siglip": ("model.class_token=False", "model.global_pool=map"),
@@ -113,6 +115,28 @@ FAMILIES = {
         "model.scale_mlp_norm=True",
         "model.scale_attn_norm=True",
         "model.global_pool=avg",
+    ),
+    "dinov3": (
+        "model.use_rot_pos_emb=True",
+        "model.use_abs_pos_emb=False",
+        "model.rope_type=dinov3",
+        "model.rope_temperature=100",
+        "model.rope_rotate_half=True",
+        "model.reg_tokens=4",
+        "model.init_values=0.5",
+        "model.mlp_layer=swiglu",
+        "model.swiglu_align_to=48",
+        "model.qkv_bias=False",
+        "model.global_pool=avg",
+        "model.fc_norm=False",
+    ),
+    "parallel_scaling": (
+        "model.block_fn=parallel_scaling",
+        "model.norm_layer=rmsnorm",
+        "model.qk_norm=True",
+        "model.qkv_bias=False",
+        "model.pre_norm=True",
+        "model.init_values=0.5",
     ),
 }
 FAMILY_LAYOUTS = {"tp2": (1, 2, 1, 16, 1), "dp2_tp2_pp2": (2, 2, 2, 4, 2)}

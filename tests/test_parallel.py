@@ -69,6 +69,34 @@ def test_validation_names_the_problem(overrides, nproc, message):
     assert message in str(err.value)
 
 
+def test_heads_tensor_parallelism_cannot_split_are_refused_naming_the_sizes_that_do():
+    # InternViT-6B's 25 heads (3200 wide, MLP 12800) at TP=2: no zero-head padding is built
+    tp2 = ("train.dist.tensor_parallel_size=2", "train.dist.data_parallel_size=1")
+    shape = ("model.embed_dim=3200", "model.num_heads=25", "model.mlp_ratio=4.0")
+    with pytest.raises(parallel.LayoutError) as err:
+        parallel.validate(_cfg(*tp2, "train.dist.pipeline_parallel_size=1", *shape), 2)
+    assert str(err.value) == (
+        "model num_heads=25 is not divisible by train.dist.tensor_parallel_size=2: "
+        "tensor_parallel_size 1 / 5 / 25 splits this model"
+    )
+
+
+def test_uneven_pipeline_splits_of_40_and_64_blocks():
+    # DINOv2-g / DINOv3-7B (40 blocks) and 64-block models: even splits put the extra blocks last
+    assert np.bincount(parallel.stage_of_layers(40, 3)).tolist() == [13, 13, 14]
+    assert np.bincount(parallel.stage_of_layers(64, 6)).tolist() == [10, 10, 11, 11, 11, 11]
+    assert np.bincount(parallel.stage_of_layers(40, 8, [4, 5, 5, 5, 5, 5, 5, 6])).tolist() == [
+        4,
+        5,
+        5,
+        5,
+        5,
+        5,
+        5,
+        6,
+    ]
+
+
 def test_valid_demo_layout_passes():
     parallel.validate(_cfg(), 8)
 

@@ -9,11 +9,12 @@ Regenerate (needs real timm + torch, which the project venv does not have):
     .venv-timm/bin/python tools/make_timm_fixtures.py [OUT_DIR]   # default tests/fixtures/timm
 
 Every model is a randomly initialised (fixed seed) timm model (a named architecture: ViT, DeiT III,
-DINOv2, CLIP, SigLIP, EVA-02) with small dims, every tensor perturbed so that a wrong mapping shows.
+DINOv2 (to giant), CLIP, SigLIP, EVA-02, DINOv3) with small dims, every tensor perturbed so that a
+wrong mapping shows.
 Outputs in OUT_DIR:
   <fixture>.safetensors / .pth / .npz   the checkpoints (npz: official JAX ViT naming);
   <fixture>_release.*   the same weights in the family's own release format (DeiT III, DINOv2,
-                 CLIP);
+                 CLIP, DINOv3);
   oracle.npz     "<case>/input" and "<case>/output": timm's logits (or pre-logits, when the head is
                  new) of the checkpoint loaded by timm itself, per case of manifest.json;
   manifest.json  per fixture: timm kwargs, files; per case: file, load kwargs, what the output is.
@@ -92,6 +93,19 @@ FIXTURES = {
         ("safetensors",),
     ),  # fused, packed
     "eva02_clip": ("eva02_base_patch16_clip_224", P8, ("safetensors",)),  # sub-LN in attention
+    # the giants, small: DINOv2-g's packed SwiGLU; DINOv3's RoPE, storage tokens, no q/k/v bias
+    # (S) or q/v biases and a SwiGLU whose hidden units align_to rounds up (139 -> 144) (S+ qkvb)
+    "dinov2_g": ("vit_giant_patch14_reg4_dinov2", P7, ("safetensors", "release")),
+    "dinov3_s": ("vit_small_patch16_dinov3", P8, ("safetensors", "release")),
+    "dinov3_splus_qkvb": (
+        "vit_small_plus_patch16_dinov3_qkvb",
+        dict(P8, mlp_ratio=2.9),
+        ("safetensors", "release"),
+    ),
+    # ViT-22B's parallel block: fused in_proj, RMSNorm everywhere, qk-norm, no q/k/v bias (xp);
+    # with the in_proj bias, LayerScale, a register and average pooling (pwee)
+    "xp": ("vit_base_patch16_xp_224", P8, ("safetensors",)),
+    "pwee": ("vit_pwee_patch16_reg1_gap_256", P8, ("safetensors",)),
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
     "deit3": "deit3_release.pth",
@@ -99,6 +113,9 @@ RELEASE = {  # fixture -> the family's own format: file name, writer (see save_r
     "dinov2_reg4": "dinov2_reg4_release.pth",
     "clip": "clip_release.pt",
     "siglip": "siglip_openclip.bin",
+    "dinov2_g": "dinov2_g_release.pth",
+    "dinov3_s": "dinov3_s_release.pth",
+    "dinov3_splus_qkvb": "dinov3_splus_qkvb_release.pth",
 }
 
 
@@ -114,6 +131,9 @@ def build(seed, timm_name, sharp=False, **kwargs):
                     p.mul_(4.0)
                 elif name.endswith("attn.qkv.weight"):
                     p[: 2 * p.shape[0] // 3].mul_(4.0)
+                elif name.endswith("in_proj.weight"):  # rows [fc1 | q | k | v]
+                    c = p.shape[1]
+                    p[p.shape[0] - 3 * c : p.shape[0] - c].mul_(4.0)
         # timm zero-inits biases, tokens ~0, LayerScale 1e-5: randomise so every mapping shows
         for name, p in model.named_parameters():
             if (
@@ -271,7 +291,33 @@ CASES = {
         "logits",
         42,
     ),
+    # DINOv2 giant (timm's SwiGLUPacked; the release's w12 / w3)
+    "dinov2_g.safetensors": ("dinov2_g", "safetensors", {}, "logits"),
+    "dinov2_g.release": ("dinov2_g", "release", {}, "pre_logits"),
+    # DINOv3: its RoPE grid normalised to [-1, 1] at any size (dynamic_img_size is timm's default)
+    "dinov3_s.safetensors": ("dinov3_s", "safetensors", {}, "logits"),
+    "dinov3_s.release": ("dinov3_s", "release", {}, "pre_logits"),
+    "dinov3_s.safetensors/token": ("dinov3_s", "safetensors", dict(global_pool="token"), "logits"),
+    "dinov3_s.safetensors~dyn48": (
+        "dinov3_s",
+        "safetensors",
+        dict(dynamic_img_size=True),
+        "logits",
+        48,
+    ),
+    "dinov3_splus_qkvb.safetensors": ("dinov3_splus_qkvb", "safetensors", {}, "logits"),
+    "dinov3_splus_qkvb.release": ("dinov3_splus_qkvb", "release", {}, "pre_logits"),
+    "dinov3_splus_qkvb.safetensors~dyn48": (
+        "dinov3_splus_qkvb",
+        "safetensors",
+        dict(dynamic_img_size=True),
+        "logits",
+        48,
+    ),
+    "xp.safetensors": ("xp", "safetensors", {}, "logits"),
+    "pwee.safetensors": ("pwee", "safetensors", {}, "logits"),
 }
+NO_HEAD_RELEASES = ("dinov2", "dinov3")  # backbones: the release has no head
 
 
 def save(model, name, fmt, out_dir):
@@ -309,10 +355,18 @@ def save_release(model, name, path):
             for k, v in state.items()
         }
         torch.save({"model": state}, path)
+    elif name.startswith("dinov3"):
+        torch.save(to_dinov3_release(state), path)
     elif name.startswith(
         "dinov2"
     ):  # facebookresearch/dinov2: no head, mask_token, registers as register_tokens
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        state = {  # ViT-g's packed SwiGLU
+            k.replace("mlp.fc1.", "mlp.w12." if name == "dinov2_g" else "mlp.fc1.").replace(
+                "mlp.fc2.", "mlp.w3." if name == "dinov2_g" else "mlp.fc2."
+            ): v
+            for k, v in state.items()
+        }
         c = state["cls_token"].shape[-1]
         state["mask_token"] = torch.randn(1, c)
         if "reg_token" in state:  # the class token's position is separate in the release
@@ -340,6 +394,37 @@ def save_release(model, name, path):
             path,
         )
     return path
+
+
+def to_dinov3_release(state):
+    """timm's DINOv3 names -> facebookresearch/dinov3's (the inverse of timm's filter): no head,
+    storage_tokens, ls1/ls2, the SwiGLU's w1/w2/w3, a q/k/v bias with a k part that its bias_mask
+    zeroes (random here, so that loading it as given shows), a pre-training mask_token and the RoPE
+    periods."""
+    out = {}
+    swiglu = "blocks.0.mlp.fc1_g.weight" in state  # DINOv3's GELU MLP keeps fc1 / fc2
+    for k, v in state.items():
+        if k.startswith("head."):
+            continue
+        k = k.replace("reg_token", "storage_tokens").replace("gamma_1", "ls1.gamma")
+        k = k.replace("gamma_2", "ls2.gamma").replace("mlp.fc1_g.", "mlp.w1.")
+        k = k.replace("mlp.fc1_x.", "mlp.w2.")
+        k = k.replace("mlp.fc2.", "mlp.w3.") if swiglu else k
+        if k.endswith((".attn.q_bias", ".attn.v_bias")):
+            continue
+        out[k] = v
+    c = state["cls_token"].shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    for i in range(depth):
+        t = f"blocks.{i}.attn."
+        q, v = state.get(t + "q_bias"), state.get(t + "v_bias")
+        if q is None:  # the no-bias models' releases hold zero q/v biases
+            q, v = torch.zeros(c), torch.zeros(c)
+        out[t + "qkv.bias"] = torch.cat([q, torch.randn(c), v])
+        out[t + "qkv.bias_mask"] = torch.cat([torch.ones(c), torch.zeros(c), torch.ones(c)])
+    out["mask_token"] = torch.randn(1, c)
+    out["rope_embed.periods"] = torch.rand(c // 16)
+    return out
 
 
 def to_openai_clip(state):
@@ -385,7 +470,8 @@ def timm_load(path, timm_name, fixture_kwargs, overrides):
         cfg = dict(file=path, custom_load=True)
     else:  # the saved num_classes, so that timm drops the head exactly when it differs
         cfg = dict(file=path, num_classes=fixture_kwargs["num_classes"])
-    if "dinov2" in path and "release" in path:  # the release has no head: timm keeps its own init
+    if "release" in path and os.path.basename(path).startswith(NO_HEAD_RELEASES):
+        # the release has no head: timm keeps its own init
         cfg["num_classes"] = 0
     return timm.create_model(
         timm_name, pretrained=True, pretrained_cfg_overlay=cfg, **kwargs
@@ -425,7 +511,7 @@ def main(out_dir):
             x = inputs[size]
             feats = model.forward_features(x)
             y = model.forward_head(feats, pre_logits=output == "pre_logits")
-            if not overrides and not (name.startswith("dinov2") and fmt == "release"):
+            if not overrides and not (name.startswith(NO_HEAD_RELEASES) and fmt == "release"):
                 # loading as-is must reproduce the saved model (DINOv2's release has no head)
                 ref = originals[name].forward_head(originals[name].forward_features(x))
                 diff = (y - ref).abs().max().item()

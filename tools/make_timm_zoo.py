@@ -23,6 +23,7 @@ import torch
 
 # isort: split
 import timm  # noqa: E402
+from timm.layers import RmsNorm, SwiGLUPacked  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
 from timm.models._registry import (  # noqa: E402
     _model_entrypoints,
@@ -30,6 +31,7 @@ from timm.models._registry import (  # noqa: E402
     _model_with_tags,
     get_pretrained_cfg,
 )
+from timm.models.vision_transformer import ParallelScalingBlock  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
 FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
@@ -51,8 +53,13 @@ SAME = {
         "qkv_fused",
         "use_pre_transformer_norm",
         "scale_attn_inner",
+        "use_fc_norm",
+        "rope_temperature",
+        "rope_rotate_half",
+        "swiglu_align_to",
     },
 }
+ROPE_TYPES = ("cat", "dinov3")  # timm's rope_type values built here
 IGNORED = {"weight_init"}  # initialisation of a model trained from scratch in timm only
 
 
@@ -76,6 +83,17 @@ def pretrained_tags(name):
 
 class Unsupported(Exception):
     pass
+
+
+def _norm(norm_layer):
+    """(our norm_layer name, eps) of timm's norm_layer (a class or a partial of one)."""
+    func = norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
+    if func is RmsNorm:
+        eps = getattr(norm_layer, "keywords", {}).get("eps")
+        return "rmsnorm", eps if eps is not None else inspect.signature(RmsNorm).parameters[
+            "eps"
+        ].default
+    return "layernorm", _norm_eps(norm_layer)
 
 
 def _norm_eps(norm_layer):
@@ -108,9 +126,17 @@ def translate(arch, kwargs):
         if key in SAME[arch]:
             ours[key] = list(value) if isinstance(value, tuple) else value
         elif key == "norm_layer":
-            ours["norm_eps"] = _norm_eps(value)
+            name, ours["norm_eps"] = _norm(value)
+            if name != "layernorm":
+                ours["norm_layer"] = name
         elif key == "act_layer":
             ours["act_layer"] = _act(value)
+        elif key == "block_fn" and arch == "vit" and value is ParallelScalingBlock:  # ViT-22B
+            ours["block_fn"] = "parallel_scaling"
+        elif key == "mlp_layer" and value is SwiGLUPacked:  # DINOv2 giant
+            ours["mlp_layer"] = "swiglu_packed"
+        elif key == "rope_type" and arch == "eva" and value in ROPE_TYPES:
+            ours["rope_type"] = value
         else:
             raise Unsupported(f"{key}={value!r}")
     return ours

@@ -77,14 +77,34 @@ class ViTShape:
     num_heads: int = 12
     mlp_ratio: float = 4.0
     num_classes: int = 1000
+    # the giants' MLPs: a SwiGLU (VisionTransformer's mlp_layer, Eva's swiglu_mlp) has three
+    # projections; timm's packed one counts gate and value units in mlp_ratio (DINOv2-g)
+    mlp_layer: str = "mlp"
+    swiglu_mlp: bool = False
+    swiglu_align_to: int = 0
+    reg_tokens: int = 0  # registers (Eva's num_reg_tokens): tokens beside the class token
+    num_reg_tokens: int = 0
 
     @property
     def tokens(self):
-        return (self.img_size // self.patch_size) ** 2 + 1
+        return (self.img_size // self.patch_size) ** 2 + 1 + self.reg_tokens + self.num_reg_tokens
+
+    @property
+    def gated(self):
+        return self.swiglu_mlp or self.mlp_layer in ("swiglu", "swiglu_packed")
+
+    @property
+    def mlp_matrices(self):
+        return 3 if self.gated else 2
 
     @property
     def hidden(self):
-        return int(self.embed_dim * self.mlp_ratio)
+        hidden = int(self.embed_dim * self.mlp_ratio)
+        if self.mlp_layer == "swiglu_packed":
+            hidden //= 2
+        if self.gated and self.swiglu_align_to:
+            hidden += -hidden % self.swiglu_align_to
+        return hidden
 
     @classmethod
     def from_config(cls, model_cfg):
@@ -103,7 +123,7 @@ class ViTShape:
 def forward_flops_per_image(m: ViTShape) -> float:
     s, h, f = m.tokens, m.embed_dim, m.hidden
     patch = 2 * (s - 1) * h * m.in_chans * m.patch_size**2
-    block = 2 * s * h * (3 * h + h + 2 * f) + 2 * 2 * s * s * h
+    block = 2 * s * h * (3 * h + h + m.mlp_matrices * f) + 2 * 2 * s * s * h
     return patch + m.depth * block + 2 * h * m.num_classes
 
 
@@ -124,9 +144,8 @@ def parameter_counts(
 ) -> List[float]:
     """Parameters held by one rank of each pipeline stage."""
     h, f = m.embed_dim, m.hidden
-    split = (
-        3 * h * h + 3 * h + h * h + h * f + f + f * h
-    )  # column/row-parallel weights, column biases
+    # column/row-parallel weights, column biases (a SwiGLU's two input projections)
+    split = 3 * h * h + 3 * h + h * h + (m.mlp_matrices - 1) * (h * f + f) + f * h
     replicated = 4 * h + 2 * h  # two LayerNorms, row-parallel biases (dense, fc2)
     per_block = split / tp + replicated
     first = h * m.in_chans * m.patch_size**2 + h + h + m.tokens * h  # patch conv, cls, pos

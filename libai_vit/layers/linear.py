@@ -28,11 +28,24 @@ class ReplicatedLinear(Linear):
 
 
 def row_parallel(linear, x):
-    """`linear` (LiBai's row-parallel Linear) applied to `x`, the output in `parallel.residual_sbp`:
-    LiBai all-reduces the partial sums; under sequence parallelism they are reduce-scattered
-    along the (padded) tokens, Megatron's, so each rank keeps only its tokens."""
-    if not parallel.sequence_parallel():
-        return linear(x)
-    x = parallel.pad_tokens(x.to_global(sbp=x.sbp[:-1] + (flow.sbp.split(x.ndim - 1),)))
-    y = flow.matmul(x, linear.weight).to_global(sbp=parallel.residual_sbp())
-    return y + linear.bias if linear.bias is not None else y
+    """`linear` (LiBai's row-parallel Linear) applied to `x` (see `row_parallel_sum`)."""
+    return row_parallel_sum([(x, linear)])
+
+
+def row_parallel_sum(pairs):
+    """The sum of x @ W + b over (x, row-parallel LiBai Linear) pairs, in `parallel.residual_sbp`.
+    Each product is a partial sum over the tensor-parallel ranks' rows of W; they are added where
+    they are and reduced across the ranks once: all-reduced (as LiBai's Linear does), or under
+    sequence parallelism reduce-scattered along the (padded) tokens, Megatron's, so each rank
+    keeps only its tokens."""
+    total = None
+    for x, linear in pairs:
+        if linear.weight.sbp[-1] == flow.sbp.split(0):  # rows split over TP: x's columns too
+            x = x.to_global(sbp=x.sbp[:-1] + (flow.sbp.split(x.ndim - 1),))
+        part = flow.matmul(parallel.pad_tokens(x), linear.weight)
+        total = part if total is None else total + part
+    total = total.to_global(sbp=parallel.residual_sbp())
+    for _, linear in pairs:
+        if linear.bias is not None:
+            total = total + linear.bias
+    return total

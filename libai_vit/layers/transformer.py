@@ -12,7 +12,9 @@ and `dense` is row-parallel. What the timm families add sits beside what it chan
 - `rope`: EVA-02's 2D rotary embedding of q and k, applied on the rank that owns the head;
 - `ls1` / `ls2`: LayerScale (CaiT/DeiT III/DINOv2), a per-channel gain on the block's outputs,
   broadcast like the residual stream it scales;
-- `mlp`: LiBai's MLP with timm's `act_layer`, or EVA-02's SwiGLU.
+- `mlp`: LiBai's MLP with timm's `act_layer`, or EVA-02's SwiGLU;
+- `norm_layer`: every norm of the block LayerNorm or timm's RMSNorm.
+`ParallelScalingBlock` (ViT-22B) runs the same attention and MLP side by side.
 """
 
 import oneflow as flow
@@ -21,9 +23,9 @@ from oneflow import nn
 
 from libai_vit import parallel
 from libai_vit.layers.attention import attention
-from libai_vit.layers.linear import row_parallel
+from libai_vit.layers.linear import row_parallel, row_parallel_sum
 from libai_vit.layers.mlp import Mlp, SwiGLU, no_init
-from libai_vit.layers.norm import LayerNorm
+from libai_vit.layers.norm import norm_layer as make_norm
 from libai_vit.layers.rope import apply_rope
 
 
@@ -75,6 +77,7 @@ class Attention(MultiheadAttention):
         qk_norm=False,
         scale_norm=False,
         norm_eps=1e-6,
+        norm_layer="layernorm",
         attn_backend="math",
         layer_idx=0,
         **kwargs,
@@ -85,18 +88,25 @@ class Attention(MultiheadAttention):
         if not qkv_bias:
             self.query_key_value.bias = None
         norm = (
-            (lambda: LayerNorm(self.head_size, eps=norm_eps, layer_idx=layer_idx))
+            (lambda: make_norm(norm_layer, self.head_size, norm_eps, layer_idx))
             if qk_norm
             else nn.Identity
         )
         self.q_norm, self.k_norm = norm(), norm()
         self.norm = (
-            LayerNorm(hidden_size, eps=norm_eps, layer_idx=layer_idx)
-            if scale_norm
-            else nn.Identity()
+            make_norm(norm_layer, hidden_size, norm_eps, layer_idx) if scale_norm else nn.Identity()
         )
 
     def forward(self, hidden_states, rope=None, return_weights=False):
+        out = self.heads(hidden_states, rope=rope, return_weights=return_weights)
+        weights = None
+        if return_weights:
+            out, weights = out
+        out = self.output_dropout(row_parallel(self.dense, out))
+        return (out, weights) if return_weights else out
+
+    def heads(self, hidden_states, rope=None, return_weights=False):
+        """The heads' joined outputs (batch, seq, hidden), before the output projection `dense`."""
         bsz, seq = hidden_states.shape[:2]
         qkv = self.query_key_value(hidden_states)
         qkv = qkv.view(bsz, seq, self.num_heads, 3 * self.head_size).permute(0, 2, 1, 3)
@@ -117,7 +127,6 @@ class Attention(MultiheadAttention):
         if return_weights:
             out, weights = out
         out = self.norm(out.transpose(1, 2).reshape(bsz, seq, self.hidden_size))
-        out = self.output_dropout(row_parallel(self.dense, out))
         return (out, weights) if return_weights else out
 
 
@@ -140,11 +149,12 @@ class Block(nn.Module):
         output_dropout_prob=0.0,
         drop_path_prob=0.0,
         layernorm_epsilon=1e-6,
+        norm_layer="layernorm",
         layer_idx=0,
     ):
         super().__init__()
         self.layer_idx = layer_idx
-        self.input_layernorm = LayerNorm(hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx)
+        self.input_layernorm = make_norm(norm_layer, hidden_size, layernorm_epsilon, layer_idx)
         self.self_attention = Attention(
             hidden_size,
             num_attention_heads,
@@ -152,14 +162,15 @@ class Block(nn.Module):
             qk_norm=qk_norm,
             scale_norm=scale_attn_norm,
             norm_eps=layernorm_epsilon,
+            norm_layer=norm_layer,
             attn_backend=attn_backend,
             attention_dropout_prob=attention_dropout_prob,
             output_dropout_prob=output_dropout_prob,
             layer_idx=layer_idx,
         )
         self.ls1 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
-        self.post_attention_layernorm = LayerNorm(
-            hidden_size, eps=layernorm_epsilon, layer_idx=layer_idx
+        self.post_attention_layernorm = make_norm(
+            norm_layer, hidden_size, layernorm_epsilon, layer_idx
         )
         if mlp_layer == "swiglu":
             self.mlp = SwiGLU(
@@ -203,4 +214,76 @@ class Block(nn.Module):
         x = x + self.drop_path(self.ls1(attn))
         mlp = self.mlp(parallel.gather_tokens(self.post_attention_layernorm(x), n))
         x = x + self.drop_path(self.ls2(mlp))
+        return (x, weights) if return_weights else x
+
+
+class ParallelScalingBlock(nn.Module):
+    """ViT-22B's parallel block (timm's ParallelScalingBlock): attention and MLP read the same
+    normalised input and their outputs are summed,
+
+        y = norm(x);  x = x + drop_path(ls(dense(attn(y)) + fc2(act(fc1(y)))))
+
+    timm fuses q/k/v and fc1 into one input projection (`in_proj`, no bias but fc1's `mlp_bias`);
+    here it is two column-parallel projections of y (the same product, split by heads and by MLP
+    units), and the two row-parallel output projections are added as partial sums, reduced across
+    tensor-parallel ranks once (`layers.linear.row_parallel_sum`). Names are Block's (`ls1` the
+    one LayerScale), so the per-head q/k/v layout and the loaders are shared.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        ffn_hidden_size,
+        num_attention_heads,
+        *,
+        qkv_bias=False,
+        qk_norm=False,
+        init_values=None,
+        act_layer="gelu",
+        attn_backend="math",
+        attention_dropout_prob=0.0,
+        output_dropout_prob=0.0,
+        drop_path_prob=0.0,
+        layernorm_epsilon=1e-6,
+        norm_layer="layernorm",
+        layer_idx=0,
+    ):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.input_layernorm = make_norm(norm_layer, hidden_size, layernorm_epsilon, layer_idx)
+        self.self_attention = Attention(
+            hidden_size,
+            num_attention_heads,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
+            norm_eps=layernorm_epsilon,
+            norm_layer=norm_layer,
+            attn_backend=attn_backend,
+            attention_dropout_prob=attention_dropout_prob,
+            layer_idx=layer_idx,
+        )
+        self.mlp = Mlp(
+            hidden_size,
+            ffn_hidden_size,
+            act_layer=act_layer,
+            output_dropout_prob=output_dropout_prob,
+            layer_idx=layer_idx,
+        )
+        self.ls1 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
+        self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
+
+    def forward(self, x, rope=None, return_weights=False, num_tokens=None):
+        x = parallel.to_residual(x, self.layer_idx)
+        if rope is not None:
+            rope = tuple(t.to_global(placement=x.placement) for t in rope)
+        y = parallel.gather_tokens(self.input_layernorm(x), num_tokens or x.shape[1])
+        heads = self.self_attention.heads(y, rope=rope, return_weights=return_weights)
+        weights = None
+        if return_weights:
+            heads, weights = heads
+        hidden = self.mlp.dropout(self.mlp.activation_func(self.mlp.dense_h_to_4h(y)))
+        out = row_parallel_sum(
+            [(heads, self.self_attention.dense), (hidden, self.mlp.dense_4h_to_h)]
+        )
+        x = x + self.drop_path(self.ls1(out))
         return (x, weights) if return_weights else x

@@ -1,6 +1,8 @@
 """EVA-02 (Fang et al. 2023; timm's `eva.py`): a ViT with 2D rotary position embedding in every
 attention, a SwiGLU MLP with a LayerNorm inside (`scale_mlp`), global average pooling and a small
 head init. It is `VisionTransformer` with EVA's option names: it trains alike at every layout.
+timm builds DINOv3 (Simeoni et al. 2025) with this class too: DINOv3's RoPE (`rope_type='dinov3'`),
+storage tokens as registers, LayerScale, no position embedding, a SwiGLU for S+/H+/7B.
 
 timm keeps EVA's q/k/v as three projections (`qkv_fused=False`) with no k bias; here they are one
 column-parallel projection whose k bias loads as zeros and stays zero: softmax over keys ignores a
@@ -20,7 +22,10 @@ class Eva(VisionTransformer):
         (scale_attn_norm).
     num_reg_tokens: register tokens (reg_tokens).
     use_pre_transformer_norm: a LayerNorm after the embeddings (pre_norm).
+    use_fc_norm: the final norm after pooling (fc_norm); None: after for 'avg' (DINOv3: False).
     global_pool, head_init_scale: as VisionTransformer's, with EVA's defaults ('avg', 0.001).
+    rope_type, rope_temperature, rope_rotate_half, swiglu_align_to: VisionTransformer's (timm's
+        names; DINOv3: 'dinov3', 100, True).
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class Eva(VisionTransformer):
         scale_attn_inner=False,
         num_reg_tokens=0,
         use_pre_transformer_norm=False,
+        use_fc_norm=None,
         head_init_scale=0.001,
         **kwargs,
     ):
@@ -43,6 +49,7 @@ class Eva(VisionTransformer):
             scale_attn_norm=scale_attn_inner,
             reg_tokens=num_reg_tokens,
             pre_norm=use_pre_transformer_norm,
+            fc_norm=use_fc_norm,
             head_init_scale=head_init_scale,
             **kwargs,
         )

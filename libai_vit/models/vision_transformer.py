@@ -26,14 +26,16 @@ from libai_vit import parallel
 from libai_vit.layers import init
 from libai_vit.layers.attention_pool import AttentionPoolLatent
 from libai_vit.layers.linear import ReplicatedLinear
-from libai_vit.layers.norm import LayerNorm
+from libai_vit.layers.norm import LayerNorm, RMSNorm
+from libai_vit.layers.norm import norm_layer as make_norm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
 from libai_vit.layers.recompute import mark_recomputed, run_recomputed
 from libai_vit.layers.rope import RotaryEmbedding2D
-from libai_vit.layers.transformer import Block, LayerScale
+from libai_vit.layers.transformer import Block, LayerScale, ParallelScalingBlock
 from libai_vit.models.features import feature_take_indices
 
 GLOBAL_POOLS = ("token", "avg", "map", "")  # "": no pooling (timm's), the tokens go on
+BLOCK_FNS = {"block": Block, "parallel_scaling": ParallelScalingBlock}  # timm's block_fn kinds
 
 
 class VisionTransformer(nn.Module):
@@ -53,13 +55,21 @@ class VisionTransformer(nn.Module):
     no_embed_class: the position embedding covers the patches only (prefix tokens get none).
     pre_norm: a LayerNorm after the embeddings (CLIP); the patch projection then has no bias.
     act_layer: the MLP's activation ('gelu', 'quick_gelu', 'gelu_tanh', 'silu', 'relu').
-    mlp_layer, scale_mlp_norm: 'mlp' or 'swiglu'; a LayerNorm inside the MLP (EVA-02).
+    mlp_layer, scale_mlp_norm: 'mlp', 'swiglu' or 'swiglu_packed'; a LayerNorm inside the MLP
+        (EVA-02). 'swiglu_packed' is timm's SwiGLUPacked (DINOv2 giant): int(embed_dim * mlp_ratio)
+        counts the gate and value units together, so the SwiGLU has half as many hidden units.
+    swiglu_align_to: a SwiGLU's hidden units rounded up to a multiple of this (DINOv3; 0: none).
     use_abs_pos_emb: a learned position embedding; use_rot_pos_emb: 2D RoPE in every attention, its
         positions rescaled to `ref_feat_shape` (the pre-training grid) when given.
+    rope_type, rope_temperature, rope_rotate_half: the RoPE kind ('cat': EVA-02's; 'dinov3': patch
+        centres normalised to [-1, 1]), its temperature and dim layout (see libai_vit.layers.rope).
     drop_rate: dropout after the embeddings, the projections and before the head.
     attn_drop_rate: dropout on the attention weights.
     drop_path_rate: stochastic depth, rising linearly to this over the blocks.
     norm_eps: every LayerNorm's epsilon (timm: 1e-6; CLIP's checkpoints 1e-5).
+    norm_layer: every norm 'layernorm' or timm's 'rmsnorm' (x / rms(x) * weight).
+    block_fn: 'block' (pre-norm, attention then MLP) or 'parallel_scaling' (timm's
+        ParallelScalingBlock, ViT-22B: attention and MLP side by side on one norm, summed).
     attn_backend: 'math', 'fused' (CUDA), 'flash' or 'auto' (see libai_vit.layers.attention).
     loss_func: the training loss (default cross-entropy).
     init_seed: the weights' seed; every layout gets the same values.
@@ -90,13 +100,19 @@ class VisionTransformer(nn.Module):
         act_layer="gelu",
         mlp_layer="mlp",
         scale_mlp_norm=False,
+        swiglu_align_to=0,
         use_abs_pos_emb=True,
         use_rot_pos_emb=False,
         ref_feat_shape=None,
+        rope_type="cat",
+        rope_temperature=10000.0,
+        rope_rotate_half=False,
         drop_rate=0.0,
         attn_drop_rate=0.0,
         drop_path_rate=0.0,
         norm_eps=1e-6,
+        norm_layer="layernorm",
+        block_fn="block",
         attn_backend="auto",
         loss_func=None,
         init_seed=0,
@@ -153,32 +169,53 @@ class VisionTransformer(nn.Module):
         )
         self.pos_drop = nn.Dropout(p=drop_rate)
         self.norm_pre = (
-            LayerNorm(embed_dim, eps=norm_eps, layer_idx=parallel.FIRST)
+            make_norm(norm_layer, embed_dim, norm_eps, parallel.FIRST)
             if pre_norm
             else nn.Identity()
         )
         self.rope = (
             RotaryEmbedding2D(
-                embed_dim // num_heads, ref_feat_shape, num_prefix_tokens=self.num_prefix_tokens
+                embed_dim // num_heads,
+                ref_feat_shape,
+                temperature=rope_temperature,
+                num_prefix_tokens=self.num_prefix_tokens,
+                rope_type=rope_type,
+                rotate_half=rope_rotate_half,
             )
             if use_rot_pos_emb
             else None
         )
+        ffn_hidden = int(embed_dim * mlp_ratio)
+        if mlp_layer == "swiglu_packed":  # timm's SwiGLUPacked: one fc1 of gate and value units
+            mlp_layer, ffn_hidden = "swiglu", ffn_hidden // 2
+        if mlp_layer == "swiglu" and swiglu_align_to:
+            ffn_hidden += -ffn_hidden % swiglu_align_to
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        if block_fn not in BLOCK_FNS:
+            raise ValueError(f"block_fn={block_fn!r} is not one of {sorted(BLOCK_FNS)}")
+        block_options = dict(
+            scale_attn_norm=scale_attn_norm, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm
+        )
+        if block_fn == "parallel_scaling":
+            if scale_attn_norm or scale_mlp_norm or mlp_layer != "mlp":
+                raise ValueError(
+                    "block_fn='parallel_scaling' has a plain MLP and no scale norms (as timm's): "
+                    "drop scale_attn_norm / scale_mlp_norm / mlp_layer"
+                )
+            block_options = {}
         self.blocks = nn.Sequential(
             *[
-                Block(
+                BLOCK_FNS[block_fn](
                     embed_dim,
-                    int(embed_dim * mlp_ratio),
+                    ffn_hidden,
                     num_heads,
                     qkv_bias=qkv_bias,
                     qk_norm=qk_norm,
-                    scale_attn_norm=scale_attn_norm,
                     init_values=init_values,
                     act_layer=act_layer,
-                    mlp_layer=mlp_layer,
-                    scale_mlp_norm=scale_mlp_norm,
+                    **block_options,
+                    norm_layer=norm_layer,
                     attn_backend=attn_backend,
                     attention_dropout_prob=attn_drop_rate,
                     output_dropout_prob=drop_rate,
@@ -191,8 +228,8 @@ class VisionTransformer(nn.Module):
         )
         # timm: average pooling normalises after pooling (fc_norm) instead of before
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
-        last = dict(eps=norm_eps, layer_idx=parallel.LAST)
-        self.norm = nn.Identity() if use_fc_norm else LayerNorm(embed_dim, **last)
+        last = dict(name=norm_layer, dim=embed_dim, eps=norm_eps, layer_idx=parallel.LAST)
+        self.norm = nn.Identity() if use_fc_norm else make_norm(**last)
         self.attn_pool = (
             AttentionPoolLatent(
                 embed_dim,
@@ -206,7 +243,7 @@ class VisionTransformer(nn.Module):
             if global_pool == "map"
             else None
         )
-        self.fc_norm = LayerNorm(embed_dim, **last) if use_fc_norm else nn.Identity()
+        self.fc_norm = make_norm(**last) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = (
             ReplicatedLinear(embed_dim, num_classes, layer_idx=parallel.LAST)
@@ -250,7 +287,7 @@ class VisionTransformer(nn.Module):
                 draw = init.uniform(1 / np.sqrt(fan_in))
             elif issubclass(module_type, LayerScale):
                 fill = self.init_values
-            elif issubclass(module_type, LayerNorm) and p_name == "weight":
+            elif issubclass(module_type, (LayerNorm, RMSNorm)) and p_name == "weight":
                 fill = 1.0
             else:  # biases
                 fill = 0.0

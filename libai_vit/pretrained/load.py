@@ -130,7 +130,7 @@ def convert(path, model, trust=False, holds_block=None):
                 k: np.asarray(state[k]) if isinstance(state[k], LazyArray) else state[k]
                 for k in groups[block]
             }
-            part, name = original_formats.to_timm(part, path, release)
+            part, name = original_formats.to_timm(part, path, release, model)
             arrays, unused, resized = timm_format.to_libai(part, model, path, **resample)
             yield (f"{fmt}, {name} format" if name else fmt), arrays, unused, resized
     except KeyError as e:

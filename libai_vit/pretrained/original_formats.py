@@ -1,9 +1,15 @@
 """The families' own release formats -> timm names (what timm's `checkpoint_filter_fn` does for
 them), so that `timm_format` does the rest:
 
-- DINOv2 (`dinov2_vit{s,b,l}14[_reg4]_pretrain.pth` from facebookresearch/dinov2): timm's names but
-  for `mask_token` (dropped) and, with registers, `register_tokens`, a position embedding that
-  covers the class token, which timm's no_embed_class model folds into the class token;
+- DINOv2 (`dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth` from facebookresearch/dinov2): timm's names
+  but for `mask_token` (dropped), ViT-g's packed SwiGLU `mlp.w12` / `mlp.w3` (timm's fc1 / fc2)
+  and, with registers, `register_tokens`, a position embedding that covers the class token, which
+  timm's no_embed_class model folds into the class token;
+- DINOv3 (`dinov3_vit*16_pretrain_*.pth` from facebookresearch/dinov3): `storage_tokens` (timm's
+  reg_token), the SwiGLU's w1 / w2 / w3 (fc1_g / fc1_x / fc2), a q/k/v bias whose k part DINOv3
+  masks out (`bias_mask`), so it loads as zeros, or is dropped when the model has no q/k/v bias
+  (timm's `_qkvb` names have one); `mask_token`, RoPE `periods` and the 7B's `local_cls_norm` are
+  not part of the model;
 - OpenAI CLIP and OpenCLIP image towers (`visual.*` keys of a full CLIP state dict, or OpenCLIP's
   timm-trunk models under `visual.trunk.*`): renamed by the table below; the image projection
   `visual.proj` becomes the head (no bias), dropped when num_classes differs.
@@ -12,8 +18,6 @@ them), so that `timm_format` does the rest:
 import re
 
 import numpy as np
-
-from libai_vit.pretrained.torch_pickle import PretrainedError
 
 # substring of an OpenAI/OpenCLIP `visual.` key -> timm's, applied in order (timm's table)
 _CLIP = [
@@ -30,20 +34,37 @@ _CLIP = [
 ]
 
 
+# DINOv3 release name -> timm's (a substring, replaced), as timm's eva.checkpoint_filter_fn does
+_DINOV3 = [
+    ("storage_tokens", "reg_token"),
+    ("mlp.w1.", "mlp.fc1_g."),
+    ("mlp.w2.", "mlp.fc1_x."),
+    ("mlp.w3.", "mlp.fc2."),
+]
+# DINOv3 release entries that are no part of the model (pre-training only, or recomputed)
+_DINOV3_DROPPED = re.compile(r"mask_token|.*\.periods|.*\.bias_mask|local_cls_norm\..*")
+# DINOv2 giant's packed SwiGLU -> timm's SwiGLUPacked names
+_DINOV2_MLP = [("mlp.w12.", "mlp.fc1."), ("mlp.w3.", "mlp.fc2.")]
+
+
 def detect(state):
-    """The release format of a state dict: "clip", "openclip_trunk", "dinov2" or "timm"."""
+    """The release format of a state dict: "clip", "openclip_trunk", "dinov3", "dinov2" or
+    "timm"."""
     if "visual.class_embedding" in state:
         return "clip"
     if "visual.trunk.pos_embed" in state or "visual.trunk.blocks.0.norm1.weight" in state:
         return "openclip_trunk"
+    if "storage_tokens" in state:  # before DINOv2's test: DINOv3 has mask_token and ls1 too
+        return "dinov3"
     if "register_tokens" in state or ("mask_token" in state and "blocks.0.ls1.gamma" in state):
         return "dinov2"
     return "timm"
 
 
-def to_timm(state, path, fmt=None):
+def to_timm(state, path, fmt=None, model=None):
     """(timm-named state dict, the format's name); `fmt`: `detect`'s answer for the whole file
-    when `state` is a part of it."""
+    when `state` is a part of it; `model` (the one loading) tells whether a DINOv3 q/k/v bias has
+    a place."""
     fmt = fmt or detect(state)
     if fmt == "clip":
         return _clip(state), "OpenAI/OpenCLIP CLIP"
@@ -55,8 +76,10 @@ def to_timm(state, path, fmt=None):
             w = state["visual.head.proj.weight"]
             out.update({"head.weight": w, "head.bias": np.zeros(w.shape[0], w.dtype)})
         return out, "OpenCLIP (timm trunk)"
+    if fmt == "dinov3":
+        return _dinov3(state, model), "DINOv3"
     if fmt == "dinov2":
-        return _dinov2(state, path), "DINOv2"
+        return _dinov2(state), "DINOv2"
     return state, None
 
 
@@ -80,13 +103,37 @@ def _clip(state):
     return out
 
 
-def _dinov2(state, path):
-    out = {k: v for k, v in state.items() if k not in ("mask_token", "register_tokens")}
-    if any(re.fullmatch(r"blocks\.\d+\.mlp\.w12\.weight", k) for k in state):
-        raise PretrainedError(
-            f"{path}: DINOv2 giant's packed SwiGLU (mlp.w12) is not supported here; "
-            f"use ViT-S/B/L DINOv2 weights"
-        )
+def _renamed(key, table):
+    for old, new in table:
+        key = key.replace(old, new)
+    return key
+
+
+def _dinov3(state, model):
+    has_qkv_bias = (
+        model is None
+        or not len(model.blocks)
+        or model.blocks[0].self_attention.query_key_value.bias is not None
+    )
+    out = {}
+    for key, value in state.items():
+        if _DINOV3_DROPPED.fullmatch(key):
+            continue
+        if key.endswith(".attn.qkv.bias"):
+            if has_qkv_bias:  # the k part is masked out in DINOv3's forward: zeros here
+                q, _, v = np.split(value, 3)
+                out[key] = np.concatenate([q, np.zeros_like(q), v])
+            continue
+        out[_renamed(key, _DINOV3)] = value
+    return out
+
+
+def _dinov2(state):
+    out = {
+        _renamed(k, _DINOV2_MLP): v
+        for k, v in state.items()
+        if k not in ("mask_token", "register_tokens")
+    }
     if (
         "register_tokens" in state
     ):  # timm's no_embed_class layout: fold the class token's position in

@@ -14,6 +14,7 @@ import numpy as np
 
 from libai_vit.layers import pos_embed as resample
 from libai_vit.layers.mlp import SwiGLU
+from libai_vit.layers.transformer import ParallelScalingBlock
 from libai_vit.pretrained.torch_pickle import LazyArray, PretrainedError
 
 _BLOCK = {  # timm sub-module of blocks.i -> LiBai's
@@ -62,6 +63,16 @@ _TOP = {  # timm name -> LiBai's, outside the blocks
         for i, n in ((1, "dense_h_to_4h"), (2, "dense_4h_to_h"))
         for p in ("weight", "bias")
     },
+}
+# timm's ParallelScalingBlock (ViT-22B) sub-module of blocks.i -> the plain block's timm name; its
+# fused `in_proj` rows [fc1 | q | k | v] are split into mlp.fc1 and attn.qkv (from_parallel_scaling)
+_PARALLEL_SCALING = {
+    "in_norm": "norm1",
+    "q_norm": "attn.q_norm",
+    "k_norm": "attn.k_norm",
+    "attn_out_proj": "attn.proj",
+    "mlp_out_proj": "mlp.fc2",
+    "ls": "ls1",
 }
 _TRANSPOSED = re.compile(
     r".*(dense|dense_h_to_4h(_gate)?|dense_4h_to_h|head|attn_pool\.(q|proj))\.weight$"
@@ -132,6 +143,28 @@ def from_eva_layout(state, packed_glu=False):
     return out
 
 
+def from_parallel_scaling(state):
+    """timm's ParallelScalingBlock names -> its plain Block's (see _PARALLEL_SCALING)."""
+    out = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"(blocks\.\d+\.)([a-z_]+)\.(weight|bias|gamma)", key)
+        f = re.fullmatch(r"(blocks\.\d+\.)(in_proj\.(weight|bias)|mlp_bias)", key)
+        if m and m.group(2) in _PARALLEL_SCALING:
+            out[f"{m.group(1)}{_PARALLEL_SCALING[m.group(2)]}.{m.group(3)}"] = value
+        elif f and f.group(2) == "mlp_bias":
+            out[f.group(1) + "mlp.fc1.bias"] = value
+        elif f:  # rows [fc1 (hidden) | q | k | v (width each)]
+            width = state[f.group(1) + "in_proj.weight"].shape[1]
+            hidden = value.shape[0] - 3 * width
+            p = f.group(3)
+            out[f"{f.group(1)}mlp.fc1.{p}"], out[f"{f.group(1)}attn.qkv.{p}"] = np.split(
+                value, [hidden]
+            )
+        else:
+            out[key] = value
+    return out
+
+
 def _per_head(value, groups, heads):
     """Rows [a (all heads) | b (all heads) ...] -> columns [a_h | b_h ...] per head, (in, out)."""
     if value.ndim == 1:
@@ -152,6 +185,8 @@ def to_libai(state, model, path, mode="bicubic", antialias=True):
     )
     out, unused, resized = {}, [], []
     packed_glu = bool(len(model.blocks)) and isinstance(model.blocks[0].mlp, SwiGLU)
+    if any(k.endswith(".in_proj.weight") for k in state):
+        state = from_parallel_scaling(state)
     for key, value in from_eva_layout(state, packed_glu).items():
         name = libai_name(key)
         if name is None or not isinstance(value, np.ndarray):
@@ -183,6 +218,11 @@ def _per_head_inverse(value, groups, heads):
 def from_libai(arrays, model):
     """This ViT's {name: array} -> timm's VisionTransformer names and layouts (the inverse of
     `to_libai`), e.g. to hand a model trained here to timm."""
+    if len(model.blocks) and isinstance(model.blocks[0], ParallelScalingBlock):
+        raise PretrainedError(
+            "export to timm's layout covers its plain blocks; ParallelScalingBlock models "
+            "(*_xp_*) are not exported"
+        )
     if len(model.blocks) and isinstance(model.blocks[0].mlp, SwiGLU):
         raise PretrainedError(
             "export to timm's layout covers timm's VisionTransformer (ViT, DeiT III, DINOv2, "

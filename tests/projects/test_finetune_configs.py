@@ -54,12 +54,15 @@ FAMILY_CONFIGS = {  # config: (timm name, pooling, what its normalisation mean s
     "vit_base_patch16_clip_224.py": ("vit_base_patch16_clip_224", "token", 0.4814),
     "vit_base_patch16_siglip_224.py": ("vit_base_patch16_siglip_224", "map", 0.5),
     "vit_base_patch14_reg4_dinov2.py": ("vit_base_patch14_reg4_dinov2", "token", 0.485),
+    "vit_large_patch16_dinov3.py": ("vit_large_patch16_dinov3", "token", 0.485),
+    "vit_giant_patch14_reg4_dinov2.py": ("vit_giant_patch14_reg4_dinov2", "token", 0.485),
+    "vit_7b_patch16_dinov3.py": ("vit_7b_patch16_dinov3", "token", 0.485),
 }
 
 
 @pytest.mark.parametrize("name", list(FAMILY_CONFIGS))
 def test_family_config_builds_the_timm_architecture(name):
-    from libai_vit.models.zoo import model_kwargs
+    from libai_vit.models.zoo import MODELS, model_kwargs
 
     timm_name, pool, mean = FAMILY_CONFIGS[name]
     small = ["model.depth=2", "model.embed_dim=64", "model.num_heads=4", "model.num_classes=3"]
@@ -75,7 +78,7 @@ def test_family_config_builds_the_timm_architecture(name):
             assert cfg.model[key] == (list(value) if isinstance(value, tuple) else value), key
     model = instantiate(cfg.model)
     assert model.global_pool == pool and type(model).__name__ == (
-        "Eva" if "eva" in name else "VisionTransformer"
+        "Eva" if MODELS[timm_name]["arch"] == "eva" else "VisionTransformer"
     )
     for transform in (
         cfg.dataloader.train.dataset[0].transform,
