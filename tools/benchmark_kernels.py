@@ -4,8 +4,9 @@ OneFlow's own (LIBAI_VIT_KERNELS=0), at ViT-Ti/16's shapes for 16 images, eager,
     nice -n 10 python tools/benchmark_kernels.py [--rounds 3] [--batch 16]
 
 Each setting runs in its own process; the settings alternate over rounds (the load of the shared
-machine falls on both) and each op keeps its fastest round. CPU seconds of the process (not wall
-time), so other jobs on the machine hardly move them. Prints a markdown table.
+machine falls on both) and each op keeps its fastest round. CPU seconds of the thread that runs the
+kernels (not wall time), so other jobs on the machine hardly move them; backward = forward +
+backward minus forward. Prints a markdown table.
 """
 
 import argparse
@@ -35,9 +36,18 @@ def ops(batch):
     return dict(zip(NAMES, zip(fns, shapes)))
 
 
-def worker(batch, repeats):
-    import time
+def compute_seconds(block):
+    """CPU seconds of the thread that ran OneFlow's kernels during block() (the busiest one:
+    process-wide CPU time would count OneFlow's waiting threads too)."""
+    from libai_vit import vm_scheduler
 
+    before = vm_scheduler.thread_cpu_seconds()
+    block()
+    after = vm_scheduler.thread_cpu_seconds()
+    return max(sum(after[t]) - sum(before.get(t, (0.0, 0.0))) for t in after)
+
+
+def worker(batch, repeats):
     import oneflow as flow
 
     import libai_vit
@@ -46,20 +56,20 @@ def worker(batch, repeats):
     for name, (fn, shape) in ops(batch).items():
         x = flow.randn(*shape, requires_grad=True)
         dy = flow.randn(*shape)
-        for _ in range(2):  # warm-up: kernel selection, allocations
-            fn(x).backward(dy)
-        fwd = bwd = 0.0
-        for _ in range(repeats):
-            t0 = time.process_time()
-            y = fn(x)
-            y.numpy()  # eager ops are asynchronous: wait for the result
-            t1 = time.process_time()
-            y.backward(dy)
-            x.grad.numpy()
-            t2 = time.process_time()
-            fwd, bwd = fwd + t1 - t0, bwd + t2 - t1
-            x.grad = None
-        out[name] = (fwd / repeats, bwd / repeats)
+
+        def forward():
+            for _ in range(repeats):
+                fn(x).numpy()  # eager ops are asynchronous: wait for each result
+
+        def forward_backward():
+            for _ in range(repeats):
+                fn(x).backward(dy)
+                x.grad.numpy()
+                x.grad = None
+
+        forward_backward()  # warm-up: kernel selection, allocations
+        fwd = compute_seconds(forward) / repeats
+        out[name] = (fwd, compute_seconds(forward_backward) / repeats - fwd)
     print(json.dumps(out))
 
 
@@ -67,7 +77,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=40)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
