@@ -80,6 +80,8 @@ def launch(case, timeout, script=WORKERS, torch_python=TORCH_PY):
             env["LIBAI_VIT_OPENBLAS_PTH"] = "0"
         elif core:
             env["OPENBLAS_CORETYPE"] = core
+        if case.get("kernels") == "off":  # OneFlow's own CPU kernels instead of libai_vit's
+            env["LIBAI_VIT_KERNELS"] = "0"
         if case.get("independent"):
             # `independent` lone processes at once, no communication: DP's ceiling on this machine
             procs = [
@@ -229,6 +231,13 @@ def build_cases(args):
             dict(c, name=c["name"] + "@default", openblas="default")
             for c in cases
             if c["impl"] in ("matmul", "ours", "libai") and "seconds" not in c
+        ]
+    if args.kernels_off_too:
+        # the same cases of ours on OneFlow's own CPU kernels (LIBAI_VIT_KERNELS=0): the "before"
+        cases += [
+            dict(c, name=c["name"] + "@kernels-off", kernels="off")
+            for c in cases
+            if c["impl"] == "ours" and "kernels" not in c
         ]
     unique = {c["name"]: c for c in cases}  # the pipeline reference may repeat a 1x1x1 case
     return list(unique.values())
@@ -470,6 +479,11 @@ def parser():
     )
     p.add_argument("--roofline-only", action="store_true", help="only the matmul cases")
     p.add_argument("--torch-python", default=TORCH_PY, help="the timm venv's python")
+    p.add_argument(
+        "--kernels-off-too",
+        action="store_true",
+        help="also each case of ours on OneFlow's own CPU kernels (LIBAI_VIT_KERNELS=0)",
+    )
     return p
 
 

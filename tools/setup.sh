@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for libai_vit; every entry point (train.sh, test.sh) calls it.
 #   bash tools/setup.sh            -> installs/verifies, prints the python to use on the last line
-#   bash tools/setup.sh --onnx     -> the same, plus the optional ONNX export extra (4. below)
+#   bash tools/setup.sh --onnx     -> the same, plus the optional ONNX export extra (5. below)
 # 1. An active environment that already imports oneflow, libai and flowvision is used as it is.
 # 2. Otherwise .venv/ is made from a Python 3.10 (PATH, then pyenv) and the exact pins installed.
 # A stamp holding the hash of the pins makes a second run take about a second.
@@ -9,7 +9,9 @@
 #    (tools/openblas_coretype.py, ~40 s, cached in ~/.cache/libai_vit) and written as a .pth file into
 #    .venv, so that every python of it applies it; train.sh and test.sh also export it. An active
 #    environment is not written to: `python tools/openblas_coretype.py --install-pth` does it (README).
-# 4. --onnx: requirements/onnx.txt (oneflow-onnx, onnx, onnxruntime) --no-deps into .onnx-extra/, a
+# 4. Our CPU kernels for OneFlow's ops (libai_vit/kernels, README "CPU kernels"): built into
+#    .kernels/ once per machine, stamped by their sources and oneflow's version.
+# 5. --onnx: requirements/onnx.txt (oneflow-onnx, onnx, onnxruntime) --no-deps into .onnx-extra/, a
 #    folder only libai_vit.onnx_export puts on sys.path: the stack's protobuf and numpy never change
 #    (the file says why those pins). Stamped like the stack; never part of the default path.
 set -euo pipefail
@@ -47,7 +49,13 @@ onnx_extra() {  # $1: the stack's python; installs the ONNX extra once per requi
   fi
 }
 
-ready() {  # $1: the stack's python: the extra if asked for, then the python on the last line
+kernels() {  # $1: the stack's python; builds libai_vit/kernels once per sources and oneflow
+  # (~1 min; a missing compiler or a failed build is one line, and OneFlow's own kernels run)
+  "$1" "$ROOT/libai_vit/kernels/build.py" || true
+}
+
+ready() {  # $1: the stack's python: kernels, the extra if asked for, the python on the last line
+  kernels "$1"
   if [ "$want_onnx" = 1 ]; then onnx_extra "$1"; fi
   echo "$1"
   exit 0

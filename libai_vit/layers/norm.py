@@ -1,24 +1,43 @@
 """LayerNorm that runs on CPU too, and timm's RMSNorm.
 
 OneFlow 0.9.0 has no CPU LayerNorm kernel (every `layer_norm*` CPU kernel aborts with "TODO",
-measured), so on CPU the same arithmetic is written with primitive ops; on CUDA LiBai's fused kernel
-is kept. The per-row statistics are expanded with `broadcast_like` before they meet the rows:
-OneFlow's CPU elementwise ops that broadcast along the last dim run ~10x slower than same-shape ones
-(measured: this made the LayerNorm 4x faster, forward + backward, and a ViT-Ti train step ~1/4
-faster).
+measured): when our kernels for its `layer_norm` ops are loaded (libai_vit.kernels), CPU runs
+OneFlow's own op as CUDA does; otherwise the same arithmetic is written with primitive ops. Those
+expand the per-row statistics with `broadcast_like` before they meet the rows: OneFlow's CPU
+elementwise ops that broadcast along the last dim run ~10x slower than same-shape ones (measured:
+this made that LayerNorm 4x faster, forward + backward, and a ViT-Ti train step ~1/4 faster).
 """
 
 import oneflow as flow
 from libai.layers import LayerNorm as LiBaiLayerNorm
 from oneflow import nn
 
-from libai_vit import parallel
+from libai_vit import kernels, parallel
 from libai_vit.parallel import device_type
+
+
+def _fused_op_runs(x, weight, bias):
+    """OneFlow's layer_norm op: on CUDA; on CPU with our kernel, float32, the normalised dim not
+    split (the op's SBP rules would gather it) and weight and bias alike (its backward gives
+    both grads or neither)."""
+    if device_type(x) == "cuda":
+        return True
+    if "layer_norm" not in kernels.active() or x.dtype != flow.float32:
+        return False
+    if x.is_global and flow.sbp.split(x.ndim - 1) in x.sbp:
+        return False
+    if weight is None:
+        return bias is None
+    return (
+        bias is not None
+        and weight.requires_grad == bias.requires_grad
+        and not (weight.is_global and any(s != flow.sbp.broadcast for s in weight.sbp))
+    )
 
 
 def layer_norm(x, weight, bias, eps):
     """Normalise over the last dim of `x`, then scale and shift (weight/bias may be None)."""
-    if device_type(x) == "cuda":
+    if _fused_op_runs(x, weight, bias):
         if weight is not None:
             return flow._C.layer_norm_affine(
                 x,
