@@ -471,6 +471,20 @@ class VisionTransformer(nn.Module):
             return intermediates
         return self.norm(x.to_global(placement=last)), intermediates
 
+    def get_intermediate_layers(
+        self, x, n=1, reshape=False, return_prefix_tokens=False, norm=False
+    ):
+        """DINO's interface (timm keeps it): forward_intermediates' intermediates of blocks `n`,
+        NCHW if `reshape` else NLC."""
+        return self.forward_intermediates(
+            x,
+            n,
+            return_prefix_tokens=return_prefix_tokens,
+            norm=norm,
+            output_fmt="NCHW" if reshape else "NLC",
+            intermediates_only=True,
+        )
+
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         """Drop the blocks after the last of `indices` (as in forward_intermediates), the final
         norm if `prune_norm`, and the pooling and head if `prune_head`; returns the absolute

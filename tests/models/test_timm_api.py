@@ -201,6 +201,12 @@ def test_forward_intermediates_shapes(family):
         else:
             (spatial,) = tokens  # no prefix tokens: nothing to return beside the features
         assert tuple(spatial.shape) == (2, 16, 32)
+        dino = model.get_intermediate_layers(images(), n=2, norm=True)  # DINO's interface
+        expected = model.forward_intermediates(
+            images(), indices=2, norm=True, output_fmt="NLC", intermediates_only=True
+        )
+        assert len(dino) == 2 and tuple(dino[0].shape) == (2, 16, 32)
+        np.testing.assert_array_equal(local(dino[1]), local(expected[1]))
     with pytest.raises(ValueError, match="out of range"):
         model.forward_intermediates(images(), indices=[3])
     with pytest.raises(ValueError, match="output_fmt"):
