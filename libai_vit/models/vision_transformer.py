@@ -502,8 +502,9 @@ class VisionTransformer(nn.Module):
 
     def set_grad_checkpointing(self, enable=True):
         """Recompute each block's activations in the backward pass instead of keeping them (eager
-        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (with
-        dropout or drop path in eager mode the recomputed pass draws new masks)."""
+        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (also with
+        drop path and dropout, except attn_drop_rate > 0 in eager mode, whose recomputed pass draws
+        new masks)."""
         self.grad_checkpointing = enable
 
     def _run_block(self, block, x, rope):
