@@ -13,7 +13,6 @@ this change). nn.Graph: the module's graph proxy gets OneFlow's
 the train graph is built; in the traced forward the module is called plainly.
 """
 
-
 import oneflow as flow
 from oneflow.framework import graph_build_util
 
