@@ -517,6 +517,20 @@ class VisionTransformer(nn.Module):
             return intermediates
         return self.norm(parallel.gather_tokens(x.to_global(placement=last), tokens)), intermediates
 
+    def get_intermediate_layers(
+        self, x, n=1, reshape=False, return_prefix_tokens=False, norm=False
+    ):
+        """DINO's interface (timm keeps it): forward_intermediates' intermediates of blocks `n`,
+        NCHW if `reshape` else NLC."""
+        return self.forward_intermediates(
+            x,
+            n,
+            return_prefix_tokens=return_prefix_tokens,
+            norm=norm,
+            output_fmt="NCHW" if reshape else "NLC",
+            intermediates_only=True,
+        )
+
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         """Drop the blocks after the last of `indices` (as in forward_intermediates), the final
         norm if `prune_norm`, and the pooling and head if `prune_head`; returns the absolute
@@ -534,8 +548,9 @@ class VisionTransformer(nn.Module):
 
     def set_grad_checkpointing(self, enable=True):
         """Recompute each block's activations in the backward pass instead of keeping them (eager
-        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (with
-        dropout or drop path in eager mode the recomputed pass draws new masks)."""
+        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (also with
+        drop path and dropout, except attn_drop_rate > 0 in eager mode, whose recomputed pass draws
+        new masks)."""
         self.grad_checkpointing = enable
 
     def _run_block(self, block, x, rope, num_tokens):

@@ -173,6 +173,20 @@ def test_grad_checkpointing_eager_same_losses_and_gradients():
         np.testing.assert_allclose(recomputed_grads[name], grad, rtol=0, atol=1e-7, err_msg=name)
 
 
+def test_grad_checkpointing_eager_replays_drop_path_and_dropout():
+    """The recomputation draws the forward's masks (the random states replayed)."""
+    x, y = images(batch=4), flow.tensor([0, 1, 2, 0])
+    grads = []
+    for checkpointing in (False, True):
+        model = build("vit", init_seed=1, drop_path_rate=0.5, drop_rate=0.3).train()
+        model.set_grad_checkpointing(checkpointing)
+        flow.manual_seed(5)
+        model(x, y)["losses"].backward()
+        grads.append({n: local(p.grad).copy() for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        np.testing.assert_allclose(grads[1][name], grad, rtol=0, atol=1e-6, err_msg=name)
+
+
 def test_grad_checkpointing_in_graph_same_losses():
     plain, _, plain_plan = _train_steps(False, graph=True)
     recomputed, _, plan = _train_steps(True, graph=True)
@@ -201,6 +215,12 @@ def test_forward_intermediates_shapes(family):
         else:
             (spatial,) = tokens  # no prefix tokens: nothing to return beside the features
         assert tuple(spatial.shape) == (2, 16, 32)
+        dino = model.get_intermediate_layers(images(), n=2, norm=True)  # DINO's interface
+        expected = model.forward_intermediates(
+            images(), indices=2, norm=True, output_fmt="NLC", intermediates_only=True
+        )
+        assert len(dino) == 2 and tuple(dino[0].shape) == (2, 16, 32)
+        np.testing.assert_array_equal(local(dino[1]), local(expected[1]))
     with pytest.raises(ValueError, match="out of range"):
         model.forward_intermediates(images(), indices=[3])
     with pytest.raises(ValueError, match="output_fmt"):

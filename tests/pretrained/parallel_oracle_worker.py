@@ -48,6 +48,18 @@ for case in intermediates_oracle.CASES:
         if wrong or not diff < TOL:
             failed.append(f"intermediates {case}")
 print(f"checked {checked_intermediates} intermediates cases", flush=True)
+# the intermediates are replicated across TP ranks (the residual stream's SBP: nothing to gather),
+# and a new head sits where the constructed one does (the last stage)
+model = build("dinov2_reg4.safetensors")
+with flow.no_grad():
+    y = model.forward_intermediates(flow.tensor(ORACLE["input@28"]), intermediates_only=True)[0]
+head = model.head
+model.reset_classifier(7)
+print(f"TP={tp} PP={pp} intermediates sbp {tuple(y.sbp)} on {y.placement}", flush=True)
+if (model.head.weight.placement, model.head.weight.sbp) != (head.weight.placement, head.weight.sbp):
+    failed.append("reset_classifier placement")
+if y.placement != parallel.placement(parallel.LAST) or y.sbp[-1] != flow.sbp.broadcast:
+    failed.append("intermediates placement")
 
 
 def train_losses(grad_checkpointing, steps=2):

@@ -28,5 +28,8 @@ def test_two_process_layout_matches_timm(tp, pp):
         assert f"TP={tp} PP={pp} {family}." in proc.stdout, family
     for family in ("small_avg", "dinov2_reg4", "siglip", "eva02_b.safetensors~dyn42"):
         assert f"TP={tp} PP={pp} intermediates {family}" in proc.stdout, family
+    # (the worker also fails unless the intermediates are replicated on the last stage and a
+    # reset_classifier head sits where the constructed one does)
+    assert f"TP={tp} PP={pp} intermediates sbp" in proc.stdout
     if pp > 1:  # set_grad_checkpointing: the same per-step losses in a pipelined train graph
         assert f"TP={tp} PP={pp} grad checkpointing losses" in proc.stdout
