@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 # the task-specific end of a ViT: a new num_classes or pooling legitimately leaves these unloaded
 _ADAPTED = ("head.", "fc_norm.", "norm.")
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+# tensors whose shape holds embed_dim (the first as its dim 0, the others as their last)
+_WIDTH_TENSORS = ("patch_embed.proj.weight", "cls_token", "pos_embed")
 
 
 @dataclass
@@ -91,16 +95,54 @@ def read(path, trust=False):
     )
 
 
+def _vit_size(state):
+    """(embed_dim, the tensor it was read from, depth) of a ViT state dict in timm's or this ViT's
+    names; None where unknown."""
+    width = tensor = None
+    for key, value in state.items():
+        shape = getattr(value, "shape", ())
+        if key.endswith(_WIDTH_TENSORS[0]) and len(shape):
+            width, tensor = shape[0], key
+        elif key.endswith(_WIDTH_TENSORS[1:]) and len(shape) and width is None:
+            width, tensor = shape[-1], key
+    blocks = {int(m.group(1)) for m in map(_BLOCK.search, state) if m}
+    return width, tensor, (max(blocks) + 1 if blocks else None)
+
+
+def _size_mismatch(path, state, model, detail):
+    """The one line for a checkpoint of another size: which option differs, and the tensor that
+    shows it (its shape in the file and in the model)."""
+    width, tensor, depth = _vit_size(state)
+    params = dict(model.named_parameters())
+    differs = []
+    if width is not None and width != getattr(model, "embed_dim", width):
+        mine = params.get(next(n for n in _WIDTH_TENSORS if tensor.endswith(n)))
+        shapes = f"{tensor} is {tuple(state[tensor].shape)}" + (
+            f", the model's {tuple(mine.shape)}" if mine is not None else ""
+        )
+        differs.append(f"embed_dim={width} (the model has {model.embed_dim}; {shapes})")
+    if depth is not None and depth != getattr(model, "depth", depth):
+        differs.append(f"depth={depth} (the model has {model.depth})")
+    if not differs:
+        return f"{path}: tensors do not fit a ViT ({detail})"
+    return (
+        f"{path}: the checkpoint is a ViT of another size: {'; '.join(differs)}. Create the model "
+        f"with those values (num_heads must divide embed_dim) [{detail}]"
+    )
+
+
 def convert(path, model, trust=False):
     """The checkpoint at `path` as ({this ViT's name: array}, unused entries, resampling notes,
     format)."""
     fmt, content = read(path, trust)
+    state = content if isinstance(content, dict) else {}
     try:
         if fmt == "libai":
             arrays, unused, resized = libai_format.to_libai(content, model, path)
         elif fmt == "npz":
+            state = jax_format.to_timm(content, path)
             arrays, unused, resized = timm_format.to_libai(
-                jax_format.to_timm(content, path), model, path, **jax_format.RESAMPLE
+                state, model, path, **jax_format.RESAMPLE
             )
         else:
             state, release = original_formats.to_timm(timm_format.unwrap(content, path), path)
@@ -111,7 +153,7 @@ def convert(path, model, trust=False):
     except (ValueError, IndexError) as e:
         if isinstance(e, PretrainedError):
             raise
-        raise PretrainedError(f"{path}: tensors do not fit a ViT ({e})") from None
+        raise PretrainedError(_size_mismatch(path, state, model, e)) from None
     return arrays, unused, resized, fmt
 
 
@@ -138,10 +180,11 @@ def load_pretrained(model, path, trust=False, strict=True):
         elif param is None:
             report.unexpected.append(name)
         elif tuple(param.shape) != value.shape:
-            raise PretrainedError(
-                f"{path}: {name} has shape {value.shape}, the model expects "
-                f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)"
-            )
+            shapes = f"{name} has shape {value.shape}, the model expects {tuple(param.shape)}"
+            line = _size_mismatch(path, arrays, model, shapes)
+            if "another size" not in line:
+                line = f"{path}: {shapes} (different mlp_ratio / patch size?)"
+            raise PretrainedError(line)
         else:
             _assign(param, value)
             report.loaded.append(name)
@@ -150,10 +193,13 @@ def load_pretrained(model, path, trust=False, strict=True):
         unfit = [n for n in report.missing if not n.startswith(_ADAPTED)]
         unfit += [n for n in report.unexpected if n in arrays and not n.startswith(_ADAPTED)]
         if unfit:
-            raise PretrainedError(
-                f"{path}: does not fit the model (depth or class token differ?): "
-                f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''} "
-                f"(strict=False loads what fits)"
-            )
+            listed = f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''}"
+            line = _size_mismatch(path, arrays, model, f"unfit: {listed}")
+            if "another size" not in line:
+                line = (
+                    f"{path}: does not fit the model (depth or class token differ?): {listed} "
+                    f"(strict=False loads what fits)"
+                )
+            raise PretrainedError(line)
     logger.info("%s", report)
     return report
