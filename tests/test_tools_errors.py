@@ -359,5 +359,7 @@ def test_a_checkpoint_of_another_size_names_the_option_and_tensor(kwargs, expect
     with pytest.raises(PretrainedError) as e:
         load_pretrained(model, path)
     line = str(e.value)
-    assert line.startswith(f"{path}: the checkpoint is a ViT of another size: {expected}"), line
+    assert line.startswith(
+        f"{path}: does not fit the model, the checkpoint is a ViT of another size: {expected}"
+    ), line
     assert "\n" not in line

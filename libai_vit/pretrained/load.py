@@ -126,7 +126,8 @@ def _size_mismatch(path, state, model, detail):
     if not differs:
         return f"{path}: tensors do not fit a ViT ({detail})"
     return (
-        f"{path}: the checkpoint is a ViT of another size: {'; '.join(differs)}. Create the model "
+        f"{path}: does not fit the model, the checkpoint is a ViT of another size: "
+        f"{'; '.join(differs)}. Create the model "
         f"with those values (num_heads must divide embed_dim) [{detail}]"
     )
 
