@@ -8,6 +8,7 @@ attention dropout and drop path on; the demo config has no mixup yet).
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -281,3 +282,61 @@ def test_curves_png_is_written_whole_or_not_at_all(tmp_path, caplog):
     CurvePlotter(str(tmp_path)).after_train()
     assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.json"]
     assert "could not write" in caplog.text and "metrics.json holds the same numbers" in caplog.text
+
+
+def test_a_data_loader_workers_failure_is_one_line(tmp_path):
+    """A worker's DatasetError arrives with the worker's whole traceback in its message: the run
+    reports the worker's own line."""
+    import oneflow as flow
+    from PIL import Image
+
+    from libai_vit.data.folder import DatasetError, ImageFolder
+    from libai_vit.engine.trainer import data_loader_failure
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    os.replace(tmp_path / "ok.png", tmp_path / "train" / "a" / "ok.png")
+    (tmp_path / "train" / "b").mkdir()
+    (tmp_path / "train" / "b" / "bad.jpg").write_bytes(b"garbage")
+    loader = flow.utils.data.DataLoader(
+        ImageFolder(str(tmp_path)), batch_size=2, num_workers=1, collate_fn=lambda batch: batch
+    )
+    with pytest.raises(DatasetError) as e:
+        next(iter(loader))
+    assert "Traceback" in str(e.value)  # as OneFlow re-raises it
+    short = data_loader_failure(e.value)
+    assert isinstance(short, DatasetError) and str(short) == (
+        f"{tmp_path}/train/b: no readable image in the class folder (1 files, all unreadable): fix "
+        "or remove it"
+    )
+    assert data_loader_failure(RuntimeError("something else")) is None
+
+
+@pytest.mark.slow
+def test_a_killed_data_loader_worker_ends_the_run_in_one_line(digits_root, tmp_path):
+    run = Run(
+        [
+            "bash",
+            os.path.join(ROOT, "tools", "train.sh"),
+            os.path.join(ROOT, "tools", "train_net.py"),
+            os.path.join(ROOT, CONFIG),
+            "1",
+            *_overrides(tmp_path, digits_root, nproc=1, steps=300),
+            "dataloader.train.num_workers=2",
+        ]
+    )
+    try:
+        _wait_for(_reached(tmp_path, 2), run.proc)
+        rank = _ranks(run.proc.pid)[0]
+        os.kill(_ranks(rank)[0], signal.SIGKILL)  # one of the rank's two loader workers
+    finally:
+        proc = run.finish(timeout=120)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.match(
+        r"error: DataLoader worker \(pid \d+\) is killed by signal: Killed \(killed from outside, "
+        r"or out of memory\?\): lower dataloader.train.num_workers, then continue with --resume "
+        r"\[rank 0 exited with status 1\]$",
+        errors[0],
+    ), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout

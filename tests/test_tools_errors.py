@@ -329,3 +329,37 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_launch(tmp_path)
         f"train.output_dir='{tiny}/run': its file system has 40 kB free, too little for the run's "
         "log and checkpoints; free space or choose another folder",
     ], proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        (  # qkv cannot even be split into 12 heads
+            dict(embed_dim=192, num_heads=12, depth=2),
+            "embed_dim=64 (the model has 192; patch_embed.proj.weight is (64, 3, 16, 16), the "
+            "model's (192, 3, 16, 16))",
+        ),
+        (dict(embed_dim=128, num_heads=4, depth=2), "embed_dim=64 (the model has 128; "),
+        (dict(embed_dim=64, num_heads=4, depth=3), "depth=2 (the model has 3)"),
+    ],
+)
+def test_a_checkpoint_of_another_size_names_the_option_and_tensor(kwargs, expected, tmp_path):
+    from safetensors.numpy import save_file
+
+    from libai_vit.models.zoo import create_model
+    from libai_vit.pretrained import PretrainedError, load_pretrained
+    from libai_vit.pretrained.timm_format import from_libai
+
+    small = dict(img_size=32, num_classes=10)
+    saved = create_model("vit_tiny_patch16_224", embed_dim=64, num_heads=4, depth=2, **small)
+    state = {k: v.to_local().numpy() for k, v in saved.state_dict().items()}
+    path = str(tmp_path / "vit64.safetensors")
+    save_file(from_libai(state, saved), path)
+    model = create_model("vit_tiny_patch16_224", **kwargs, **small)
+    with pytest.raises(PretrainedError) as e:
+        load_pretrained(model, path)
+    line = str(e.value)
+    assert line.startswith(
+        f"{path}: does not fit the model, the checkpoint is a ViT of another size: {expected}"
+    ), line
+    assert "\n" not in line

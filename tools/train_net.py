@@ -22,7 +22,12 @@ from libai.utils.logger import setup_logger  # noqa: E402
 from libai_vit import parallel  # noqa: E402
 from libai_vit.config import ConfigError, check_eval_only, load_config, validate  # noqa: E402
 from libai_vit.data.folder import DatasetError  # noqa: E402
-from libai_vit.engine.trainer import NonFiniteLossError, Trainer  # noqa: E402
+from libai_vit.engine.trainer import (  # noqa: E402
+    DataLoaderError,
+    NonFiniteLossError,
+    Trainer,
+    data_loader_failure,
+)
 from libai_vit.engine.training_checkpoint import (  # noqa: E402
     CheckpointError,
     ReliableCheckpointer,
@@ -94,7 +99,14 @@ if __name__ == "__main__":
     except (
         CheckpointError,
         NonFiniteLossError,
+        DataLoaderError,
     ) as e:  # the run stopped; the message says what is kept
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except RuntimeError as e:  # a loader worker's death is signalled wherever the rank is
+        short = data_loader_failure(e)
+        if short is None:
+            raise
+        print(f"error: {short}", file=sys.stderr)
         sys.exit(1)

@@ -10,6 +10,7 @@ large dataset: LiBai's ImageNetDataset with checks before training and skipping 
 """
 import logging
 import os
+from collections import Counter
 
 import oneflow as flow
 from libai.data.structures import DistTensorData, Instance
@@ -88,6 +89,8 @@ class ImageFolder(Dataset):
                 raise DatasetError(f"{os.path.join(split_dir, name)}: empty class folder (no {'/'.join(IMG_EXTENSIONS)} files)")
             self.samples += [(path, label) for path in files]
         self._unreadable = set()  # indices found bad by this process: skipped without a second warning
+        self._per_class = Counter(label for _, label in self.samples)
+        self._bad_per_class = Counter()
 
     def __len__(self):
         return len(self.samples)
@@ -104,6 +107,11 @@ class ImageFolder(Dataset):
                 self._unreadable.add(i)
                 logger.warning("skipping unreadable image %s (%s: %s); %d skipped so far in this process",
                                path, type(e).__name__, e, len(self._unreadable))
+                self._bad_per_class[label] += 1
+                if self._bad_per_class[label] == self._per_class[label]:  # it would silently vanish
+                    folder = os.path.dirname(path)
+                    raise DatasetError(f"{folder}: no readable image in the class folder "
+                                       f"({self._per_class[label]} files, all unreadable): fix or remove it")
                 continue
             if self.transform is not None:
                 img = self.transform(img)

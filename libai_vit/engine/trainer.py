@@ -15,6 +15,7 @@ from libai.utils import distributed as dist
 from libai.utils.events import CommonMetricPrinter, JSONWriter, get_event_storage
 
 from libai_vit import vm_scheduler
+from libai_vit.data.folder import DatasetError
 from libai_vit.engine.atomic_files import write_atomic
 from libai_vit.engine.broadcast import broadcast_from_rank0
 from libai_vit.engine.ema import ModelEma
@@ -75,8 +76,28 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/Inf and train.nonfinite_loss is "stop"; the message names the step."""
 
 
+class DataLoaderError(RuntimeError):
+    """A data-loader worker died (killed from outside, or by the out-of-memory killer)."""
+
+
 class _SkippedStep(Exception):
     pass
+
+
+def data_loader_failure(e):
+    """The one-line form of a data-loader worker's failure, or None for any other exception: a
+    worker's exception re-raised by OneFlow's DataLoader (its message then holds the worker's whole
+    traceback), or a worker's death (raised by OneFlow's SIGCHLD handler wherever the main thread
+    is, so tools/train_net.py converts it too)."""
+    text = str(e)
+    if isinstance(e, RuntimeError) and text.startswith("DataLoader worker"):
+        return DataLoaderError(
+            f"{text.strip().splitlines()[0].rstrip('.')} (killed from outside, or out of memory?):"
+            f" lower dataloader.train.num_workers, then continue with --resume"
+        )
+    if isinstance(e, DatasetError) and "in DataLoader worker process" in text:
+        return DatasetError(text.strip().splitlines()[-1].split(": ", 1)[-1])  # the worker's own
+    return None
 
 
 class _NoTracebackFor(logging.Filter):
@@ -85,7 +106,13 @@ class _NoTracebackFor(logging.Filter):
     def filter(self, record):
         return not (
             record.exc_info
-            and isinstance(record.exc_info[1], (NonFiniteLossError, CheckpointError))
+            and (
+                isinstance(
+                    record.exc_info[1],
+                    (NonFiniteLossError, CheckpointError, DataLoaderError, DatasetError),
+                )
+                or data_loader_failure(record.exc_info[1]) is not None
+            )
         )
 
 
@@ -284,6 +311,11 @@ class Trainer(DefaultTrainer):
             self._trainer.run_step(self._get_batch)
         except _SkippedStep:
             self.optimizer.zero_grad()  # eager: the update was not applied yet; drop its gradients
+        except (RuntimeError, DatasetError) as e:
+            short = data_loader_failure(e)
+            if short is None:
+                raise
+            raise short from None
 
     def _get_batch(self, data, mixup_func=None):
         batch = self.get_batch(data, mixup_func)

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # the task-specific end of a ViT: a new num_classes or pooling legitimately leaves these unloaded
 _ADAPTED = ("head.", "fc_norm.", "norm.")
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+# tensors whose shape holds embed_dim (the first as its dim 0, the others as their last)
+_WIDTH_TENSORS = ("patch_embed.proj.weight", "cls_token", "pos_embed")
 
 
 @dataclass
@@ -99,12 +102,50 @@ def _npz_entry(path, key):
 _BLOCK_OF_KEY = re.compile(r"(?:^|\.)(?:blocks|resblocks)\.(\d+)\.")
 
 
+def _vit_size(state):
+    """(embed_dim, the tensor it was read from, depth) of a ViT state dict in timm's or this ViT's
+    names; None where unknown."""
+    width = tensor = None
+    for key, value in state.items():
+        shape = getattr(value, "shape", ())
+        if key.endswith(_WIDTH_TENSORS[0]) and len(shape):
+            width, tensor = shape[0], key
+        elif key.endswith(_WIDTH_TENSORS[1:]) and len(shape) and width is None:
+            width, tensor = shape[-1], key
+    blocks = {int(m.group(1)) for m in map(_BLOCK.search, state) if m}
+    return width, tensor, (max(blocks) + 1 if blocks else None)
+
+
+def _size_mismatch(path, state, model, detail):
+    """The one line for a checkpoint of another size: which option differs, and the tensor that
+    shows it (its shape in the file and in the model)."""
+    width, tensor, depth = _vit_size(state)
+    params = dict(model.named_parameters())
+    differs = []
+    if width is not None and width != getattr(model, "embed_dim", width):
+        mine = params.get(next(n for n in _WIDTH_TENSORS if tensor.endswith(n)))
+        shapes = f"{tensor} is {tuple(state[tensor].shape)}" + (
+            f", the model's {tuple(mine.shape)}" if mine is not None else ""
+        )
+        differs.append(f"embed_dim={width} (the model has {model.embed_dim}; {shapes})")
+    if depth is not None and depth != getattr(model, "depth", depth):
+        differs.append(f"depth={depth} (the model has {model.depth})")
+    if not differs:
+        return f"{path}: tensors do not fit a ViT ({detail})"
+    return (
+        f"{path}: does not fit the model, the checkpoint is a ViT of another size: "
+        f"{'; '.join(differs)}. Create the model "
+        f"with those values (num_heads must divide embed_dim) [{detail}]"
+    )
+
+
 def convert(path, model, trust=False, holds_block=None):
     """The checkpoint at `path` for `model`, one group of entries at a time: the entries outside
     the blocks first, then each block's. Yields (format, {this ViT's name: array}, unused entries,
     resampling notes) per group. `holds_block(i)` False skips block i of the model unread (a
     pipeline stage without it); a block the model lacks is always converted (and so reported)."""
     fmt, content = read(path, trust)
+    state = content if isinstance(content, dict) else {}
     if fmt == "libai":
         arrays, unused, resized = libai_format.to_libai(content, model, path)
         yield fmt, arrays, unused, resized
@@ -138,7 +179,7 @@ def convert(path, model, trust=False, holds_block=None):
     except (ValueError, IndexError) as e:
         if isinstance(e, PretrainedError):
             raise
-        raise PretrainedError(f"{path}: tensors do not fit a ViT ({e})") from None
+        raise PretrainedError(_size_mismatch(path, state, model, e)) from None
 
 
 @flow.no_grad()
@@ -157,12 +198,13 @@ def load_pretrained(model, path, trust=False, strict=True):
     """
     report = LoadReport(path, "")
     params = dict(model.named_parameters())
-    unexpected_names = []
+    unexpected_names, seen = [], {}  # seen: every converted entry's shape, for the size line
     for fmt, arrays, unused, resized in convert(path, model, trust, parallel.holds_layer):
         report.format = fmt
         report.unexpected += unused
         report.resized += resized
         for name, value in arrays.items():
+            seen[name] = np.broadcast_to(np.float32(0), value.shape)
             param = params.get(name)
             if name.startswith("head.") and (param is None or tuple(param.shape) != value.shape):
                 report.dropped.append(name)
@@ -170,14 +212,16 @@ def load_pretrained(model, path, trust=False, strict=True):
                 report.unexpected.append(name)
                 unexpected_names.append(name)
             elif tuple(param.shape) != value.shape:
-                raise PretrainedError(
-                    f"{path}: {name} has shape {value.shape}, the model expects "
-                    f"{tuple(param.shape)} (different embed_dim / mlp_ratio / patch size?)"
-                )
+                shapes = f"{name} has shape {value.shape}, the model expects {tuple(param.shape)}"
+                line = _size_mismatch(path, {**seen, **arrays}, model, shapes)
+                if "another size" not in line:
+                    line = f"{path}: {shapes} (different mlp_ratio / patch size?)"
+                raise PretrainedError(line)
             else:
                 parallel.write_local(param, value.__getitem__)
                 report.loaded.append(name)
         del arrays  # one group's arrays at a time
+    arrays = seen
     # the parameters of this process's stages (the other stages' processes report theirs)
     report.missing = [
         n for n, p in params.items() if n not in report.loaded and parallel.local_region(p)
@@ -186,10 +230,13 @@ def load_pretrained(model, path, trust=False, strict=True):
         unfit = [n for n in report.missing if not n.startswith(_ADAPTED)]
         unfit += [n for n in unexpected_names if not n.startswith(_ADAPTED)]
         if unfit:
-            raise PretrainedError(
-                f"{path}: does not fit the model (depth or class token differ?): "
-                f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''} "
-                f"(strict=False loads what fits)"
-            )
+            listed = f"{', '.join(unfit[:6])}{' ...' if len(unfit) > 6 else ''}"
+            line = _size_mismatch(path, arrays, model, f"unfit: {listed}")
+            if "another size" not in line:
+                line = (
+                    f"{path}: does not fit the model (depth or class token differ?): {listed} "
+                    f"(strict=False loads what fits)"
+                )
+            raise PretrainedError(line)
     logger.info("%s", report)
     return report

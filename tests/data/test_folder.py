@@ -85,6 +85,19 @@ def test_all_unreadable_is_an_error(tmp_path):
         ImageFolder(str(tmp_path / "r"))[0]
 
 
+def test_a_class_whose_every_image_is_unreadable_is_an_error(tmp_path):
+    """Skipping them all would train without the class, silently; the error names its folder."""
+    _save(str(tmp_path / "r" / "train" / "a" / "ok.png"), _rgb(0))
+    bad = tmp_path / "r" / "train" / "b"
+    bad.mkdir(parents=True)
+    for i in range(3):
+        (bad / f"{i}.jpg").write_bytes(b"garbage")
+    data = ImageFolder(str(tmp_path / "r"))
+    assert data[0].get("labels").tensor.item() == 0
+    with pytest.raises(DatasetError, match=f"{bad}: no readable image in the class folder \\(3 files, all unreadable\\)"):
+        data[1]
+
+
 def test_empty_class_folder_is_an_error(messy_root):
     os.makedirs(os.path.join(messy_root, "train", "c"))
     with pytest.raises(DatasetError, match=r"train/c: empty class folder"):
