@@ -78,14 +78,14 @@ def test_fused_backend_reaches_the_kernel_with_every_mask_form(
         ).numpy()
 
 
-def _run_probe(code):
+def _run_probe(code, **env):
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-        env=dict(os.environ, GLOG_minloglevel="0"),
+        env=dict(os.environ, GLOG_minloglevel="0", **env),
     )
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -94,7 +94,8 @@ def _run_probe(code):
 @pytest.mark.parametrize("is_global", [False, True])
 def test_cuda_layer_norm_reaches_the_kernel(affine, is_global):
     """Forced onto CPU tensors, the fused LayerNorm passes every check and stops only in OneFlow's
-    CPU layer_norm kernel (a fatal "TODO"), i.e. where the CUDA kernel would run."""
+    CPU layer_norm kernel (a fatal "TODO"), i.e. where the CUDA kernel would run (our CPU kernels
+    off: they replace that kernel)."""
     code = f"""
         import oneflow as flow
         import libai_vit
@@ -109,7 +110,7 @@ def test_cuda_layer_norm_reaches_the_kernel(affine, is_global):
         y.numpy()
         print("no abort")
     """
-    rc, out = _run_probe(code)
+    rc, out = _run_probe(code, LIBAI_VIT_KERNELS="0")
     assert rc != 0 and "layer_norm_cpu_kernel.cpp" in out and "TODO" in out, out[-3000:]
     assert "Check failed" not in out.split("layer_norm_cpu_kernel.cpp")[0], out[-3000:]
 
