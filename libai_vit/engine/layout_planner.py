@@ -25,11 +25,12 @@ from libai_vit.parallel import stage_of_layers
 
 BYTES = 4  # fp32 everywhere on CPU
 # s·b·h activation tensors a block keeps for backward in eager mode, fitted to OneFlow 0.9 CPU peak
-# RSS (tests/engine/test_layout_planner.py): those TP replicates (block input, the primitive
-# LayerNorms' tensors, residuals, row-parallel outputs) and those it splits with the heads / MLP
-# columns (qkv, q/k/v, attention output, fc1 and GELU outputs); plus the 2·a·s²·b scores and
-# softmax output.
-ACT_SBH_REPLICATED = 20
+# RSS (tests/engine/test_layout_planner.py) with libai_vit.kernels loaded, as set-up builds them:
+# those TP replicates (block input, the fused LayerNorms' outputs, residuals, row-parallel outputs)
+# and those it splits with the heads / MLP columns (qkv, q/k/v, attention output, fc1 and GELU
+# outputs); plus the 2·a·s²·b scores and softmax output. Without the kernels LayerNorm is composed
+# of primitive ops whose intermediates add about 10 replicated tensors per block.
+ACT_SBH_REPLICATED = 10
 ACT_SBH_SPLIT = 5
 # nn.Graph on CPU gives intermediates (forward and backward) their own buffers rather than reusing
 # them as eager's allocator does: measured 4.4x eager's activation memory for this ViT.
