@@ -124,12 +124,12 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
                 f"train.global_batch_size={gbs} != train_micro_batch_size x DP x "
                 f"num_accumulation_steps = {micro} x {dp} x {acc_eff}"
             )
-    if d.get("sequence_parallel", False) and dp > 1 and tp > 1 and cfg.graph.enabled:
+    if d.get("sequence_parallel", False) and tp > 1 and cfg.graph.enabled:
         raise LayoutError(
-            f"train.dist.sequence_parallel=True with DP={dp} x TP={tp} does not run in graph mode "
-            f"(OneFlow 0.9's nn.Graph aborts on the 2-D mesh's token split on CPU: register.cpp "
-            f"'separated_header_mem_ptr() == nullptr'): use data_parallel_size=1 (TP x PP), eager "
-            f"mode, or sequence_parallel=False"
+            f"train.dist.sequence_parallel=True at TP={tp} does not run in graph mode (OneFlow "
+            f"0.9's CPU nn.Graph aborts on the token split's boxing: register.cpp "
+            f"'separated_header_mem_ptr() == nullptr'): set graph.enabled=False (DP x TP, eager) "
+            f"or sequence_parallel=False"
         )
     if pp > 1 and not cfg.graph.enabled:
         raise LayoutError(

@@ -54,7 +54,7 @@ LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
     # micro-batch 1 at TP=2 (what giant models train with); evaluation at micro-batch 1 too
     "tp2_micro1": (1, 2, 1, 1, 16, True, ("train.test_micro_batch_size=1",)),
     # sequence parallelism: the residual stream split along 17 tokens, padded to 18
-    "tp2_pp2_sequence_parallel": (1, 2, 2, 8, 2, True, ("train.dist.sequence_parallel=True",)),
+    "tp2_sequence_parallel_eager": (1, 2, 1, 16, 1, False, ("train.dist.sequence_parallel=True",)),
     "dp2_tp2_sequence_parallel_eager": (
         2,
         2,

@@ -59,7 +59,7 @@ def _cfg(*overrides):
         (
             ("train.dist.sequence_parallel=True",),
             8,
-            "sequence_parallel=True with DP=2 x TP=2 does not run in graph mode",
+            "sequence_parallel=True at TP=2 does not run in graph mode",
         ),
     ],
 )

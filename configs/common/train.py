@@ -41,7 +41,7 @@ train = DictConfig(
             pipeline_parallel_size=1,
             pipeline_stage_layers=None,  # blocks per pipeline stage, e.g. [4, 2]; None: even split
             # under TP, split the residual stream (norms, dropout, residual adds) along tokens
-            # across the tensor-parallel ranks (Megatron's sequence parallelism): less memory
+            # across the tensor-parallel ranks (Megatron's sequence parallelism); eager mode only
             sequence_parallel=False,
             pipeline_num_layers=None,  # set from the model depth at start-up
         ),
