@@ -1,5 +1,6 @@
 """The demo's data: scikit-learn's handwritten digits (real 8x8 scans, 1797 of them) written as an
 ImageFolder (`train/<digit>/*.png`, `val/<digit>/*.png`), upscaled to RGB PNGs."""
+
 import fcntl
 import os
 import shutil
@@ -27,7 +28,11 @@ def write_digits_imagefolder(root, img_size=32, val_fraction=0.25, seed=0):
         split = "val" if rank < n_val else "train"
         label = int(digits.target[idx])
         pixels = (digits.images[idx] * (255.0 / 16.0)).astype(np.uint8)
-        image = Image.fromarray(pixels, mode="L").resize((img_size, img_size), Image.BICUBIC).convert("RGB")
+        image = (
+            Image.fromarray(pixels, mode="L")
+            .resize((img_size, img_size), Image.BICUBIC)
+            .convert("RGB")
+        )
         folder = os.path.join(tmp, split, str(label))
         os.makedirs(folder, exist_ok=True)
         image.save(os.path.join(folder, f"{idx:04d}.png"))

@@ -1,5 +1,6 @@
 """An ImageFolder (`root/train/<class>/*`, `root/val/<class>/*`) that survives the bad files of a
-large dataset: LiBai's ImageNetDataset with checks before training and skipping of unreadable images.
+large dataset: LiBai's ImageNetDataset with checks before training and skipping of unreadable
+images.
 
 - an empty class folder, a missing split, or a val split whose classes differ from train's is an
   error at construction, i.e. before the first step;
@@ -8,6 +9,7 @@ large dataset: LiBai's ImageNetDataset with checks before training and skipping 
   seed stay fixed;
 - grayscale, CMYK, palette and alpha images become RGB (transparent pixels on white).
 """
+
 import logging
 import os
 from collections import Counter
@@ -23,26 +25,36 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 class DatasetError(ValueError):
-    """A dataset folder that cannot be trained on; the message names the folder and what is wrong."""
+    """A dataset folder that cannot be trained on; the message names the folder and what is
+    wrong."""
 
 
 def list_classes(split_dir):
     """The class folder names of `split_dir`, sorted: their positions are the labels."""
     if not os.path.isdir(split_dir):
-        raise DatasetError(f"{split_dir}: no such folder (expected <root>/train/<class>/* and <root>/val/<class>/*)")
-    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+        raise DatasetError(
+            f"{split_dir}: no such folder "
+            "(expected <root>/train/<class>/* and <root>/val/<class>/*)"
+        )
+    classes = sorted(
+        e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")
+    )
     if not classes:
         raise DatasetError(f"{split_dir}: no class folders")
     return classes
 
 
 def _image_files(folder):
-    return sorted(e.path for e in os.scandir(folder)
-                  if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMG_EXTENSIONS))
+    return sorted(
+        e.path
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMG_EXTENSIONS)
+    )
 
 
 def load_rgb(path):
-    """The image at `path` as RGB, fully decoded (so a truncated file fails here, not in a transform)."""
+    """The image at `path` as RGB, fully decoded (so a truncated file fails here, not in a
+    transform)."""
     with Image.open(path) as img:
         img.load()
         if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
@@ -75,20 +87,28 @@ class ImageFolder(Dataset):
                     only_train = sorted(set(train_classes) - set(found))
                     raise DatasetError(
                         f"{split_dir}: its classes differ from {train_dir}'s "
-                        f"(only in val: {_few(only_val)}; only in train: {_few(only_train)})")
+                        f"(only in val: {_few(only_val)}; only in train: {_few(only_train)})"
+                    )
         else:
             classes = [str(c) for c in classes]
             absent = [c for c in classes if c not in found]
             if absent:
-                raise DatasetError(f"{split_dir}: no folder for the configured classes {_few(absent)}")
+                raise DatasetError(
+                    f"{split_dir}: no folder for the configured classes {_few(absent)}"
+                )
         self.classes = list(classes)
         self.samples = []
         for label, name in enumerate(self.classes):
             files = _image_files(os.path.join(split_dir, name))
             if not files:
-                raise DatasetError(f"{os.path.join(split_dir, name)}: empty class folder (no {'/'.join(IMG_EXTENSIONS)} files)")
+                raise DatasetError(
+                    f"{os.path.join(split_dir, name)}: empty class folder "
+                    f"(no {'/'.join(IMG_EXTENSIONS)} files)"
+                )
             self.samples += [(path, label) for path in files]
-        self._unreadable = set()  # indices found bad by this process: skipped without a second warning
+        self._unreadable = (
+            set()
+        )  # indices found bad by this process: skipped without a second warning
         self._per_class = Counter(label for _, label in self.samples)
         self._bad_per_class = Counter()
 
@@ -105,20 +125,33 @@ class ImageFolder(Dataset):
                 img = load_rgb(path)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 self._unreadable.add(i)
-                logger.warning("skipping unreadable image %s (%s: %s); %d skipped so far in this process",
-                               path, type(e).__name__, e, len(self._unreadable))
+                logger.warning(
+                    "skipping unreadable image %s (%s: %s); %d skipped so far in this process",
+                    path,
+                    type(e).__name__,
+                    e,
+                    len(self._unreadable),
+                )
                 self._bad_per_class[label] += 1
                 if self._bad_per_class[label] == self._per_class[label]:  # it would silently vanish
                     folder = os.path.dirname(path)
-                    raise DatasetError(f"{folder}: no readable image in the class folder "
-                                       f"({self._per_class[label]} files, all unreadable): fix or remove it")
+                    raise DatasetError(
+                        f"{folder}: no readable image in the class folder "
+                        f"({self._per_class[label]} files, all unreadable): fix or remove it"
+                    )
                 continue
             if self.transform is not None:
                 img = self.transform(img)
-            return Instance(images=DistTensorData(img, placement_idx=0),
-                            labels=DistTensorData(flow.tensor(label, dtype=flow.long), placement_idx=-1))
+            return Instance(
+                images=DistTensorData(img, placement_idx=0),
+                labels=DistTensorData(flow.tensor(label, dtype=flow.long), placement_idx=-1),
+            )
         raise DatasetError(f"{os.path.join(self.root, self.split)}: no readable image")
 
 
 def _few(names, n=5):
-    return ", ".join(names[:n]) + (f" ... ({len(names)} in all)" if len(names) > n else "") if names else "none"
+    return (
+        ", ".join(names[:n]) + (f" ... ({len(names)} in all)" if len(names) > n else "")
+        if names
+        else "none"
+    )

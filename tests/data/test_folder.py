@@ -1,5 +1,6 @@
-"""ImageFolder: real bad files written in tmp (corrupt, truncated, CMYK, palette, RGBA, grayscale) and
-folder layouts that must fail before training."""
+"""ImageFolder: real bad files written in tmp (corrupt, truncated, CMYK, palette, RGBA,
+grayscale) and folder layouts that must fail before training."""
+
 import logging
 import os
 
@@ -17,7 +18,9 @@ def _save(path, image, **kw):
 
 
 def _rgb(seed, size=(20, 16)):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    return Image.fromarray(
+        np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    )
 
 
 @pytest.fixture
@@ -69,7 +72,9 @@ def test_bad_files_are_skipped_with_a_warning(messy_root, caplog):
     for bad in ("1_corrupt.jpg", "2_truncated.jpg"):
         assert np.array_equal(np.asarray(got[names.index(bad)].get("images").tensor), good_png)
     warnings = [r.getMessage() for r in caplog.records]
-    assert any("1_corrupt.jpg" in w for w in warnings) and any("2_truncated.jpg" in w for w in warnings)
+    assert any("1_corrupt.jpg" in w for w in warnings) and any(
+        "2_truncated.jpg" in w for w in warnings
+    )
     assert "2 skipped so far" in warnings[-1]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="libai_vit.data.folder"):
@@ -94,7 +99,10 @@ def test_a_class_whose_every_image_is_unreadable_is_an_error(tmp_path):
         (bad / f"{i}.jpg").write_bytes(b"garbage")
     data = ImageFolder(str(tmp_path / "r"))
     assert data[0].get("labels").tensor.item() == 0
-    with pytest.raises(DatasetError, match=f"{bad}: no readable image in the class folder \\(3 files, all unreadable\\)"):
+    with pytest.raises(
+        DatasetError,
+        match=f"{bad}: no readable image in the class folder \\(3 files, all unreadable\\)",
+    ):
         data[1]
 
 

@@ -1,6 +1,7 @@
-"""The train loader: an image's augmentation depends on its place in the sample stream only, so a run
-resumed mid-epoch with loader workers draws exactly what the uninterrupted run drew, and the number
-of workers changes nothing."""
+"""The train loader: an image's augmentation depends on its place in the sample stream only, so
+a run resumed mid-epoch with loader workers draws exactly what the uninterrupted run drew, and the
+number of workers changes nothing."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,15 +20,22 @@ def image_root(tmp_path_factory):
     for i in range(24):
         folder = root / "train" / f"c{i % 3}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            folder / f"{i}.jpg", quality=90
+        )
     return str(root)
 
 
 def _batches(root, workers, n, consumed=0, re_prob=0.5):
     # RandomResizedCrop, flip, RandAugment (Python's random), random erasing with OneFlow noise
     transform = train_transform(img_size=32, re_prob=re_prob)
-    loader, _, _ = build_train_loader(ImageFolder(root, train=True, transform=transform), BATCH,
-                                      num_workers=workers, consumed_samples=consumed, seed=7)
+    loader, _, _ = build_train_loader(
+        ImageFolder(root, train=True, transform=transform),
+        BATCH,
+        num_workers=workers,
+        consumed_samples=consumed,
+        seed=7,
+    )
     it = iter(loader)
     out = [next(it).get("images").tensor.numpy() for _ in range(n)]
     del it, loader

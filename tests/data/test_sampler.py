@@ -1,5 +1,6 @@
 """The training sampler: the samples of a step do not depend on DP, resume is exact, and repeated
 augmentation gives each rank what timm's RepeatAugSampler (DeiT's RASampler) gives it."""
+
 import itertools
 import json
 import os
@@ -8,13 +9,28 @@ import pytest
 
 from libai_vit.data.sampler import GlobalBatchSampler
 
-REFERENCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "recipes", "reference.json")
+REFERENCE = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "fixtures", "recipes", "reference.json"
+)
 
 
 def _steps(n_steps, size, micro, dp, consumed=0, seed=3, repeats=1, shuffle=True):
     """Per step, the global batch: rank r's indices are its every DP-th sample."""
-    iters = [iter(GlobalBatchSampler(size, micro, r, dp, seed=seed, consumed_samples=consumed, num_repeats=repeats,
-                                     shuffle=shuffle)) for r in range(dp)]
+    iters = [
+        iter(
+            GlobalBatchSampler(
+                size,
+                micro,
+                r,
+                dp,
+                seed=seed,
+                consumed_samples=consumed,
+                num_repeats=repeats,
+                shuffle=shuffle,
+            )
+        )
+        for r in range(dp)
+    ]
     steps = []
     for _ in range(n_steps):
         parts = [next(it) for it in iters]
@@ -47,7 +63,11 @@ def test_repeated_augmentation_shows_each_image_k_times_on_different_ranks():
     samplers = [iter(GlobalBatchSampler(48, 4, r, dp, seed=1, num_repeats=k)) for r in range(dp)]
     per_rank = [sum((next(s) for _ in range(4)), []) for s in samplers]  # one epoch: 48 // 12 steps
     epoch = sum(per_rank, [])
-    assert len(epoch) == 48 and all(epoch.count(i) == k for i in set(epoch)) and len(set(epoch)) == 48 // k
+    assert (
+        len(epoch) == 48
+        and all(epoch.count(i) == k for i in set(epoch))
+        and len(set(epoch)) == 48 // k
+    )
     for i in set(epoch):  # the k copies of an image go to k different ranks
         assert sum(i in rank for rank in per_rank) == k
 
@@ -61,9 +81,13 @@ def test_repeated_augmentation_matches_timms_repeat_aug_sampler():
         w, micro = int(replicas), ra["micro_batch"]
         steps = len(theirs[0]) // micro
         for rank in range(w):
-            it = iter(GlobalBatchSampler(ra["size"], micro, rank, w, shuffle=False, num_repeats=ra["num_repeats"]))
+            it = iter(
+                GlobalBatchSampler(
+                    ra["size"], micro, rank, w, shuffle=False, num_repeats=ra["num_repeats"]
+                )
+            )
             ours = sum((next(it) for _ in range(steps)), [])
-            assert ours == theirs[rank][:steps * micro], (w, rank)
+            assert ours == theirs[rank][: steps * micro], (w, rank)
 
 
 def test_too_small_dataset_and_bad_repeats_are_refused():

@@ -1,4 +1,5 @@
 """The fine-tuning transforms: output shapes, value ranges and the eval crop rule."""
+
 import numpy as np
 import oneflow as flow
 import pytest
