@@ -97,9 +97,8 @@ def _hold_port(port, addr):
     servers with SO_REUSEPORT would share the port and its connections) is refused."""
     if port is not None:
         probe = socket.socket()
-        probe.setsockopt(
-            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-        )  # a finished run's TIME_WAITs are no user
+        # a finished run's TIME_WAITs are no user
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", port))
         except OSError as e:
@@ -386,9 +385,8 @@ def run_rank(script, script_args):
     import runpy
 
     sys.argv = [script, *script_args]
-    sys.path[0] = os.path.dirname(
-        os.path.abspath(script)
-    )  # as `python SCRIPT`, not this file's folder
+    # as `python SCRIPT`, not this file's folder
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
     import oneflow  # noqa: F401  (blocks until every rank of the run has connected)
 
     met = int(os.environ.pop(_MET_FD))

@@ -48,9 +48,8 @@ def logits():
     )
 
 
-initial = (
-    logits()
-)  # the test checks the load changed them: a silently skipped load would pass otherwise
+# the test checks the load changed them: a silently skipped load would pass otherwise
+initial = logits()
 ReliableCheckpointer(model).load(checkpoint, checkpointables=[])
 loaded = logits()
 if flow.env.get_rank() == 0:

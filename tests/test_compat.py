@@ -40,9 +40,8 @@ def test_amp_loss_scale_survives_a_rebuilt_graph():
         p.grad = (
             None  # the first trace left lazy tensors there (as the trainer does before a rebuild)
         )
-    second = _AmpGraph(
-        model, flow.optim.SGD(model.parameters(), lr=0.1)
-    )  # as at a checkpoint boundary
+    # as at a checkpoint boundary
+    second = _AmpGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))
     assert second.name != first.name
     second.load_state_dict(state)
     second(flow.ones(2, 4))  # a finite step keeps the scale it started from

@@ -20,9 +20,8 @@ def test_unknown_key_is_refused_with_a_suggestion():
 
 
 def test_argument_of_the_lazycall_target_is_known_even_if_unset():
-    cfg = load_config(
-        DEMO, ["model.in_chans=1"]
-    )  # VisionTransformer(in_chans=...) is not in the file
+    # VisionTransformer(in_chans=...) is not in the file
+    cfg = load_config(DEMO, ["model.in_chans=1"])
     assert cfg.model.in_chans == 1
 
 

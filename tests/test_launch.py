@@ -51,9 +51,8 @@ def _parent(parent, cmd):
         return ["bash", "-c", f"{shlex.join(cmd)}; exit $?"], False
     if parent == "nohup":
         return ["nohup", *cmd], False
-    if (
-        parent == "terminal"
-    ):  # an interactive shell on a terminal (job control: the run leads its group)
+    # an interactive shell on a terminal (job control: the run leads its group)
+    if parent == "terminal":
         return [
             "script",
             "-qec",
@@ -263,9 +262,8 @@ def test_config_values_are_refused_before_any_rank_starts():
 
 @pytest.mark.slow
 def test_the_test_helper_ends_a_hanging_run_and_shows_its_output(tmp_path):
-    run = Run(
-        launcher(PROBE, 2), env=dict(os.environ, PROBE_OUT=str(tmp_path))
-    )  # runs for a minute
+    # runs for a minute
+    run = Run(launcher(PROBE, 2), env=dict(os.environ, PROBE_OUT=str(tmp_path)))
     with pytest.raises(
         AssertionError, match=r"(?s)timed out after 8 s; its last output:.*ibv_fork_init"
     ):

@@ -19,9 +19,8 @@ def test_bce_on_binarised_mixup_targets():
     t[np.arange(4), [3, 2, 1, 0]] += 0.3
     loss = BinaryCrossEntropy(target_threshold=0.0)(flow.tensor(x), flow.tensor(t))
     np.testing.assert_allclose(loss.numpy(), _bce(x, (t > 0).astype(np.float32)), rtol=1e-6)
-    soft = BinaryCrossEntropy()(
-        flow.tensor(x), flow.tensor(t)
-    )  # no threshold: the soft targets as they are
+    # no threshold: the soft targets as they are
+    soft = BinaryCrossEntropy()(flow.tensor(x), flow.tensor(t))
     np.testing.assert_allclose(soft.numpy(), _bce(x, t), rtol=1e-6)
 
 

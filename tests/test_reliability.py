@@ -208,9 +208,8 @@ def test_nan_loss_stops_the_run_before_a_checkpoint_holds_it(digits_root, tmp_pa
     )
     assert proc.returncode == 1
     assert "error: non-finite loss (nan) at iteration 4" in proc.stderr, proc.stderr[-2000:]
-    assert (
-        'train_net.py", line' not in proc.stderr
-    )  # no traceback from the run (the launcher prints its own)
+    # no traceback from the run (the launcher prints its own)
+    assert 'train_net.py", line' not in proc.stderr
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("model_")) == ["model_0000002"]
     assert [r["iteration"] for r in _rows(tmp_path) if "total_loss" in r] == [0, 1, 2, 3]
 

@@ -75,9 +75,8 @@ def test_only_core_types_whose_instructions_the_cpu_has_are_candidates():
     assert not {"Haswell", "Zen", "SkylakeX", "Piledriver"} & set(tool.runnable(avx_only))
     epyc = avx_only | {"avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "sse4a"}
     assert {"Haswell", "Zen", "SkylakeX"} <= set(tool.runnable(epyc))
-    assert not {"Bulldozer", "Piledriver", "Steamroller", "Excavator"} & set(
-        tool.runnable(epyc)
-    )  # no FMA4/XOP
+    # no FMA4/XOP
+    assert not {"Bulldozer", "Piledriver", "Steamroller", "Excavator"} & set(tool.runnable(epyc))
 
 
 # a python that does not apply the venv's own libai_vit_openblas.pth: with -S no site dir's .pth
@@ -150,10 +149,11 @@ def test_setup_measures_the_core_type_once_and_every_python_applies_it(tmp_path)
     tool_py = os.path.join(ROOT, "tools", "openblas_coretype.py")
     for site_dirs in ([], [venv_site]):
         export = _python_without_venv_pth(env, site_dirs, tool_py, "--export")
+        # cached: no second measurement; the venv's .pth value is not taken for the user's
         assert export.stdout.strip() == f"export OPENBLAS_CORETYPE={chosen}", (
             site_dirs,
             export.stderr[-2000:],
-        )  # cached: no second measurement; the venv's .pth value is not taken for the user's
+        )
         assert "measuring" not in export.stderr and f"core type {chosen}" in export.stderr
 
     read_core = tmp_path / "read_core.py"

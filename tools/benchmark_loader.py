@@ -22,6 +22,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# configs/common/data/imagenet.py's defaults
 RECIPE = dict(
     img_size=224,
     scale=(0.08, 1.0),
@@ -30,7 +31,7 @@ RECIPE = dict(
     color_jitter=0.4,
     re_prob=0.25,
     interpolation="bicubic",
-)  # configs/common/data/imagenet.py's defaults
+)
 
 
 def make_jpegs(root, count, classes=10, seed=0):

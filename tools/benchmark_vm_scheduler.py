@@ -151,9 +151,8 @@ SCRIPT = os.path.abspath(__file__)
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1].startswith(
-        "{"
-    ):  # a launched worker: CASE_JSON OUT_PREFIX
+    # a launched worker: CASE_JSON OUT_PREFIX
+    if len(sys.argv) == 3 and sys.argv[1].startswith("{"):
         return run_worker(
             sys.argv[1], sys.argv[2], {"timeline": worker_timeline, "vm_ab": worker_vm_ab}
         )

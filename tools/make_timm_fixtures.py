@@ -35,10 +35,11 @@ import timm  # noqa: E402
 
 ARCH = "vit_tiny_patch16_224"  # the plain fixtures' timm name: every size kwarg overrides it
 SMALL = dict(embed_dim=48, depth=2, num_heads=4, num_classes=10)  # 4 heads: TP=2 splits them
+# 4x4 grids
 P8, P7 = (
     dict(img_size=32, patch_size=8, **SMALL),
     dict(img_size=28, patch_size=7, **SMALL),
-)  # 4x4 grids
+)
 FIXTURES = {
     # name: (timm model name, timm kwargs (the checkpoint's own model), formats written)
     "tiny16": (
@@ -82,16 +83,18 @@ FIXTURES = {
     "clip_quickgelu": ("vit_base_patch16_clip_quickgelu_224", P8, ("safetensors",)),
     "siglip": ("vit_base_patch16_siglip_224", P8, ("safetensors", "release")),
     "qk_norm": (ARCH, dict(P8, qk_norm=True), ("safetensors",)),
+    # q/k/v, scale_mlp
     "eva02_b": (
         "eva02_base_patch14_224",
         dict(P7, ref_feat_shape=(4, 4)),
         ("safetensors",),
-    ),  # q/k/v, scale_mlp
+    ),
+    # fused, packed
     "eva02_ti": (
         "eva02_tiny_patch14_224",
         dict(P7, ref_feat_shape=(4, 4)),
         ("safetensors",),
-    ),  # fused, packed
+    ),
     "eva02_clip": ("eva02_base_patch16_clip_224", P8, ("safetensors",)),  # sub-LN in attention
     # the giants, small: DINOv2-g's packed SwiGLU; DINOv3's RoPE, storage tokens, no q/k/v bias
     # (S) or q/v biases and a SwiGLU whose hidden units align_to rounds up (139 -> 144) (S+ qkvb)
@@ -148,9 +151,8 @@ def build(seed, timm_name, sharp=False, **kwargs):
         if getattr(model, "pos_embed", None) is not None:
             model.pos_embed.mul_(25.0)
         if isinstance(model.head, torch.nn.Linear):
-            if (
-                model.head.weight.std() < 1e-3
-            ):  # EVA's head_init_scale: a trained head's magnitude instead
+            # EVA's head_init_scale: a trained head's magnitude instead
+            if model.head.weight.std() < 1e-3:
                 model.head.weight.normal_(0.0, 0.02)
             model.head.weight.mul_(25.0)
             if "_clip_" in timm_name:  # CLIP's image projection, the head here, has no bias
@@ -200,12 +202,13 @@ CASES = {
     "tiny16.safetensors": ("tiny16", "safetensors", {}, "logits"),
     "tiny16.pth": ("tiny16", "pth", {}, "logits"),
     "tiny16.npz": ("tiny16", "npz", {}, "logits"),
+    # upsampled pos-embed
     "tiny16.safetensors@64": (
         "tiny16",
         "safetensors",
         dict(img_size=64),
         "logits",
-    ),  # upsampled pos-embed
+    ),
     "tiny16.safetensors@32": ("tiny16", "safetensors", dict(img_size=32), "logits"),  # downsampled
     "tiny16.npz@64": ("tiny16", "npz", dict(img_size=64), "logits"),
     "tiny16.npz@32": ("tiny16", "npz", dict(img_size=32), "logits"),
@@ -216,20 +219,22 @@ CASES = {
     "small_avg.pth": ("small_avg", "pth", {}, "logits"),
     "small_avg.safetensors@48": ("small_avg", "safetensors", dict(img_size=48), "logits"),
     "p14.safetensors": ("p14", "safetensors", {}, "logits"),
+    # patch resample
     "p14.safetensors/p16": (
         "p14",
         "safetensors",
         dict(patch_size=16, img_size=32),
         "logits",
-    ),  # patch resample
+    ),
     "deit.pth": ("deit", "pth", {}, "logits"),
     "mae.pth/token": ("mae", "pth", {}, "logits"),  # pretrain encoder: class token + norm, no head
+    # fine-tune: fc_norm, norm unused
     "mae.pth/avg": (
         "mae",
         "pth",
         dict(global_pool="avg"),
         "logits",
-    ),  # fine-tune: fc_norm, norm unused
+    ),
     "mae.pth/avg_nc5": ("mae", "pth", dict(global_pool="avg", num_classes=5), "pre_logits"),
     # DeiT III: LayerScale, no_embed_class (timm's file and the release's gamma_1/gamma_2 names)
     "deit3.safetensors": ("deit3", "safetensors", {}, "logits"),
@@ -327,9 +332,8 @@ def save(model, name, fmt, out_dir):
     path = os.path.join(out_dir, f"{name}.{fmt}")
     if name == "deit":  # DeiT's released checkpoints: the state dict under "model"
         torch.save({"model": state}, path)
-    elif (
-        name == "mae"
-    ):  # MAE's: the encoder under "model" (norm, no head); full ones also carry the decoder
+    # MAE's: the encoder under "model" (norm, no head); full ones also carry the decoder
+    elif name == "mae":
         c = state["cls_token"].shape[-1]
         extra = {
             "mask_token": torch.randn(1, 1, 32),
@@ -357,9 +361,8 @@ def save_release(model, name, path):
         torch.save({"model": state}, path)
     elif name.startswith("dinov3"):
         torch.save(to_dinov3_release(state), path)
-    elif name.startswith(
-        "dinov2"
-    ):  # facebookresearch/dinov2: no head, mask_token, registers as register_tokens
+    # facebookresearch/dinov2: no head, mask_token, registers as register_tokens
+    elif name.startswith("dinov2"):
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         state = {  # ViT-g's packed SwiGLU
             k.replace("mlp.fc1.", "mlp.w12." if name == "dinov2_g" else "mlp.fc1.").replace(

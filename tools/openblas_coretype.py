@@ -49,10 +49,11 @@ CANDIDATES = {
     "Barcelona": ("pni", "sse4a"),
     "Prescott": ("pni",),
 }
+# (m, k, n): square, and ViT-Ti fc1 at 16 x 197 tokens
 SHAPES = (
     (1024, 1024, 1024),
     (3152, 192, 768),
-)  # (m, k, n): square, and ViT-Ti fc1 at 16 x 197 tokens
+)
 CPUINFO = "/proc/cpuinfo"
 
 

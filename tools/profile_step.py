@@ -158,9 +158,8 @@ def main():
     if args.perf:
         sampler.join()
         shares = result["shares"]
-        idle = shares.pop(
-            "kernel / scheduler", 0.0
-        )  # mostly the lowered VM scheduler's sched_yield loop
+        # mostly the lowered VM scheduler's sched_yield loop
+        idle = shares.pop("kernel / scheduler", 0.0)
         print(
             f"share of the compute samples by kernel family ({idle * 100:.0f}% of all samples were "
             f"in the kernel/scheduler, left out):"

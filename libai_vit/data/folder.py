@@ -106,9 +106,8 @@ class ImageFolder(Dataset):
                     f"(no {'/'.join(IMG_EXTENSIONS)} files)"
                 )
             self.samples += [(path, label) for path in files]
-        self._unreadable = (
-            set()
-        )  # indices found bad by this process: skipped without a second warning
+        # indices found bad by this process: skipped without a second warning
+        self._unreadable = set()
         self._per_class = Counter(label for _, label in self.samples)
         self._bad_per_class = Counter()
 

@@ -125,9 +125,8 @@ class Checkpointing(PeriodicCheckpointer):
         if (iteration + 1) % self.period and iteration < self.max_iter - 1:
             return
         self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}")
-        if (
-            iteration >= self.max_iter - 1
-        ):  # LiBai's name for the trained model, which tools look for
+        # LiBai's name for the trained model, which tools look for
+        if iteration >= self.max_iter - 1:
             self.checkpointer.save(f"{self.file_prefix}_final")
         if self.max_to_keep and dist.is_main_process():
             for _, path in periodic_checkpoints(self.checkpointer.save_dir)[self.max_to_keep :]:

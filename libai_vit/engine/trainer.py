@@ -171,9 +171,8 @@ class Trainer(DefaultTrainer):
         # LiBai's __init__ takes start_iter from the name in `last_checkpoint`; it must name a
         # checkpoint that verifies before then (the newest one, else the previous good one).
         self._resume_name = select_resumable(cfg.train.output_dir) if cfg.train.resume else None
-        self._optim_cfg = copy.deepcopy(
-            cfg.optim
-        )  # building an optimizer edits its config in place
+        # building an optimizer edits its config in place
+        self._optim_cfg = copy.deepcopy(cfg.optim)
         super().__init__(cfg)
         self._record_metrics = self._trainer.write_metrics
         self._trainer.write_metrics = self._checked_write_metrics
@@ -220,9 +219,8 @@ class Trainer(DefaultTrainer):
                 logger.warning(f"resuming {path}: {changes}")
         else:
             self.checkpointer.load(self.cfg.train.load_weight, checkpointables=[])
-            if (
-                self.model_ema is not None
-            ):  # the average starts from the weights training starts from
+            # the average starts from the weights training starts from
+            if self.model_ema is not None:
                 self.model_ema.set(self.model)
         if self.model_ema is not None and self.cfg.graph.enabled:
             self.graph_eval_ema = self.build_graph(self.cfg, self.model_ema.module, is_train=False)

@@ -312,9 +312,8 @@ class VisionTransformer(nn.Module):
                 ),
                 x,
             )
-        if (
-            self.no_embed_class
-        ):  # DeiT III, DINOv2 with registers: the prefix tokens get no position
+        # DeiT III, DINOv2 with registers: the prefix tokens get no position
+        if self.no_embed_class:
             x = x if pos_embed is None else x + pos_embed
             x = flow.cat(prefix + [x], dim=1) if prefix else x
         else:

@@ -40,9 +40,8 @@ class LoadReport:
     path: str
     format: str
     loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(
-        default_factory=list
-    )  # model parameters left at their initialisation
+    # model parameters left at their initialisation
+    missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)  # checkpoint entries not used
     dropped: List[str] = field(default_factory=list)  # checkpoint head not matching num_classes
     resized: List[str] = field(default_factory=list)

@@ -134,9 +134,8 @@ def _dinov2(state):
         for k, v in state.items()
         if k not in ("mask_token", "register_tokens")
     }
-    if (
-        "register_tokens" in state
-    ):  # timm's no_embed_class layout: fold the class token's position in
+    # timm's no_embed_class layout: fold the class token's position in
+    if "register_tokens" in state:
         out["reg_token"] = state["register_tokens"]
         out["cls_token"] = state["cls_token"] + state["pos_embed"][:, :1]
         out["pos_embed"] = state["pos_embed"][:, 1:]

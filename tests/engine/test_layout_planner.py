@@ -63,9 +63,8 @@ def test_planner_places_blocks_as_training_does():
     )
     assert uneven[0] - balanced[0] == pytest.approx(2 * per_block)
     slow = planner.plan(shape, 1, 1, 2, 4, 4, stage_layers=[5, 1])
-    assert (
-        slow.step_s > planner.plan(shape, 1, 1, 2, 4, 4).step_s
-    )  # the 5-block stage sets the pace
+    # the 5-block stage sets the pace
+    assert slow.step_s > planner.plan(shape, 1, 1, 2, 4, 4).step_s
     assert slow.act_bytes > planner.plan(shape, 1, 1, 2, 4, 4).act_bytes
 
 

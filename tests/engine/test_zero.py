@@ -13,15 +13,15 @@ from libai_vit.engine import layout_planner as planner
 from conftest import launch_script
 
 PROBE = os.path.join(os.path.dirname(__file__), "zero_probe.py")
+# as in zero_probe.py
 DEMO = planner.ViTShape(
     img_size=32, patch_size=8, num_classes=10, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0
-)  # as in zero_probe.py
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "layout, stages", [((2, 1, 1), "0,1,2"), ((2, 2, 2), "2")]
-)  # 8 ranks compile slowly
+# 8 ranks compile slowly
+@pytest.mark.parametrize("layout, stages", [((2, 1, 1), "0,1,2"), ((2, 2, 2), "2")])
 def test_zero_splits_optimizer_state_over_data_parallel_ranks(layout, stages, tmp_path):
     dp, tp, pp = layout
     out = tmp_path / "zero.json"

@@ -89,9 +89,8 @@ def test_graph_refuses_groups_of_different_learning_rates():
         ConfigError, match="cannot run in graph mode with parameter groups that differ in lr"
     ):
         clip_whole_model(opt, graph=True)
-    clip_whole_model(
-        flow.optim.AdamW(_groups(_model(), lr_of_second=0.05), lr=0.1), graph=False
-    )  # eager: fine
+    # eager: fine
+    clip_whole_model(flow.optim.AdamW(_groups(_model(), lr_of_second=0.05), lr=0.1), graph=False)
 
 
 def test_clipping_some_groups_only_is_refused():

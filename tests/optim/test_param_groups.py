@@ -129,9 +129,8 @@ def test_optimizer_and_schedule_keep_the_ratios(model):
     assert np.allclose(seen[0], peak * 0.001)  # warm-up start
     assert np.allclose(seen[10], peak)  # warm-up end: every group at its own peak
     assert np.allclose(seen / seen[:, -1:], peak / peak[-1])  # ratios kept at every step
-    assert (
-        np.all(np.diff(seen[10:, 0]) <= 0) and seen[-1, 0] < 0.02 * peak[0]
-    )  # cosine down to ~alpha
+    # cosine down to ~alpha
+    assert np.all(np.diff(seen[10:, 0]) <= 0) and seen[-1, 0] < 0.02 * peak[0]
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05}
 
 

@@ -68,13 +68,14 @@ def test_family_config_builds_the_timm_architecture(name):
     small = ["model.depth=2", "model.embed_dim=64", "model.num_heads=4", "model.num_classes=3"]
     cfg = load_config("projects/imagenet_finetune/configs/" + name, small)
     for key, value in model_kwargs(timm_name).items():  # every architecture key as timm's
+        # img_size: the recipe's own
         if key not in (
             "depth",
             "embed_dim",
             "num_heads",
             "num_classes",
             "img_size",
-        ):  # img_size: the recipe's own
+        ):
             assert cfg.model[key] == (list(value) if isinstance(value, tuple) else value), key
     model = instantiate(cfg.model)
     assert model.global_pool == pool and type(model).__name__ == (

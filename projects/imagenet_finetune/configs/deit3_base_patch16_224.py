@@ -21,9 +21,8 @@ model.init_values = 1e-6  # LayerScale, as timm's deit3_base_patch16_224
 model.no_embed_class = True  # the position embedding covers the patches only
 model.global_pool = "token"
 model.drop_path_rate = 0.1
-model.loss_func = LazyCall(BinaryCrossEntropy)(
-    target_threshold=0.0
-)  # DeiT III's --bce-loss: targets.gt(0)
+# DeiT III's --bce-loss: targets.gt(0)
+model.loss_func = LazyCall(BinaryCrossEntropy)(target_threshold=0.0)
 
 optim._target_ = Lamb
 optim.lr = 3e-3  # DeiT III: --unscale-lr, the lr at batch 2048 as is

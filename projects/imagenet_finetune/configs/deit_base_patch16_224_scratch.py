@@ -9,9 +9,8 @@ model.global_pool = "token"  # DeiT classifies the class token
 model.drop_path_rate = 0.1
 
 optim.params.layer_decay = 1.0  # one lr for every layer
-optim.lr = (
-    5e-4 * 1024 / 512
-)  # DeiT scales lr per 512 samples: keep it in step with train.global_batch_size
+# DeiT scales lr per 512 samples: keep it in step with train.global_batch_size
+optim.lr = 5e-4 * 1024 / 512
 optim.weight_decay = 0.05
 
 dataloader.train.num_repeats = 3  # DeiT's RASampler

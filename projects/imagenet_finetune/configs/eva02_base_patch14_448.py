@@ -21,9 +21,8 @@ model = model_config(
     strict=True,  # refuse a file whose blocks do not fit (the head may differ)
     num_classes=1000,
     drop_path_rate=0.1,
-    loss_func=LazyCall(LabelSmoothingCrossEntropy)(
-        smoothing=0.1
-    ),  # no mixup: hard labels, smoothed
+    # no mixup: hard labels, smoothed
+    loss_func=LazyCall(LabelSmoothingCrossEntropy)(smoothing=0.1),
 )
 optim.params.layer_decay = 0.7  # lr x 0.7 per block below the head
 optim.lr = 1e-4  # EVA's lr is per run at global batch 1024 (not scaled per 256)
