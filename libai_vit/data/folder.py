@@ -4,9 +4,10 @@ images.
 
 - an empty class folder, a missing split, or a val split whose classes differ from train's is an
   error at construction, i.e. before the first step;
-- a corrupt or truncated file is skipped with a warning naming it and a running count; the sample is
-  replaced by the next readable one (index + 1, + 2, ...), so batch shapes and the data order for a
-  seed stay fixed;
+- a corrupt or truncated file is skipped with a warning naming it and a running count (the first
+  ten in a process; after that the count alone, at 100, 1000, ...); the sample is replaced by the
+  next readable one (index + 1, + 2, ...), so batch shapes and the data order for a seed stay
+  fixed;
 - grayscale, CMYK, palette and alpha images become RGB (transparent pixels on white).
 """
 
@@ -124,13 +125,7 @@ class ImageFolder(Dataset):
                 img = load_rgb(path)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 self._unreadable.add(i)
-                logger.warning(
-                    "skipping unreadable image %s (%s: %s); %d skipped so far in this process",
-                    path,
-                    type(e).__name__,
-                    e,
-                    len(self._unreadable),
-                )
+                _warn_skipped(path, e, len(self._unreadable))
                 self._bad_per_class[label] += 1
                 if self._bad_per_class[label] == self._per_class[label]:  # it would silently vanish
                     folder = os.path.dirname(path)
@@ -146,6 +141,30 @@ class ImageFolder(Dataset):
                 labels=DistTensorData(flow.tensor(label, dtype=flow.long), placement_idx=-1),
             )
         raise DatasetError(f"{os.path.join(self.root, self.split)}: no readable image")
+
+
+# a process names this many unreadable images, then only counts them (at 100, 1000, ...): a
+# damaged share of a large dataset would otherwise fill the log with one line per image
+LISTED_UNREADABLE = 10
+
+
+def _warn_skipped(path, error, count):
+    if count <= LISTED_UNREADABLE:
+        logger.warning(
+            "skipping unreadable image %s (%s: %s); %d skipped so far in this process",
+            path,
+            type(error).__name__,
+            error,
+            count,
+        )
+    elif count == LISTED_UNREADABLE + 1 or str(count).rstrip("0") == "1":
+        logger.warning(
+            "%d unreadable images skipped so far in this process (the latest %s); further ones "
+            "are counted, not listed (next count at %d)",
+            count,
+            path,
+            10 ** len(str(count)),
+        )
 
 
 def _few(names, n=5):

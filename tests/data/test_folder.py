@@ -125,3 +125,22 @@ def test_missing_split_and_absent_subset(messy_root, tmp_path):
         ImageFolder(messy_root, classes=["a", "q"])
     sub = ImageFolder(messy_root, train=False, classes=["b"])
     assert sub.classes == ["b"] and [label for _, label in sub.samples] == [0]
+
+
+def test_a_damaged_share_is_counted_not_listed_image_by_image(tmp_path, caplog):
+    """150 unreadable images among readable ones: ten warnings name a file, then the count alone
+    at 11 and at 100, and every sample still comes out (replaced by the next readable one)."""
+    folder = tmp_path / "r" / "train" / "a"
+    for i in range(150):
+        _save(str(folder / f"{2 * i:03d}_ok.png"), _rgb(i, (4, 4)))
+        (folder / f"{2 * i + 1:03d}_bad.jpg").write_bytes(b"garbage")
+    data = ImageFolder(str(tmp_path / "r"))
+    with caplog.at_level(logging.WARNING, logger="libai_vit.data.folder"):
+        got = [data[i] for i in range(len(data))]
+    assert len(got) == 300
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 12, warnings
+    assert all(w.startswith("skipping unreadable image") for w in warnings[:10])
+    assert warnings[10].startswith("11 unreadable images skipped so far in this process")
+    assert "next count at 100" in warnings[10]
+    assert warnings[11].startswith("100 unreadable images skipped so far")
