@@ -39,6 +39,10 @@ def test_train_sh_usage_errors():
     assert proc.returncode == 2 and "error: config configs is a folder: give a config file" in (
         proc.stderr
     )
+    proc = launch(["tools", "configs/demo_digits_3d.py"], 1, check=False)
+    assert proc.returncode == 2 and "error: tools is a folder: give the script to run" in (
+        proc.stderr
+    )
 
 
 def _parent(parent, cmd):

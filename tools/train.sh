@@ -11,6 +11,7 @@ if [ $# -lt 3 ]; then
   echo "usage: bash tools/train.sh FILE CONFIG NPROC [key=value ...]" >&2; exit 2
 fi
 FILE=$1; CONFIG=$2; NPROC=$3; shift 3
+[ ! -d "$FILE" ] || { echo "error: $FILE is a folder: give the script to run, e.g. tools/train_net.py" >&2; exit 2; }
 [ -f "$FILE" ] || { echo "error: $FILE does not exist" >&2; exit 2; }
 [ ! -d "$CONFIG" ] || { echo "error: config $CONFIG is a folder: give a config file in it, e.g. configs/demo_digits_3d.py" >&2; exit 2; }
 [ -f "$CONFIG" ] || { echo "error: config $CONFIG does not exist" >&2; exit 2; }
