@@ -109,6 +109,8 @@ FIXTURES = {
     # with the in_proj bias, LayerScale, a register and average pooling (pwee)
     "xp": ("vit_base_patch16_xp_224", P8, ("safetensors",)),
     "pwee": ("vit_pwee_patch16_reg1_gap_256", P8, ("safetensors",)),
+    # EVA-02-E's post-norm blocks: each norm on its branch's output, no LayerScale
+    "eva02_e": ("eva02_enormous_patch14_clip_224", P7, ("safetensors",)),
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
     "deit3": "deit3_release.pth",
@@ -321,6 +323,7 @@ CASES = {
     ),
     "xp.safetensors": ("xp", "safetensors", {}, "logits"),
     "pwee.safetensors": ("pwee", "safetensors", {}, "logits"),
+    "eva02_e.safetensors": ("eva02_e", "safetensors", {}, "logits"),
 }
 NO_HEAD_RELEASES = ("dinov2", "dinov3")  # backbones: the release has no head
 

@@ -57,6 +57,7 @@ SAME = {
         "rope_temperature",
         "rope_rotate_half",
         "swiglu_align_to",
+        "use_post_norm",
     },
 }
 ROPE_TYPES = ("cat", "dinov3")  # timm's rope_type values built here

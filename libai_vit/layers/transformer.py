@@ -150,10 +150,13 @@ class Block(nn.Module):
         drop_path_prob=0.0,
         layernorm_epsilon=1e-6,
         norm_layer="layernorm",
+        post_norm=False,
         layer_idx=0,
     ):
         super().__init__()
         self.layer_idx = layer_idx
+        # timm's ResPostBlock / EvaBlockPostNorm: each norm on its branch's output, not its input
+        self.post_norm = post_norm
         self.input_layernorm = make_norm(norm_layer, hidden_size, layernorm_epsilon, layer_idx)
         self.self_attention = Attention(
             hidden_size,
@@ -203,17 +206,18 @@ class Block(nn.Module):
         n = num_tokens or x.shape[1]
         if rope is not None:
             rope = tuple(t.to_global(placement=x.placement) for t in rope)
+        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
         attn = self.self_attention(
-            parallel.gather_tokens(self.input_layernorm(x), n),
+            parallel.gather_tokens(x if self.post_norm else norm1(x), n),
             rope=rope,
             return_weights=return_weights,
         )
         weights = None
         if return_weights:
             attn, weights = attn
-        x = x + self.drop_path(self.ls1(attn))
-        mlp = self.mlp(parallel.gather_tokens(self.post_attention_layernorm(x), n))
-        x = x + self.drop_path(self.ls2(mlp))
+        x = x + self.drop_path(self.ls1(norm1(attn) if self.post_norm else attn))
+        mlp = self.mlp(parallel.gather_tokens(x if self.post_norm else norm2(x), n))
+        x = x + self.drop_path(self.ls2(norm2(mlp) if self.post_norm else mlp))
         return (x, weights) if return_weights else x
 
 

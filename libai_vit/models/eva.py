@@ -23,6 +23,8 @@ class Eva(VisionTransformer):
     num_reg_tokens: register tokens (reg_tokens).
     use_pre_transformer_norm: a LayerNorm after the embeddings (pre_norm).
     use_fc_norm: the final norm after pooling (fc_norm); None: after for 'avg' (DINOv3: False).
+    use_post_norm: post-norm blocks (block_fn='res_post', EVA-02-E); init_values is then ignored,
+        as timm's EvaBlockPostNorm ignores it.
     global_pool, head_init_scale: as VisionTransformer's, with EVA's defaults ('avg', 0.001).
     rope_type, rope_temperature, rope_rotate_half, swiglu_align_to: VisionTransformer's (timm's
         names; DINOv3: 'dinov3', 100, True).
@@ -38,10 +40,15 @@ class Eva(VisionTransformer):
         num_reg_tokens=0,
         use_pre_transformer_norm=False,
         use_fc_norm=None,
+        use_post_norm=False,
         head_init_scale=0.001,
         **kwargs,
     ):
         del qkv_fused  # fused or not, the checkpoint loads into the one q/k/v projection
+        if use_post_norm:
+            if kwargs.get("qk_norm"):
+                raise ValueError("use_post_norm=True has no qk_norm (as timm's Eva): drop qk_norm")
+            kwargs.update(block_fn="res_post", init_values=None)
         super().__init__(
             global_pool=global_pool,
             mlp_layer="swiglu" if swiglu_mlp else "mlp",

@@ -35,7 +35,12 @@ from libai_vit.layers.transformer import Block, LayerScale, ParallelScalingBlock
 from libai_vit.models.features import feature_take_indices
 
 GLOBAL_POOLS = ("token", "avg", "map", "")  # "": no pooling (timm's), the tokens go on
-BLOCK_FNS = {"block": Block, "parallel_scaling": ParallelScalingBlock}  # timm's block_fn kinds
+# timm's block_fn kinds
+BLOCK_FNS = {
+    "block": Block,
+    "res_post": partial(Block, post_norm=True),
+    "parallel_scaling": ParallelScalingBlock,
+}
 
 
 class VisionTransformer(nn.Module):
@@ -68,8 +73,9 @@ class VisionTransformer(nn.Module):
     drop_path_rate: stochastic depth, rising linearly to this over the blocks.
     norm_eps: every LayerNorm's epsilon (timm: 1e-6; CLIP's checkpoints 1e-5).
     norm_layer: every norm 'layernorm' or timm's 'rmsnorm' (x / rms(x) * weight).
-    block_fn: 'block' (pre-norm, attention then MLP) or 'parallel_scaling' (timm's
-        ParallelScalingBlock, ViT-22B: attention and MLP side by side on one norm, summed).
+    block_fn: 'block' (pre-norm, attention then MLP), 'res_post' (timm's ResPostBlock, EVA-02-E's
+        post-norm: x + norm(attn(x)), then x + norm(mlp(x)); no LayerScale) or 'parallel_scaling'
+        (timm's ParallelScalingBlock, ViT-22B: attention and MLP side by side on one norm, summed).
     attn_backend: 'math', 'fused' (CUDA), 'flash' or 'auto' (see libai_vit.layers.attention).
     loss_func: the training loss (default cross-entropy).
     init_seed: the weights' seed; every layout gets the same values.
@@ -197,6 +203,11 @@ class VisionTransformer(nn.Module):
         block_options = dict(
             scale_attn_norm=scale_attn_norm, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm
         )
+        if block_fn == "res_post" and init_values:
+            raise ValueError(
+                "block_fn='res_post' has no LayerScale (EVA-02-E's post-norm blocks): drop "
+                "init_values"
+            )
         if block_fn == "parallel_scaling":
             if scale_attn_norm or scale_mlp_norm or mlp_layer != "mlp":
                 raise ValueError(

@@ -18,8 +18,18 @@ FAMILIES = {
     "clip": ("vit_base_patch16_clip_quickgelu_224", {}),
     "siglip": ("vit_base_patch16_siglip_224", {}),
     "eva02": ("eva02_tiny_patch14_224", dict(ref_feat_shape=(4, 4))),
+    "eva02_e": ("eva02_enormous_patch14_clip_224", {}),
 }
-PREFIX = {"vit": 1, "vit_avg": 0, "deit3": 1, "dinov2_reg": 5, "clip": 1, "siglip": 0, "eva02": 1}
+PREFIX = {
+    "vit": 1,
+    "vit_avg": 0,
+    "deit3": 1,
+    "dinov2_reg": 5,
+    "clip": 1,
+    "siglip": 0,
+    "eva02": 1,
+    "eva02_e": 1,
+}
 
 
 def build(family, **kwargs):
@@ -283,3 +293,14 @@ def test_default_cfg(family):
         model.reset_classifier(0)
         assert cfg["classifier"] + ".weight" not in model.state_dict()
         assert tuple(model(x)["prediction_scores"].shape) == (2, model.num_features)
+
+
+def test_post_norm_blocks_refuse_what_they_have_not():
+    """EVA-02-E's post-norm blocks have no LayerScale and no qk-norm: one line naming the option."""
+    with pytest.raises(ValueError, match="has no qk_norm .* drop qk_norm"):
+        build("eva02_e", qk_norm=True)
+    with pytest.raises(ValueError, match="has no LayerScale .* drop init_values"):
+        create_model("vit_tiny_patch16_224", block_fn="res_post", init_values=1e-5, **TINY)
+    # as timm's EvaBlockPostNorm, the Eva argument init_values is accepted and ignored
+    keys = build("eva02_e", init_values=1e-5).state_dict()
+    assert not [k for k in keys if k.endswith(".gamma")]
