@@ -104,7 +104,8 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 # (DINOv2 with registers), no class token + attention pooling (SigLIP), RoPE + SwiGLU with its norm
 # + the attention's sub-LN + average pooling (EVA-02), DINOv3's RoPE (normalised grid, rotate-half)
 # + registers + SwiGLU with swiglu_align_to (128 -> 144 hidden units) + no q/k/v bias, ViT-22B's
-# parallel block (attention and MLP side by side, one reduction) with RMSNorm and qk-norm
+# parallel block (attention and MLP side by side, one reduction) with RMSNorm and qk-norm, AIMv2's
+# bias-free SwiGLU blocks with RMSNorm on the patch embeddings
 FAMILIES = {
     "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
     "siglip": ("model.class_token=False", "model.global_pool=map"),
@@ -137,6 +138,17 @@ FAMILIES = {
         "model.qkv_bias=False",
         "model.pre_norm=True",
         "model.init_values=0.5",
+    ),
+    "aimv2": (
+        "model.class_token=False",
+        "model.global_pool=avg",
+        "model.fc_norm=False",
+        "model.norm_layer=rmsnorm",
+        "model.embed_norm_layer=rmsnorm",
+        "model.mlp_layer=swiglu",
+        "model.act_layer=silu",
+        "model.qkv_bias=False",
+        "model.proj_bias=False",
     ),
 }
 FAMILY_LAYOUTS = {"tp2": (1, 2, 1, 16, 1), "dp2_tp2_pp2": (2, 2, 2, 4, 2)}

@@ -111,6 +111,10 @@ FIXTURES = {
     "pwee": ("vit_pwee_patch16_reg1_gap_256", P8, ("safetensors",)),
     # EVA-02-E's post-norm blocks: each norm on its branch's output, no LayerScale
     "eva02_e": ("eva02_enormous_patch14_clip_224", P7, ("safetensors",)),
+    # AIMv2: RMSNorm on the patch embeddings and in the blocks, SwiGLU, no biases but the patch
+    # projection's, average pooling; InternViT-300M: LayerScale, no final norm
+    "aimv2": ("aimv2_large_patch14_224", P7, ("safetensors", "release")),
+    "intern300m": ("vit_intern300m_patch14_448", P7, ("safetensors",)),
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
     "deit3": "deit3_release.pth",
@@ -121,6 +125,7 @@ RELEASE = {  # fixture -> the family's own format: file name, writer (see save_r
     "dinov2_g": "dinov2_g_release.pth",
     "dinov3_s": "dinov3_s_release.pth",
     "dinov3_splus_qkvb": "dinov3_splus_qkvb_release.pth",
+    "aimv2": "aimv2_release.safetensors",
 }
 
 
@@ -324,8 +329,12 @@ CASES = {
     "xp.safetensors": ("xp", "safetensors", {}, "logits"),
     "pwee.safetensors": ("pwee", "safetensors", {}, "logits"),
     "eva02_e.safetensors": ("eva02_e", "safetensors", {}, "logits"),
+    "aimv2.safetensors": ("aimv2", "safetensors", {}, "logits"),
+    "aimv2.release": ("aimv2", "release", {}, "pre_logits"),
+    "intern300m.safetensors": ("intern300m", "safetensors", {}, "logits"),
+    "intern300m.safetensors@42": ("intern300m", "safetensors", dict(img_size=42), "logits"),
 }
-NO_HEAD_RELEASES = ("dinov2", "dinov3")  # backbones: the release has no head
+NO_HEAD_RELEASES = ("dinov2", "dinov3", "aimv2")  # backbones: the release has no head
 
 
 def save(model, name, fmt, out_dir):
@@ -381,6 +390,8 @@ def save_release(model, name, path):
             state["cls_token"] = state["cls_token"] - cls_pos
             state["pos_embed"] = torch.cat([cls_pos, state["pos_embed"]], dim=1)
         torch.save(state, path)
+    elif name == "aimv2":  # apple/ml-aim's safetensors: no head
+        safetensors.torch.save_file(to_aimv2_release(state), path)
     elif name == "clip":  # OpenAI CLIP: the image tower under visual.*, the text tower beside it
         torch.save(
             {
@@ -430,6 +441,33 @@ def to_dinov3_release(state):
         out[t + "qkv.bias_mask"] = torch.cat([torch.ones(c), torch.zeros(c), torch.ones(c)])
     out["mask_token"] = torch.randn(1, c)
     out["rope_embed.periods"] = torch.rand(c // 16)
+    return out
+
+
+# timm's AIMv2 name -> apple/ml-aim's (a substring, replaced in order): timm's _convert_aimv2
+# inverted
+_AIMV2 = [
+    ("norm1", "norm_1"),
+    ("norm2", "norm_2"),
+    ("mlp.fc1_g", "mlp.fc1"),
+    ("mlp.fc1_x", "mlp.fc3"),
+    ("patch_embed.", "preprocessor.patchifier."),
+    ("pos_embed", "preprocessor.pos_embed"),
+]
+
+
+def to_aimv2_release(state):
+    out = {}
+    for k, v in state.items():
+        if k.startswith("head."):
+            continue
+        for old, new in _AIMV2:
+            k = k.replace(old, new)
+        if k.startswith("norm."):
+            k = "post_trunk_norm." + k[len("norm.") :]
+        if not k.startswith("preprocessor."):
+            k = "trunk." + k
+        out[k] = v.contiguous()
     return out
 
 

@@ -23,7 +23,7 @@ import torch
 
 # isort: split
 import timm  # noqa: E402
-from timm.layers import RmsNorm, SwiGLUPacked  # noqa: E402
+from timm.layers import RmsNorm, SwiGLU, SwiGLUPacked  # noqa: E402
 from timm.models import deit, eva, vision_transformer  # noqa: E402
 from timm.models._registry import (  # noqa: E402
     _model_entrypoints,
@@ -34,14 +34,22 @@ from timm.models._registry import (  # noqa: E402
 from timm.models.vision_transformer import ParallelScalingBlock  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
-FAMILIES = ("vit_", "deit_", "deit3_", "eva02_")
+FAMILIES = ("vit_", "deit_", "deit3_", "eva02_", "aimv2_")
 # kwargs with the same name and meaning here: those both families share, then each one's own
 SHARED = (
     "img_size patch_size in_chans num_classes global_pool embed_dim depth num_heads mlp_ratio "
     "qkv_bias qk_norm init_values class_token no_embed_class dynamic_img_size"
 ).split()
 SAME = {
-    "vit": {*SHARED, "reg_tokens", "pre_norm", "fc_norm", "scale_attn_norm"},
+    "vit": {
+        *SHARED,
+        "reg_tokens",
+        "pre_norm",
+        "fc_norm",
+        "scale_attn_norm",
+        "proj_bias",
+        "final_norm",
+    },
     "eva": {
         *SHARED,
         "num_reg_tokens",
@@ -136,6 +144,12 @@ def translate(arch, kwargs):
             ours["block_fn"] = "parallel_scaling"
         elif key == "mlp_layer" and value is SwiGLUPacked:  # DINOv2 giant
             ours["mlp_layer"] = "swiglu_packed"
+        elif key == "mlp_layer" and arch == "vit" and value is SwiGLU:  # AIMv2
+            ours["mlp_layer"] = "swiglu"
+        elif key == "embed_norm_layer" and arch == "vit":  # AIMv2: its eps is the blocks' norms'
+            ours["embed_norm_layer"], eps = _norm(value)
+            if eps != _norm(kwargs.get("norm_layer", torch.nn.LayerNorm))[1]:
+                raise Unsupported(f"embed_norm_layer={value!r} (an eps of its own)")
         elif key == "rope_type" and arch == "eva" and value in ROPE_TYPES:
             ours["rope_type"] = value
         else:

@@ -52,12 +52,15 @@ def activation(name):
 
 
 class Mlp(LiBaiMLP):
-    """LiBai's column/row-parallel MLP with the activation `act_layer`."""
+    """LiBai's column/row-parallel MLP with the activation `act_layer`; `bias=False`: neither
+    layer has a bias (timm's `proj_bias=False`)."""
 
-    def __init__(self, hidden_size, ffn_hidden_size, *, act_layer="gelu", **kwargs):
+    def __init__(self, hidden_size, ffn_hidden_size, *, act_layer="gelu", bias=True, **kwargs):
         super().__init__(hidden_size, ffn_hidden_size, init_method=no_init, **kwargs)
         if act_layer != "gelu":  # LiBai's default is exact GELU
             self.activation_func = activation(act_layer)
+        if not bias:
+            self.dense_h_to_4h.bias = self.dense_4h_to_h.bias = None
 
     def forward(self, x):
         hidden = self.activation_func(self.dense_h_to_4h(x))
@@ -65,7 +68,8 @@ class Mlp(LiBaiMLP):
 
 
 class SwiGLU(nn.Module):
-    """fc2(norm(silu(fc_g(x)) * fc_x(x))); `norm=False` drops the inner LayerNorm."""
+    """fc2(norm(silu(fc_g(x)) * fc_x(x))); `norm=False` drops the inner LayerNorm, `bias=False`
+    every bias."""
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class SwiGLU(nn.Module):
         *,
         norm=True,
         norm_eps=1e-6,
+        bias=True,
         output_dropout_prob=0.0,
         layer_idx=0,
     ):
@@ -102,6 +107,9 @@ class SwiGLU(nn.Module):
             ffn_hidden_size, hidden_size, parallel="row", init_method=no_init, layer_idx=layer_idx
         )
         self.dropout = nn.Dropout(output_dropout_prob)
+        if not bias:
+            for linear in (self.dense_h_to_4h_gate, self.dense_h_to_4h, self.dense_4h_to_h):
+                linear.bias = None
 
     def forward(self, x):
         hidden = flow.nn.functional.silu(self.dense_h_to_4h_gate(x)) * self.dense_h_to_4h(x)

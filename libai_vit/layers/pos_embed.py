@@ -115,12 +115,14 @@ def resample_pos_embed_tensor(pos_embed, old_grid, new_grid, num_prefix_tokens):
 class PatchEmbed(PatchEmbedding):
     """LiBai's PatchEmbedding (a broadcast Conv2d on the first stage) that also takes images of
     another size when `dynamic_img_size` (timm's `strict_img_size=False`), returning the tokens
-    and their grid."""
+    (normalised by `norm`, a module, when given: timm's `embed_norm_layer`) and their grid."""
 
-    def __init__(self, *args, bias=True, dynamic_img_size=False, **kwargs):
+    def __init__(self, *args, bias=True, norm=None, dynamic_img_size=False, **kwargs):
         super().__init__(*args, **kwargs)
         if not bias:
             self.proj.bias = None
+        if norm is not None:
+            self.norm = norm
         self.dynamic_img_size = dynamic_img_size
 
     def forward(self, x):
@@ -132,4 +134,4 @@ class PatchEmbed(PatchEmbedding):
             )
         x = self.proj(x)
         grid = tuple(x.shape[-2:])
-        return x.flatten(2).transpose(1, 2), grid
+        return self.norm(x.flatten(2).transpose(1, 2)), grid

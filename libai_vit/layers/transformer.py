@@ -13,6 +13,7 @@ and `dense` is row-parallel. What the timm families add sits beside what it chan
 - `ls1` / `ls2`: LayerScale (CaiT/DeiT III/DINOv2), a per-channel gain on the block's outputs,
   broadcast like the residual stream it scales;
 - `mlp`: LiBai's MLP with timm's `act_layer`, or EVA-02's SwiGLU;
+- `proj_bias=False`: no bias on `dense` nor on the MLP's layers (AIMv2);
 - `norm_layer`: every norm of the block LayerNorm or timm's RMSNorm.
 `ParallelScalingBlock` (ViT-22B) runs the same attention and MLP side by side.
 """
@@ -75,6 +76,7 @@ class Attention(MultiheadAttention):
         *,
         qkv_bias=True,
         qk_norm=False,
+        proj_bias=True,
         scale_norm=False,
         norm_eps=1e-6,
         norm_layer="layernorm",
@@ -87,6 +89,8 @@ class Attention(MultiheadAttention):
         self.attn_backend = attn_backend
         if not qkv_bias:
             self.query_key_value.bias = None
+        if not proj_bias:
+            self.dense.bias = None
         norm = (
             (lambda: make_norm(norm_layer, self.head_size, norm_eps, layer_idx))
             if qk_norm
@@ -139,6 +143,7 @@ class Block(nn.Module):
         *,
         qkv_bias=True,
         qk_norm=False,
+        proj_bias=True,
         scale_attn_norm=False,
         init_values=None,
         act_layer="gelu",
@@ -163,6 +168,7 @@ class Block(nn.Module):
             num_attention_heads,
             qkv_bias=qkv_bias,
             qk_norm=qk_norm,
+            proj_bias=proj_bias,
             scale_norm=scale_attn_norm,
             norm_eps=layernorm_epsilon,
             norm_layer=norm_layer,
@@ -181,6 +187,7 @@ class Block(nn.Module):
                 ffn_hidden_size,
                 norm=scale_mlp_norm,
                 norm_eps=layernorm_epsilon,
+                bias=proj_bias,
                 output_dropout_prob=output_dropout_prob,
                 layer_idx=layer_idx,
             )
@@ -189,6 +196,7 @@ class Block(nn.Module):
                 hidden_size,
                 ffn_hidden_size,
                 act_layer=act_layer,
+                bias=proj_bias,
                 output_dropout_prob=output_dropout_prob,
                 layer_idx=layer_idx,
             )

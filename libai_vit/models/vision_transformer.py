@@ -54,11 +54,15 @@ class VisionTransformer(nn.Module):
     fc_norm: the final LayerNorm after pooling (True) or before it (False); None: after for 'avg'.
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
     qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
+    proj_bias: biases of the attention's output projection and of the MLP's layers (AIMv2: False).
     scale_attn_norm: a LayerNorm over the attention's output before its projection (EVA-02 CLIP).
     init_values: LayerScale on both residual branches, initialised to this (None: no LayerScale).
     class_token, reg_tokens: prefix tokens (a class token; DINOv2's registers).
     no_embed_class: the position embedding covers the patches only (prefix tokens get none).
     pre_norm: a LayerNorm after the embeddings (CLIP); the patch projection then has no bias.
+    embed_norm_layer: a norm ('layernorm' or 'rmsnorm') of the patch embeddings, before the
+        position embedding is added (AIMv2); None: none.
+    final_norm: the norm after the blocks (or after pooling, see fc_norm); False: none (InternViT).
     act_layer: the MLP's activation ('gelu', 'quick_gelu', 'gelu_tanh', 'silu', 'relu').
     mlp_layer, scale_mlp_norm: 'mlp', 'swiglu' or 'swiglu_packed'; a LayerNorm inside the MLP
         (EVA-02). 'swiglu_packed' is timm's SwiGLUPacked (DINOv2 giant): int(embed_dim * mlp_ratio)
@@ -95,12 +99,15 @@ class VisionTransformer(nn.Module):
         mlp_ratio=4.0,
         qkv_bias=True,
         qk_norm=False,
+        proj_bias=True,
         scale_attn_norm=False,
         init_values=None,
         class_token=True,
         reg_tokens=0,
         no_embed_class=False,
         pre_norm=False,
+        embed_norm_layer=None,
+        final_norm=True,
         fc_norm=None,
         dynamic_img_size=False,
         act_layer="gelu",
@@ -161,6 +168,9 @@ class VisionTransformer(nn.Module):
             in_chans=in_chans,
             embed_dim=embed_dim,
             bias=not pre_norm,
+            norm=make_norm(embed_norm_layer, embed_dim, norm_eps, parallel.FIRST)
+            if embed_norm_layer
+            else None,
             dynamic_img_size=dynamic_img_size,
             layer_idx=parallel.FIRST,
         )
@@ -201,7 +211,10 @@ class VisionTransformer(nn.Module):
         if block_fn not in BLOCK_FNS:
             raise ValueError(f"block_fn={block_fn!r} is not one of {sorted(BLOCK_FNS)}")
         block_options = dict(
-            scale_attn_norm=scale_attn_norm, mlp_layer=mlp_layer, scale_mlp_norm=scale_mlp_norm
+            proj_bias=proj_bias,
+            scale_attn_norm=scale_attn_norm,
+            mlp_layer=mlp_layer,
+            scale_mlp_norm=scale_mlp_norm,
         )
         if block_fn == "res_post" and init_values:
             raise ValueError(
@@ -209,10 +222,11 @@ class VisionTransformer(nn.Module):
                 "init_values"
             )
         if block_fn == "parallel_scaling":
-            if scale_attn_norm or scale_mlp_norm or mlp_layer != "mlp":
+            if scale_attn_norm or scale_mlp_norm or mlp_layer != "mlp" or not proj_bias:
                 raise ValueError(
-                    "block_fn='parallel_scaling' has a plain MLP and no scale norms (as timm's): "
-                    "drop scale_attn_norm / scale_mlp_norm / mlp_layer"
+                    "block_fn='parallel_scaling' has a plain MLP, no scale norms and output "
+                    "biases (as timm's): drop scale_attn_norm / scale_mlp_norm / mlp_layer / "
+                    "proj_bias"
                 )
             block_options = {}
         self.blocks = nn.Sequential(
@@ -240,7 +254,7 @@ class VisionTransformer(nn.Module):
         # timm: average pooling normalises after pooling (fc_norm) instead of before
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         last = dict(name=norm_layer, dim=embed_dim, eps=norm_eps, layer_idx=parallel.LAST)
-        self.norm = nn.Identity() if use_fc_norm else make_norm(**last)
+        self.norm = make_norm(**last) if final_norm and not use_fc_norm else nn.Identity()
         self.attn_pool = (
             AttentionPoolLatent(
                 embed_dim,
@@ -254,7 +268,7 @@ class VisionTransformer(nn.Module):
             if global_pool == "map"
             else None
         )
-        self.fc_norm = make_norm(**last) if use_fc_norm else nn.Identity()
+        self.fc_norm = make_norm(**last) if final_norm and use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = (
             ReplicatedLinear(embed_dim, num_classes, layer_idx=parallel.LAST)

@@ -10,6 +10,9 @@ them), so that `timm_format` does the rest:
   masks out (`bias_mask`), so it loads as zeros, or is dropped when the model has no q/k/v bias
   (timm's `_qkvb` names have one); `mask_token`, RoPE `periods` and the 7B's `local_cls_norm` are
   not part of the model;
+- AIMv2 (apple/ml-aim's `model.safetensors`, e.g. `apple/aimv2-large-patch14-224`): the trunk
+  under `trunk.`, the patch embedding and position embedding under `preprocessor.`, `norm_1` /
+  `norm_2`, the SwiGLU's fc1 / fc3 (timm's fc1_g / fc1_x), `post_trunk_norm` (timm's norm); no head;
 - OpenAI CLIP and OpenCLIP image towers (`visual.*` keys of a full CLIP state dict, or OpenCLIP's
   timm-trunk models under `visual.trunk.*`): renamed by the table below; the image projection
   `visual.proj` becomes the head (no bias), dropped when num_classes differs.
@@ -43,13 +46,26 @@ _DINOV3 = [
 ]
 # DINOv3 release entries that are no part of the model (pre-training only, or recomputed)
 _DINOV3_DROPPED = re.compile(r"mask_token|.*\.periods|.*\.bias_mask|local_cls_norm\..*")
+# AIMv2 release name -> timm's (a substring, replaced in order), timm's _convert_aimv2
+_AIMV2 = [
+    ("norm_1", "norm1"),
+    ("norm_2", "norm2"),
+    ("preprocessor.patchifier.", "patch_embed."),
+    ("preprocessor.pos_embed", "pos_embed"),
+    ("trunk.", ""),
+    ("post_trunk_norm.", "norm."),
+    ("mlp.fc1", "mlp.fc1_g"),
+    ("mlp.fc3", "mlp.fc1_x"),
+]
 # DINOv2 giant's packed SwiGLU -> timm's SwiGLUPacked names
 _DINOV2_MLP = [("mlp.w12.", "mlp.fc1."), ("mlp.w3.", "mlp.fc2.")]
 
 
 def detect(state):
-    """The release format of a state dict: "clip", "openclip_trunk", "dinov3", "dinov2" or
-    "timm"."""
+    """The release format of a state dict: "clip", "openclip_trunk", "dinov3", "dinov2", "aimv2"
+    or "timm"."""
+    if "preprocessor.patchifier.proj.weight" in state:
+        return "aimv2"
     if "visual.class_embedding" in state:
         return "clip"
     if "visual.trunk.pos_embed" in state or "visual.trunk.blocks.0.norm1.weight" in state:
@@ -80,6 +96,8 @@ def to_timm(state, path, fmt=None, model=None):
         return _dinov3(state, model), "DINOv3"
     if fmt == "dinov2":
         return _dinov2(state), "DINOv2"
+    if fmt == "aimv2":
+        return {_renamed(k, _AIMV2): v for k, v in state.items()}, "AIMv2"
     return state, None
 
 

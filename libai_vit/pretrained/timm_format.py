@@ -42,6 +42,8 @@ _TOP = {  # timm name -> LiBai's, outside the blocks
             "pos_embed",
             "patch_embed.proj.weight",
             "patch_embed.proj.bias",
+            "patch_embed.norm.weight",
+            "patch_embed.norm.bias",
             "norm_pre.weight",
             "norm_pre.bias",
             "norm.weight",

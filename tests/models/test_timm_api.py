@@ -19,6 +19,8 @@ FAMILIES = {
     "siglip": ("vit_base_patch16_siglip_224", {}),
     "eva02": ("eva02_tiny_patch14_224", dict(ref_feat_shape=(4, 4))),
     "eva02_e": ("eva02_enormous_patch14_clip_224", {}),
+    "aimv2": ("aimv2_large_patch14_224", {}),
+    "intern300m": ("vit_intern300m_patch14_448", {}),
 }
 PREFIX = {
     "vit": 1,
@@ -29,6 +31,8 @@ PREFIX = {
     "siglip": 0,
     "eva02": 1,
     "eva02_e": 1,
+    "aimv2": 0,
+    "intern300m": 1,
 }
 
 

@@ -24,7 +24,16 @@ def test_two_process_layout_matches_timm(tp, pp):
     inter = [c for c in INTERMEDIATES if MANIFEST["cases"][c]["kwargs"]["num_heads"] % tp == 0]
     assert f"checked {len(inter)} intermediates cases" in proc.stdout
     families = ("deit3", "dinov2_reg4", "clip", "siglip", "qk_norm", "eva02_b", "eva02_clip")
-    for family in families + ("dinov2_g", "dinov3_s", "dinov3_splus_qkvb", "xp", "pwee", "eva02_e"):
+    for family in families + (
+        "dinov2_g",
+        "dinov3_s",
+        "dinov3_splus_qkvb",
+        "xp",
+        "pwee",
+        "eva02_e",
+        "aimv2",
+        "intern300m",
+    ):
         assert f"TP={tp} PP={pp} {family}." in proc.stdout, family
     for family in ("small_avg", "dinov2_reg4", "siglip", "eva02_b.safetensors~dyn42"):
         assert f"TP={tp} PP={pp} intermediates {family}" in proc.stdout, family
