@@ -115,6 +115,14 @@ FIXTURES = {
     # projection's, average pooling; InternViT-300M: LayerScale, no final norm
     "aimv2": ("aimv2_large_patch14_224", P7, ("safetensors", "release")),
     "intern300m": ("vit_intern300m_patch14_448", P7, ("safetensors",)),
+    # Perception Encoder: RoPE on an 'xy' grid offset by 1 and rescaled to the pre-training grid,
+    # the attention pool over every token with heads of its own (core; G without a class token),
+    # no final norm (spatial, lang); and timm's RoPE-ViT (no position embedding, 'xy' grid)
+    "pe_core": ("vit_pe_core_large_patch14_336", P7, ("safetensors",)),
+    "pe_core_g": ("vit_pe_core_gigantic_patch14_448", P7, ("safetensors",)),
+    "pe_spatial": ("vit_pe_spatial_base_patch16_512", P8, ("safetensors",)),
+    "pe_lang": ("vit_pe_lang_large_patch14_448", P7, ("safetensors",)),
+    "rope_vit": ("vit_small_patch16_rope_224", P8, ("safetensors",)),
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
     "deit3": "deit3_release.pth",
@@ -333,6 +341,12 @@ CASES = {
     "aimv2.release": ("aimv2", "release", {}, "pre_logits"),
     "intern300m.safetensors": ("intern300m", "safetensors", {}, "logits"),
     "intern300m.safetensors@42": ("intern300m", "safetensors", dict(img_size=42), "logits"),
+    "pe_core.safetensors": ("pe_core", "safetensors", {}, "logits"),
+    "pe_core.safetensors@42": ("pe_core", "safetensors", dict(img_size=42), "logits"),
+    "pe_core_g.safetensors": ("pe_core_g", "safetensors", {}, "logits"),
+    "pe_spatial.safetensors": ("pe_spatial", "safetensors", {}, "logits"),
+    "pe_lang.safetensors": ("pe_lang", "safetensors", {}, "logits"),
+    "rope_vit.safetensors": ("rope_vit", "safetensors", {}, "logits"),
 }
 NO_HEAD_RELEASES = ("dinov2", "dinov3", "aimv2")  # backbones: the release has no head
 

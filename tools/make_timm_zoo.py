@@ -66,6 +66,11 @@ SAME = {
         "rope_rotate_half",
         "swiglu_align_to",
         "use_post_norm",
+        "rope_grid_offset",
+        "rope_grid_indexing",
+        "attn_pool_num_heads",
+        "attn_pool_mlp_ratio",
+        "use_post_transformer_norm",
     },
 }
 ROPE_TYPES = ("cat", "dinov3")  # timm's rope_type values built here
@@ -150,6 +155,8 @@ def translate(arch, kwargs):
             ours["embed_norm_layer"], eps = _norm(value)
             if eps != _norm(kwargs.get("norm_layer", torch.nn.LayerNorm))[1]:
                 raise Unsupported(f"embed_norm_layer={value!r} (an eps of its own)")
+        elif key == "attn_type" and arch == "eva" and value in ("eva", "rope"):  # PE: 'rope'
+            ours["attn_type"] = value
         elif key == "rope_type" and arch == "eva" and value in ROPE_TYPES:
             ours["rope_type"] = value
         else:

@@ -6,9 +6,10 @@
 - 'dinov3' (timm's `RotaryEmbeddingDinoV3`): positions are patch centres normalised to [-1, 1] per
   axis ((i + 0.5) / n * 2 - 1, so any grid spans the same range), angles 2 pi pos / period with
   periods temperature ** (2 i / (head_dim / 2)).
-The first half of the frequencies turns with the patch's row, the second half with its column. The
-dims rotate in interleaved pairs ((x0, x1), (x2, x3), ...) or, with `rotate_half` (DINOv3), as
-halves (x_i, x_{i + head_dim/2}).
+The first half of the frequencies turns with the patch's row, the second half with its column
+(`grid_indexing='ij'`; 'xy' swaps them, Perception Encoder); `grid_offset` is added to every
+patch position before rescaling (PE: 1). The dims rotate in interleaved pairs ((x0, x1), (x2,
+x3), ...) or, with `rotate_half` (DINOv3), as halves (x_i, x_{i + head_dim/2}).
 
 The sin/cos tables depend on the grid only, so they are built on the host (float32, as timm does)
 and cached per grid. Prefix tokens (class, registers) are not rotated: their rows are cos 1, sin 0,
@@ -25,24 +26,33 @@ import oneflow as flow
 ROPE_TYPES = ("cat", "dinov3")
 
 
-def _angles_cat(grid, head_dim, ref_feat_shape, temperature):
+def _coords(axes, grid_indexing):
+    """(H, W, 2) positions of the patches: (row, column) for 'ij', (column, row) for 'xy'."""
+    coords = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return coords[..., ::-1] if grid_indexing == "xy" else coords
+
+
+def _angles_cat(grid, head_dim, ref_feat_shape, temperature, grid_offset, grid_indexing):
     num_bands = head_dim // 4
     bands = (
         1.0 / temperature ** (np.arange(num_bands, dtype=np.float32) / np.float32(num_bands))
     ).astype(np.float32)
-    axes = [np.arange(n, dtype=np.float32) for n in grid]
+    axes = [np.arange(n, dtype=np.float32) + np.float32(grid_offset) for n in grid]
     if ref_feat_shape is not None:
         axes = [t / np.float32(n) * np.float32(r) for t, n, r in zip(axes, grid, ref_feat_shape)]
-    coords = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)  # (H, W, 2)
+    coords = _coords(axes, grid_indexing)
     return (coords[..., None] * bands).reshape(grid[0] * grid[1], 2 * num_bands)
 
 
-def _angles_dinov3(grid, head_dim, temperature):
+def _angles_dinov3(grid, head_dim, temperature, grid_offset, grid_indexing):
     num_bands = head_dim // 4
     exponents = np.float32(2.0) * np.arange(num_bands, dtype=np.float32) / np.float32(head_dim // 2)
     periods = (np.float32(temperature) ** exponents).astype(np.float32)
-    axes = [(np.arange(0.5, n, dtype=np.float32)) / np.float32(n) for n in grid]
-    coords = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1) * np.float32(2) - np.float32(1)
+    axes = [
+        (np.arange(0.5, n, dtype=np.float32) + np.float32(grid_offset)) / np.float32(n)
+        for n in grid
+    ]
+    coords = _coords(axes, grid_indexing) * np.float32(2) - np.float32(1)
     angles = np.float32(2 * np.pi) * coords.reshape(-1, 2)[:, :, None] / periods
     return angles.reshape(grid[0] * grid[1], 2 * num_bands).astype(np.float32)
 
@@ -56,14 +66,20 @@ def rope_tables(
     num_prefix_tokens=0,
     rope_type="cat",
     rotate_half=False,
+    grid_offset=0.0,
+    grid_indexing="ij",
 ):
     """(sin, cos) float32 arrays of shape (prefix + H*W, head_dim) for a token grid (H, W)."""
     if head_dim % 4:
         raise ValueError(f"2D RoPE needs a head dim divisible by 4, got {head_dim}")
+    if grid_indexing not in ("ij", "xy"):
+        raise ValueError(f"rope_grid_indexing={grid_indexing!r} is not 'ij' or 'xy'")
     if rope_type == "cat":
-        angles = _angles_cat(grid, head_dim, ref_feat_shape, temperature)
+        angles = _angles_cat(
+            grid, head_dim, ref_feat_shape, temperature, grid_offset, grid_indexing
+        )
     elif rope_type == "dinov3":  # timm's dinov3 RoPE takes no ref_feat_shape
-        angles = _angles_dinov3(grid, head_dim, temperature)
+        angles = _angles_dinov3(grid, head_dim, temperature, grid_offset, grid_indexing)
     else:
         raise ValueError(f"rope_type={rope_type!r} is not one of {ROPE_TYPES}")
     # a rotated pair shares an angle: (x0, x1) interleaved, (x_i, x_{i + head_dim/2}) as halves
@@ -106,6 +122,8 @@ class RotaryEmbedding2D:
         num_prefix_tokens=0,
         rope_type="cat",
         rotate_half=False,
+        grid_offset=0.0,
+        grid_indexing="ij",
     ):
         if rope_type not in ROPE_TYPES:
             raise ValueError(f"rope_type={rope_type!r} is not one of {ROPE_TYPES}")
@@ -115,6 +133,8 @@ class RotaryEmbedding2D:
         self.num_prefix_tokens = num_prefix_tokens
         self.rope_type = rope_type
         self.rotate_half = rotate_half
+        self.grid_offset = grid_offset
+        self.grid_indexing = grid_indexing
 
     def __call__(self, grid, like):
         tables = rope_tables(
@@ -125,6 +145,8 @@ class RotaryEmbedding2D:
             self.num_prefix_tokens,
             self.rope_type,
             self.rotate_half,
+            self.grid_offset,
+            self.grid_indexing,
         ) + (pair_swap_matrix(self.head_dim, self.rotate_half),)
         if like.is_global:
             place = dict(placement=like.placement, sbp=[flow.sbp.broadcast] * len(like.sbp))

@@ -52,6 +52,9 @@ class VisionTransformer(nn.Module):
     global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm), 'map'
         (attention pooling with a learned latent, SigLIP) or '' (none: every token goes on).
     fc_norm: the final LayerNorm after pooling (True) or before it (False); None: after for 'avg'.
+    pool_include_prefix: the 'map' pool attends over the prefix tokens too (timm's; Eva's does).
+    attn_pool_num_heads, attn_pool_mlp_ratio: the 'map' pool's heads and MLP ratio (None: the
+        blocks'; Perception Encoder: 8 and 4).
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
     qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
     proj_bias: biases of the attention's output projection and of the MLP's layers (AIMv2: False).
@@ -72,6 +75,8 @@ class VisionTransformer(nn.Module):
         positions rescaled to `ref_feat_shape` (the pre-training grid) when given.
     rope_type, rope_temperature, rope_rotate_half: the RoPE kind ('cat': EVA-02's; 'dinov3': patch
         centres normalised to [-1, 1]), its temperature and dim layout (see libai_vit.layers.rope).
+    rope_grid_offset, rope_grid_indexing: added to the patch positions (PE: 1); 'ij' or 'xy' (PE):
+        which frequencies turn with the row and which with the column.
     drop_rate: dropout after the embeddings, the projections and before the head.
     attn_drop_rate: dropout on the attention weights.
     drop_path_rate: stochastic depth, rising linearly to this over the blocks.
@@ -109,6 +114,9 @@ class VisionTransformer(nn.Module):
         embed_norm_layer=None,
         final_norm=True,
         fc_norm=None,
+        pool_include_prefix=False,
+        attn_pool_num_heads=None,
+        attn_pool_mlp_ratio=None,
         dynamic_img_size=False,
         act_layer="gelu",
         mlp_layer="mlp",
@@ -120,6 +128,8 @@ class VisionTransformer(nn.Module):
         rope_type="cat",
         rope_temperature=10000.0,
         rope_rotate_half=False,
+        rope_grid_offset=0.0,
+        rope_grid_indexing="ij",
         drop_rate=0.0,
         attn_drop_rate=0.0,
         drop_path_rate=0.0,
@@ -156,6 +166,7 @@ class VisionTransformer(nn.Module):
         self.depth = depth
         self.num_reg_tokens = reg_tokens
         self.num_prefix_tokens = (1 if class_token else 0) + reg_tokens
+        self.pool_include_prefix = pool_include_prefix
         self.no_embed_class = no_embed_class
         self.init_values = init_values
         self.head_init_scale = head_init_scale
@@ -197,6 +208,8 @@ class VisionTransformer(nn.Module):
                 num_prefix_tokens=self.num_prefix_tokens,
                 rope_type=rope_type,
                 rotate_half=rope_rotate_half,
+                grid_offset=rope_grid_offset,
+                grid_indexing=rope_grid_indexing,
             )
             if use_rot_pos_emb
             else None
@@ -258,8 +271,8 @@ class VisionTransformer(nn.Module):
         self.attn_pool = (
             AttentionPoolLatent(
                 embed_dim,
-                num_heads,
-                mlp_ratio,
+                attn_pool_num_heads or num_heads,
+                attn_pool_mlp_ratio or mlp_ratio,
                 qkv_bias=qkv_bias,
                 norm_eps=norm_eps,
                 act_layer=act_layer,
@@ -365,7 +378,7 @@ class VisionTransformer(nn.Module):
         """The pooled features of `forward_features`' tokens, before fc_norm; `pool_type`
         overrides `global_pool` (timm's)."""
         if self.attn_pool is not None:
-            return self.attn_pool(x[:, self.num_prefix_tokens :])
+            return self.attn_pool(x if self.pool_include_prefix else x[:, self.num_prefix_tokens :])
         pool_type = self.global_pool if pool_type is None else pool_type
         if pool_type == "avg":
             return x[:, self.num_prefix_tokens :].mean(dim=1)
