@@ -140,6 +140,7 @@ def validate_values(cfg):
         lambda v: isinstance(v, int) and v >= 1,
         "an integer >= 1 (or None: keep all)",
     )
+    need(f"{t}.checkpointer.sharded", lambda v: isinstance(v, bool), "True or False")
     need(f"{t}.train_iter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.train_epoch", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.warmup_ratio", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")

@@ -344,5 +344,5 @@ def write_local(param, values_of):
     region = local_region(param)
     if region is None:
         return
-    value = np.ascontiguousarray(values_of(region), dtype=np.float32)
-    param.to_local().copy_(flow.tensor(value))
+    value = np.ascontiguousarray(values_of(region))
+    param.to_local().copy_(flow.tensor(value, dtype=param.dtype))

@@ -1,12 +1,14 @@
-"""A checkpoint written on one layout loads on another: its tensors are whole (gathered to rank 0 on
-save) and resharded to the loading layout, for the weights (eval logits) and for a full --resume
-(model, graph-held optimizer state, scheduler: the resumed losses equal the uninterrupted run's).
+"""A checkpoint written on one layout loads on another, for the weights (eval logits) and for a full
+--resume (model, graph-held optimizer state, scheduler: the resumed losses equal the uninterrupted
+run's), in both formats: sharded (each rank writes its slices, each reads the slices it needs) and
+whole (gathered to rank 0; `train.checkpointer.sharded=False`).
 
 Saved at 1x2x2 (tensor- and pipeline-split parameters), loaded at 1x1x1 and 1x2x1.
 """
 
 import json
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -22,7 +24,7 @@ GLOBAL_BATCH = 16
 PROBE = os.path.join(ROOT, "tests", "checkpoint_layout_probe.py")
 
 
-def _train(out, digits_root, layout, resume=False):
+def _train(out, digits_root, layout, resume=False, sharded=True, eager=False):
     dp, tp, pp = layout
     acc = 2 if pp > 1 else 1  # two micro-batches in flight through two stages
     launch(
@@ -39,6 +41,8 @@ def _train(out, digits_root, layout, resume=False):
             f"train.checkpointer.period={PERIOD}",
             "train.evaluation.enabled=False",
             "train.log_period=1",
+            f"train.checkpointer.sharded={sharded}",
+            *(["graph.enabled=False"] if eager else []),
             f"dataloader.train.dataset.0.root={digits_root}",
             f"dataloader.test.0.dataset.root={digits_root}",
             *(["--resume"] if resume else []),
@@ -53,11 +57,44 @@ def _losses(out):
     return [r["total_loss"] for r in rows if "total_loss" in r]
 
 
-@pytest.fixture(scope="module")
-def saved(digits_root, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("saved_1x2x2"))
-    _train(out, digits_root, SAVED_AT)
+@pytest.fixture(scope="module", params=["sharded", "whole"])
+def saved(request, digits_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp(f"saved_1x2x2_{request.param}"))
+    _train(out, digits_root, SAVED_AT, sharded=request.param == "sharded")
     return out
+
+
+@pytest.mark.slow
+def test_sharded_pieces_tile_each_tensor_once_and_each_rank_writes_its_own(saved):
+    from safetensors import safe_open
+
+    from libai_vit.pretrained import sharded_format
+
+    for entry in ("model", "graph"):
+        folder = os.path.join(saved, "model_final", entry)
+        if saved.rstrip("0123456789").endswith("whole"):
+            assert not sharded_format.is_sharded(folder)
+            continue
+        with open(os.path.join(folder, sharded_format.STRUCTURE), "rb") as f:
+            structure = pickle.load(f)
+        sizes = {tuple(r.path): int(np.prod(r.shape)) for _, r in sharded_format.records(structure)}
+        covered, per_rank = dict.fromkeys(sizes, 0), []
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".safetensors"):
+                continue
+            per_rank.append(0)
+            with safe_open(os.path.join(folder, name), framework="np") as f:
+                for key in f.keys():
+                    path, bounds = json.loads(key)
+                    n = int(np.prod([hi - lo for lo, hi in bounds]))
+                    covered[tuple(path)] += n
+                    per_rank[-1] += n
+        assert covered == sizes, f"{entry}: the pieces overlap or leave a gap"
+        total = sum(sizes.values())
+        shares = [round(n / total, 3) for n in per_rank]
+        print(f"{entry}: share of the elements each rank wrote {shares}")
+        # TP2 x PP2: each rank writes about a quarter (stage 0's ranks also the embeddings)
+        assert len(per_rank) == 4 and max(per_rank) <= 0.4 * total
 
 
 def _logits(run_dir, checkpoint, layout, tmp_path):
@@ -104,4 +141,22 @@ def test_resume_on_another_layout_continues_the_run(saved, digits_root, tmp_path
     assert len(resumed) == len(reference) == STEPS
     diff = max(abs(a - b) / abs(b) for a, b in zip(resumed, reference))
     print(f"max relative loss difference, 1x2x2 resumed at 1x1x1: {diff:.2e}")
+    assert diff <= 1e-5
+
+
+@pytest.mark.slow
+def test_eager_optimizer_state_resumes_on_another_layout(digits_root, tmp_path):
+    """An eager optimizer keys its state by parameter index: each index's m and v are read into
+    that parameter's layout (TP2 saved, 1x1x1 resumed)."""
+    saved, out = str(tmp_path / "eager_1x2x1"), str(tmp_path / "eager_resumed")
+    _train(saved, digits_root, (1, 2, 1), eager=True)
+    assert os.path.exists(os.path.join(saved, "model_0000001", "optimizer", "structure.pickle"))
+    shutil.copytree(saved, out)
+    for later in ("model_0000003", "model_final"):
+        shutil.rmtree(os.path.join(out, later))
+    _train(out, digits_root, (1, 1, 1), resume=True, eager=True)
+    resumed, reference = _losses(out), _losses(saved)
+    assert len(resumed) == len(reference) == STEPS
+    diff = max(abs(a - b) / abs(b) for a, b in zip(resumed, reference))
+    print(f"max relative loss difference, eager 1x2x1 resumed at 1x1x1: {diff:.2e}")
     assert diff <= 1e-5

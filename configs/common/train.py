@@ -20,8 +20,9 @@ train = DictConfig(
         zero_optimization=dict(enabled=False, stage=1),  # shard optimizer state over DP ranks
         nccl_fusion_threshold_mb=16,
         nccl_fusion_max_ops=24,
-        # save every `period` steps, keep the last few
-        checkpointer=dict(period=5000, max_to_keep=3),
+        # save every `period` steps, keep the last few; sharded: each rank writes and reads its own
+        # slices (False: whole tensors gathered to rank 0, as LiBai saves)
+        checkpointer=dict(period=5000, max_to_keep=3, sharded=True),
         test_micro_batch_size=32,  # evaluation samples per data-parallel rank
         evaluation=dict(
             enabled=True,

@@ -201,7 +201,12 @@ class Trainer(DefaultTrainer):
             )
         }
         self.checkpointer = ReliableCheckpointer(
-            old.model, old.save_dir, config=self.cfg, layout=layout, **old.checkpointables
+            old.model,
+            old.save_dir,
+            config=self.cfg,
+            layout=layout,
+            sharded=self.cfg.train.checkpointer.get("sharded", True),
+            **old.checkpointables,
         )
         if resume and self._resume_name:
             path = os.path.join(self.cfg.train.output_dir, self._resume_name)

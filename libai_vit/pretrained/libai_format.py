@@ -1,13 +1,13 @@
-"""This project's own checkpoints (a LiBai Checkpointer directory, DIR/model = flow.save of the
-state dict) as pretrained weights: the names are already this ViT's; only the embeddings may need
-resampling to a new image or patch size."""
+"""This project's own checkpoints (a LiBai Checkpointer directory, DIR/model: the state dict
+sharded, or whole as flow.save writes it) as pretrained weights: the names are already this ViT's;
+only the embeddings may need resampling to a new image or patch size."""
 
 import os
 
 import numpy as np
 import oneflow as flow
 
-from libai_vit.pretrained import timm_format
+from libai_vit.pretrained import sharded_format, timm_format
 from libai_vit.pretrained.torch_pickle import PretrainedError
 
 
@@ -16,11 +16,19 @@ def is_checkpoint_dir(path):
 
 
 def read(path):
+    return read_entry(os.path.join(path, "model"))
+
+
+def read_entry(entry):
+    """A checkpoint entry holding a state dict (`model`, `model_ema`), sharded or whole, as
+    {name: whole numpy array} in this process."""
     try:
-        state = flow.load(os.path.join(path, "model"))
+        if sharded_format.is_sharded(entry):
+            return sharded_format.read_arrays(entry)
+        state = flow.load(entry)
     except Exception as e:
         raise PretrainedError(
-            f"{path}: unreadable LiBai checkpoint ({type(e).__name__}: {e})"
+            f"{os.path.dirname(entry)}: unreadable LiBai checkpoint ({type(e).__name__}: {e})"
         ) from None
     return {k: v.numpy() for k, v in state.items()}
 

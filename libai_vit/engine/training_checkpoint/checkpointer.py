@@ -1,9 +1,11 @@
 """LiBai's Checkpointer with training checkpoints that are complete or invisible.
 
 A checkpoint is a directory `model_XXXXXXX/` (the iteration that finished) holding LiBai's entries
-(`model`, `graph` or `optimizer`, `lr_scheduler`: whole, unsharded tensors written by rank 0 with
-`flow.save(global_dst_rank=0)`, so any layout can load them) and its manifest. It is written under
-`.tmp-NAME/`, published by one rename once every rank has finished writing, and only then named by
+(`model`, `graph` or `optimizer`, `lr_scheduler`, `model_ema`) and its manifest. Each entry is
+sharded (`pretrained/sharded_format.py`: every rank writes the slices it holds, and any layout
+reads the slices it needs) or, with `sharded=False`, whole (`flow.save(global_dst_rank=0)`:
+gathered to rank 0, read by rank 0 and broadcast); both load. It is written under `.tmp-NAME/`,
+published by one rename once every rank has finished writing, and only then named by
 `last_checkpoint`. Assumes `output_dir` is one file system seen by every rank (as LiBai's --resume
 already does).
 """
@@ -21,7 +23,7 @@ from omegaconf import OmegaConf
 
 from libai_vit import parallel
 from libai_vit.engine.atomic_files import fsync_dir, write_atomic
-from libai_vit.engine.broadcast import broadcast_from_rank0
+from libai_vit.engine.broadcast import broadcast_from_rank0, first_error
 from libai_vit.engine.faults import fault
 from libai_vit.engine.training_checkpoint.manifest import (
     MANIFEST,
@@ -31,6 +33,7 @@ from libai_vit.engine.training_checkpoint.manifest import (
 )
 from libai_vit.engine.training_checkpoint.nonfinite import nonfinite_entries
 from libai_vit.engine.training_checkpoint.resume import LAST, PERIODIC
+from libai_vit.pretrained import sharded_format as shards
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +46,28 @@ def _note_relayout(path, saved):
         logger.info(
             f"checkpoint {path} was written at DP x TP x PP = "
             f"{' x '.join(str(saved[k]) for k in keys)}; loading it at "
-            f"{' x '.join(str(getattr(now, k)) for k in keys)}: its tensors are whole and are "
-            f"resharded to this layout"
+            f"{' x '.join(str(getattr(now, k)) for k in keys)}: each rank reads the slices of "
+            f"this layout"
         )
 
 
 class ReliableCheckpointer(Checkpointer):
     """LiBai's Checkpointer with atomic, verified saves; `config` is recorded in each manifest."""
 
-    def __init__(self, model, save_dir="", *, config=None, layout=None, **checkpointables):
+    def __init__(
+        self, model, save_dir="", *, config=None, layout=None, sharded=True, **checkpointables
+    ):
         super().__init__(model, save_dir, **checkpointables)
         self.config = config
         self.layout = layout or {}
+        self.sharded = sharded
+        self._wanted = None  # the entries the current load() restores (None: all)
 
     def _write(self, obj, path, first, name):
-        flow.save(obj, path, global_dst_rank=0)  # collective: every rank takes part
+        if self.sharded:
+            shards.save(obj, path)
+        else:
+            flow.save(obj, path, global_dst_rank=0)  # collective: every rank takes part
         full_disk = fault("save_enospc")
         if first and dist.is_main_process() and full_disk in ("", name):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
@@ -81,6 +91,11 @@ class ReliableCheckpointer(Checkpointer):
                 if stale.startswith((".tmp-", ".old-")):
                     shutil.rmtree(os.path.join(self.save_dir, stale), ignore_errors=True)
             os.makedirs(tmp)
+            if self.sharded:
+                for key in data:
+                    os.makedirs(os.path.join(tmp, key))
+        if self.sharded:
+            dist.synchronize()  # every rank writes into the folders rank 0 made
         self.logger.info(f"Saving checkpoint to {final}")
         error = None
         for i, (key, value) in enumerate(data.items()):
@@ -88,6 +103,8 @@ class ReliableCheckpointer(Checkpointer):
                 self._write(value, os.path.join(tmp, key), i == 0, name)
             except OSError as e:  # keep taking part in the collectives; report once below
                 error = error or e
+        if self.sharded:  # every rank wrote its own files: any rank's error fails the save
+            error = first_error(error)
         delay = fault("save_sleep")
         if delay:
             time.sleep(float(delay))
@@ -136,7 +153,41 @@ class ReliableCheckpointer(Checkpointer):
                     f"{mode} mode; resume with graph.enabled={mode == 'graph'}, or start from its "
                     f"weights with train.load_weight={path}"
                 )
-        return super().load(path, checkpointables)
+        self._wanted = None if checkpointables is None else {"model", *checkpointables}
+        try:
+            return super().load(path, checkpointables)
+        finally:
+            self._wanted = None
+
+    def _template_of(self, key):
+        """For entry `key`: structure -> ((path, shape) -> (the live global tensor whose placement
+        and SBP a loaded tensor takes, or None; whether the loaded tensor is its own state: the
+        parameters and buffers of the model, the graph's modules and the EMA are filled in
+        place))."""
+        obj = self.model if key == "model" else self.checkpointables.get(key)
+
+        def template_of(structure):
+            live = {}
+            for path, t in shards.tensors(obj.state_dict() if obj is not None else {}):
+                live[path] = live[(".".join(map(str, path)),)] = t
+            by_index = {}  # an eager optimizer's state is keyed by the parameter's index
+            if isinstance(obj, flow.optim.Optimizer):
+                saved = (i for g in structure["param_groups"] for i in g["params"])
+                params = (p for g in obj.param_groups for p in g.parameters)
+                by_index = dict(zip(saved, params))
+
+            def template(path, shape):
+                t, own = live.get(path), True
+                if t is None and len(path) == 1 and "-" in str(path[0]):
+                    t, own = live.get((path[0].rsplit("-", 1)[0],)), False  # nn.Graph's PARAM-m
+                if t is None and len(path) > 2 and path[0] == "state":
+                    t, own = by_index.get(path[1]), False
+                fits = t is not None and t.is_global and tuple(t.shape) == tuple(shape)
+                return (t, own) if fits else (None, False)
+
+            return template
+
+        return template_of
 
     def _load_file(self, f):
         """Verify the manifest (when there is one: converted checkpoints have none), then load."""
@@ -156,10 +207,14 @@ class ReliableCheckpointer(Checkpointer):
             raise CheckpointError(iteration)
         data = {}
         for key in sorted(os.listdir(f)):
-            if key == MANIFEST:
+            if key == MANIFEST or (self._wanted is not None and key not in self._wanted):
                 continue
+            entry = os.path.join(f, key)
             try:
-                data[key] = flow.load(os.path.join(f, key), global_src_rank=0)
+                if shards.is_sharded(entry):
+                    data[key] = shards.load(entry, self._template_of(key))
+                else:
+                    data[key] = flow.load(entry, global_src_rank=0)
             except Exception as e:  # noqa: BLE001  (OneFlow raises many kinds; name the file)
                 raise CheckpointError(
                     f"checkpoint entry {os.path.join(f, key)} cannot be loaded: "
