@@ -16,7 +16,9 @@ train = DictConfig(
         warmup_ratio=0.0,  # fraction of steps with linear warm-up
         start_iter=0,  # set by the trainer when resuming
         amp=dict(enabled=False),  # fp16 autocast (graph mode, CUDA)
-        activation_checkpoint=dict(enabled=False),  # recompute each block's activations in backward
+        # recompute activations in backward instead of keeping them; granularity: "block" (all of
+        # it) or "attention" (qkv, softmax core, projection); every: blocks 0, k, 2k, ... only
+        activation_checkpoint=dict(enabled=False, granularity="block", every=1),
         zero_optimization=dict(enabled=False, stage=1),  # shard optimizer state over DP ranks
         nccl_fusion_threshold_mb=16,
         nccl_fusion_max_ops=24,

@@ -178,6 +178,16 @@ class Trainer(DefaultTrainer):
         self._trainer.write_metrics = self._checked_write_metrics
 
     @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        ac = cfg.train.activation_checkpoint
+        if ac.enabled:  # LiBai's GraphBase marks only its own TransformerLayer
+            model.set_grad_checkpointing(
+                True, granularity=ac.get("granularity", "block"), every=ac.get("every", 1)
+            )
+        return model
+
+    @classmethod
     def build_optimizer(cls, cfg, model):
         return clip_whole_model(build_optimizer(cfg.optim, model), graph=cfg.graph.enabled)
 

@@ -1,7 +1,7 @@
 """Activation recomputation (gradient checkpointing): a module's inner activations are not kept for
 the backward pass but recomputed there from its inputs, trading compute for memory. The one place
-that knows how, in eager mode and in nn.Graph; the model decides which modules (today: each block,
-timm's `set_grad_checkpointing`).
+that knows how, in eager mode and in nn.Graph; the model decides which modules (every k-th block,
+or only its attention: `set_grad_checkpointing`).
 
 Eager: OneFlow's `flow.utils.checkpoint` (saved-tensor hooks; no re-entrant backward), which does
 not replay the random state itself: the recomputation here restores the states of OneFlow's default

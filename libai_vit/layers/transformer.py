@@ -18,6 +18,8 @@ and `dense` is row-parallel. What the timm families add sits beside what it chan
 `ParallelScalingBlock` (ViT-22B) runs the same attention and MLP side by side.
 """
 
+from functools import partial
+
 import oneflow as flow
 from libai.layers import MultiheadAttention
 from oneflow import nn
@@ -27,6 +29,7 @@ from libai_vit.layers.attention import attention
 from libai_vit.layers.linear import row_parallel, row_parallel_sum
 from libai_vit.layers.mlp import Mlp, SwiGLU, no_init
 from libai_vit.layers.norm import norm_layer as make_norm
+from libai_vit.layers.recompute import run_recomputed
 from libai_vit.layers.rope import apply_rope
 
 
@@ -160,6 +163,8 @@ class Block(nn.Module):
     ):
         super().__init__()
         self.layer_idx = layer_idx
+        # set by the model's set_grad_checkpointing(granularity='attention')
+        self.recompute_attention = False
         # timm's ResPostBlock / EvaBlockPostNorm: each norm on its branch's output, not its input
         self.post_norm = post_norm
         self.input_layernorm = make_norm(norm_layer, hidden_size, layernorm_epsilon, layer_idx)
@@ -215,7 +220,10 @@ class Block(nn.Module):
         if rope is not None:
             rope = tuple(t.to_global(placement=x.placement) for t in rope)
         norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
-        attn = self.self_attention(
+        attend = self.self_attention
+        if self.recompute_attention:
+            attend = partial(run_recomputed, self.self_attention)
+        attn = attend(
             parallel.gather_tokens(x if self.post_norm else norm1(x), n),
             rope=rope,
             return_weights=return_weights,

@@ -420,9 +420,12 @@ class VisionTransformer(nn.Module):
         for name in ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func"):
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.LAST)
-        if model.to(nn.Module).grad_checkpointing:  # the train graph: see set_grad_checkpointing
-            for block in model.blocks:
-                mark_recomputed(block)
+        origin = model.to(nn.Module)
+        if origin.grad_checkpointing:  # the train graph: see set_grad_checkpointing
+            for i, block in enumerate(model.blocks):
+                if origin._recomputes(i):
+                    attention = origin.grad_checkpointing_granularity == "attention"
+                    mark_recomputed(block.self_attention if attention else block)
 
     # ---------------------------------------------------------------- timm's model API
     # timm's names, arguments and meaning (timm/models/vision_transformer.py is the reference).
@@ -582,16 +585,43 @@ class VisionTransformer(nn.Module):
         return take
 
     grad_checkpointing = False
+    grad_checkpointing_granularity = "block"
+    grad_checkpointing_every = 1
 
-    def set_grad_checkpointing(self, enable=True):
-        """Recompute each block's activations in the backward pass instead of keeping them (eager
-        and nn.Graph: libai_vit.layers.recompute); the losses and gradients stay the same (also with
-        drop path and dropout, except attn_drop_rate > 0 in eager mode, whose recomputed pass draws
-        new masks)."""
+    def set_grad_checkpointing(self, enable=True, granularity="block", every=1):
+        """Recompute activations in the backward pass instead of keeping them (eager and nn.Graph:
+        libai_vit.layers.recompute); the losses and gradients stay the same (also with drop path
+        and dropout, except attn_drop_rate > 0 in eager mode, whose recomputed pass draws new
+        masks). timm's call recomputes every block; beyond it (Megatron's choices):
+        `granularity`: "block" (the whole block) or "attention" (its attention only: qkv, the
+        softmax core and the output projection, the part whose activations grow with the tokens);
+        `every`: blocks 0, k, 2k, ... only (k = `every`), trading less recomputation for more
+        memory."""
+        if granularity not in ("block", "attention"):
+            raise ValueError(f"granularity={granularity!r}: use 'block' or 'attention'")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every={every!r}: use an integer >= 1 (1: every block)")
+        if (
+            granularity == "attention"
+            and enable
+            and self.blocks
+            and not hasattr(self.blocks[0], "recompute_attention")
+        ):
+            raise ValueError(
+                f"granularity='attention': {type(self.blocks[0]).__name__} computes attention "
+                f"and MLP as one sum, so its attention cannot be recomputed alone; use 'block'"
+            )
         self.grad_checkpointing = enable
+        self.grad_checkpointing_granularity, self.grad_checkpointing_every = granularity, every
+        for i, block in enumerate(self.blocks):
+            if hasattr(block, "recompute_attention"):
+                block.recompute_attention = enable and granularity == "attention" and i % every == 0
+
+    def _recomputes(self, i):
+        return self.grad_checkpointing and i % self.grad_checkpointing_every == 0
 
     def _run_block(self, block, x, rope, num_tokens):
-        if self.grad_checkpointing:
+        if self._recomputes(block.layer_idx) and self.grad_checkpointing_granularity == "block":
             return run_recomputed(block, x, rope=rope, num_tokens=num_tokens)
         return block(x, rope=rope, num_tokens=num_tokens)
 

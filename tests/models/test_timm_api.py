@@ -144,14 +144,15 @@ def test_output_tensor_is_timms_logits():
         build("vit", output="logits")
 
 
-def _train_steps(checkpointing, graph, steps=3):
-    """Per-step losses and the last gradients of a tiny ViT trained by SGD, eager or nn.Graph."""
+def _train_steps(checkpointing, graph, steps=3, **how):
+    """Per-step losses and the last gradients of a tiny ViT trained by SGD, eager or nn.Graph;
+    `how`: set_grad_checkpointing's granularity and every."""
     from libai.models.utils import GraphBase
 
     from libai_vit import parallel
 
     model = build("dinov2_reg", init_seed=1).train()
-    model.set_grad_checkpointing(checkpointing)
+    model.set_grad_checkpointing(checkpointing, **how)
     opt = flow.optim.SGD(model.parameters(), lr=0.1)
     x = parallel.to_stage(images(batch=4), parallel.FIRST)
     y = parallel.to_stage(flow.tensor([0, 1, 2, 3]), parallel.LAST)
@@ -199,6 +200,46 @@ def test_grad_checkpointing_eager_replays_drop_path_and_dropout():
         grads.append({n: local(p.grad).copy() for n, p in model.named_parameters()})
     for name, grad in grads[0].items():
         np.testing.assert_allclose(grads[1][name], grad, rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("granularity", ["block", "attention"])
+def test_grad_checkpointing_every_kth_block_or_its_attention_eager(granularity):
+    calls = {}
+    model = build("vit", depth=3).train()
+    model.set_grad_checkpointing(granularity=granularity, every=2)
+    for i, block in enumerate(model.blocks):
+        for part, module in (("block", block), ("attention", block.self_attention)):
+            module.register_forward_hook(lambda *_, k=(i, part): calls.setdefault(k, []).append(1))
+    model(images(), flow.tensor([0, 1]))["losses"].backward()
+    runs = {k: len(v) for k, v in calls.items()}
+    # blocks 0 and 2 recompute their `granularity` part in backward (a second run); block 1 none
+    for i in range(3):
+        recomputed = i % 2 == 0
+        assert runs[(i, "attention")] == (2 if recomputed else 1), (i, runs)
+        assert runs[(i, "block")] == (2 if recomputed and granularity == "block" else 1), runs
+    plain, plain_grads, _ = _train_steps(False, graph=False)
+    recomputed, grads, _ = _train_steps(True, graph=False, granularity=granularity, every=2)
+    assert recomputed == plain
+    for name, grad in plain_grads.items():
+        np.testing.assert_allclose(grads[name], grad, rtol=0, atol=1e-7, err_msg=name)
+
+
+def test_grad_checkpointing_attention_in_graph_same_losses():
+    plain, _, _ = _train_steps(False, graph=True)
+    recomputed, _, plan = _train_steps(True, graph=True, granularity="attention")
+    assert recomputed == plain
+    assert "Checkpointing" in plan
+
+
+def test_grad_checkpointing_refuses_what_it_cannot_do():
+    model = build("vit")
+    with pytest.raises(ValueError, match="granularity='core'"):
+        model.set_grad_checkpointing(granularity="core")
+    with pytest.raises(ValueError, match="every=0"):
+        model.set_grad_checkpointing(every=0)
+    parallel_blocks = build("vit", block_fn="parallel_scaling")
+    with pytest.raises(ValueError, match="attention cannot be recomputed alone"):
+        parallel_blocks.set_grad_checkpointing(granularity="attention")
 
 
 def test_grad_checkpointing_in_graph_same_losses():
