@@ -141,6 +141,16 @@ def validate_values(cfg):
         "an integer >= 1 (or None: keep all)",
     )
     need(f"{t}.checkpointer.sharded", lambda v: isinstance(v, bool), "True or False")
+    need(
+        f"{t}.activation_checkpoint.granularity",
+        lambda v: v in ("block", "attention"),
+        "'block' or 'attention'",
+    )
+    need(
+        f"{t}.activation_checkpoint.every",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "an integer >= 1 (1: every block)",
+    )
     need(f"{t}.train_iter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.train_epoch", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     need(f"{t}.warmup_ratio", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
@@ -298,7 +308,7 @@ def validate(cfg, world_size, read_pretrained=True):
 
     validate_values(cfg)
     try:
-        parallel.validate(cfg, world_size)
+        parallel.validate(cfg, world_size, model_arguments(cfg))
     except parallel.LayoutError as e:
         raise ConfigError(str(e)) from None
     pretrained = _get(cfg, "model.pretrained")

@@ -17,8 +17,6 @@ import oneflow as flow
 from libai.utils import distributed as dist
 from omegaconf import DictConfig
 
-from libai_vit.config import model_arguments
-
 
 class LayoutError(ValueError):
     """A parallel layout or batch setting that cannot run; the message says what to change."""
@@ -62,8 +60,9 @@ def stage_of_layers(depth: int, num_stages: int, layers_per_stage: Optional[Sequ
     return stages
 
 
-def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
-    """Refuse a config that cannot run, before anything is built. One line per problem."""
+def validate(cfg, world_size: int, model):
+    """Refuse a config whose layout cannot run, before anything is built; `model`: the config's
+    model arguments (config.model_arguments). One line per problem."""
     d = cfg.train.dist
     lay = layout_of(d)
     for key in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size"):
@@ -76,7 +75,7 @@ def validate(cfg, world_size: int, overrides: Sequence[str] = ()):
             f"launched: launch {lay.world_size} (tools/train.sh FILE CONFIG {lay.world_size}) or "
             f"change train.dist.*"
         )
-    m = model_arguments(cfg)
+    m = model
     tp, pp = lay.tensor_parallel_size, lay.pipeline_parallel_size
     embed_dim, heads = int(m.embed_dim), int(m.num_heads)
     hidden = int(embed_dim * float(m.mlp_ratio))
