@@ -62,6 +62,9 @@ if y.placement != parallel.placement(parallel.LAST) or y.sbp[-1] != flow.sbp.bro
     failed.append("intermediates placement")
 
 
+live_graphs = []
+
+
 def train_losses(grad_checkpointing, steps=2):
     """Per-step losses of a tiny ViT in a LiBai train graph at this layout."""
     from libai.models.utils import GraphBase
@@ -76,6 +79,13 @@ def train_losses(grad_checkpointing, steps=2):
     x = parallel.to_stage(flow.tensor(rng.normal(size=(4, 3, 16, 16)), dtype=flow.float32), 0)
     y = parallel.to_stage(flow.tensor([0, 1, 2, 0]), parallel.LAST)
     losses = [graph(images=x, labels=y)["losses"] for _ in range(steps)]
+    # OneFlow 0.9 aborts (comm_network.cpp: waiting_list.empty()) if a pipeline graph is freed while
+    # another rank still runs its last backward: each rank waits for its own updated weights, then
+    # all meet, and the graph lives until the process exits
+    for p in model.parameters():
+        p.to_local().numpy()
+    flow.comm.barrier()
+    live_graphs.append(graph)
     if not on_last_stage:  # the loss lives on the last stage's ranks
         return None
     return [
