@@ -8,12 +8,15 @@ global batch `--batch` with AdamW, save one checkpoint. A sampler reads every ra
 /proc every 0.2 s and keeps the peak and a timeline (the phases: import, build, load, graph,
 steps, save). Cases run one after another (never two at once: the numbers are per process, and
 the machine's memory is shared). Prints a table of per-rank peaks and their ratio to the 1x1x1
-peak; writes results/memory/memory.csv and results/memory/timeline_<case>.csv. A layout name is
-DPxTPxPP, `sp` appended for sequence parallelism, `ac` for activation checkpointing (every block).
+peak, and the median step time after the first two; writes results/memory/memory.csv and
+results/memory/timeline_<case>.csv. A layout name is DPxTPxPP, then `sp` for sequence parallelism,
+then `ac` for activation checkpointing of every block, `acK` of every K-th, `aca` / `acKa` of their
+attention only. `--eager` trains without nn.Graph (DP and TP layouts).
 """
 
 import argparse
 import csv
+import json
 import os
 import re
 import subprocess
@@ -33,10 +36,16 @@ TAG = "LIBAI_VIT_MEMORY_RUN"
 
 
 def parse_layout(name):
-    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)(sp)?(ac)?", name)
+    """(dp, tp, pp, sequence parallel, recompute: None or (every, granularity))."""
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)(sp)?(ac(\d*)(a?))?", name)
     if not m:
-        raise SystemExit(f"layout {name!r}: write DPxTPxPP[sp][ac], e.g. 1x2x2 or 1x2x2sp")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)), bool(m.group(4)), bool(m.group(5))
+        raise SystemExit(
+            f"layout {name!r}: write DPxTPxPP[sp][ac[K][a]], e.g. 1x2x2sp or 1x1x1ac2a"
+        )
+    recompute = None
+    if m.group(5):
+        recompute = (int(m.group(6) or 1), "attention" if m.group(7) else "block")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), bool(m.group(4)), recompute
 
 
 def rank_processes(tag):
@@ -103,7 +112,10 @@ def run_case(layout, args, data, out_dir, pretrained):
         f"train.dist.tensor_parallel_size={tp}",
         f"train.dist.pipeline_parallel_size={pp}",
         f"train.dist.sequence_parallel={sp}",
-        f"train.activation_checkpoint.enabled={ac}",
+        f"train.activation_checkpoint.enabled={ac is not None}",
+        f"train.activation_checkpoint.every={ac[0] if ac else 1}",
+        f"train.activation_checkpoint.granularity={ac[1] if ac else 'block'}",
+        f"graph.enabled={not args.eager}",
         f"train.global_batch_size={args.batch}",
         f"train.train_micro_batch_size={args.batch // dp // args.micro_batches}",
         f"train.num_accumulation_steps={args.micro_batches}",
@@ -130,7 +142,18 @@ def run_case(layout, args, data, out_dir, pretrained):
     if proc.returncode:
         tail = (proc.stdout + proc.stderr)[-3000:]
         print(f"{layout}: exited with {proc.returncode} (check dmesg for the OOM killer)\n{tail}")
-    return proc.returncode, peaks, timeline, time.time() - start
+    return proc.returncode, peaks, timeline, time.time() - start, step_time(out_dir)
+
+
+def step_time(out_dir):
+    """The median of LiBai's per-step `time` after the first two steps (compilation), or None."""
+    try:
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        return None
+    times = sorted(r["time"] for r in rows if "time" in r and r.get("iteration", 0) >= 2)
+    return round(times[len(times) // 2], 2) if times else None
 
 
 def main():
@@ -142,6 +165,7 @@ def main():
     p.add_argument("--micro-batches", type=int, default=2, help="per step (1F1B under PP)")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--pretrained", action="store_true", help="also load a timm-format file")
+    p.add_argument("--eager", action="store_true", help="train without nn.Graph (no PP)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "memory"))
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -157,10 +181,15 @@ def main():
         for layout in args.layouts:
             for pretrained in [None, file] if file else [None]:
                 case = f"{layout}{'+file' if pretrained else ''}"
-                rc, peaks, timeline, wall = run_case(
+                rc, peaks, timeline, wall, step_s = run_case(
                     layout, args, data, os.path.join(tmp, case), pretrained
                 )
-                with open(os.path.join(args.out, f"timeline_{args.size}_{case}.csv"), "w") as f:
+                with open(
+                    os.path.join(
+                        args.out, f"timeline_{args.size}{'_eager' if args.eager else ''}_{case}.csv"
+                    ),
+                    "w",
+                ) as f:
                     w = csv.writer(f)
                     w.writerow(["seconds", "rank", "rss_kib"])
                     w.writerows(timeline)
@@ -173,12 +202,19 @@ def main():
                             rc=rc,
                             peak_gib=round(peaks[rank] / 2**20, 3),
                             wall_s=round(wall, 1),
+                            step_s=step_s,
+                            mode="eager" if args.eager else "graph",
                         )
                     )
-    base = {
-        r["case"].replace("1x1x1", ""): r["peak_gib"] for r in rows if r["case"].startswith("1x1x1")
+    base = {  # the plain 1x1x1 run, with and without the file
+        r["case"].replace("1x1x1", ""): r["peak_gib"]
+        for r in rows
+        if r["case"] in ("1x1x1", "1x1x1+file")
     }
-    print(f"{'case':<16} {'rc':>3} {'per-rank peak GiB':<36} {'max/1x1x1':>9} {'sum':>7}")
+    print(
+        f"{'case':<16} {'rc':>3} {'per-rank peak GiB':<36} {'max/1x1x1':>9} {'sum':>7} "
+        f"{'step s':>7}"
+    )
     for case in dict.fromkeys(r["case"] for r in rows):
         mine = [r for r in rows if r["case"] == case]
         ref = base.get("+file" if case.endswith("+file") else "")
@@ -188,9 +224,10 @@ def main():
             r["ratio_to_1x1x1"] = ratio
         print(
             f"{case:<16} {mine[0]['rc']:>3} {' '.join(f'{x:.2f}' for x in peaks):<36} "
-            f"{ratio:>9} {sum(peaks):>7.2f}"
+            f"{ratio:>9} {sum(peaks):>7.2f} {mine[0]['step_s'] or '-':>7}"
         )
-    with open(os.path.join(args.out, f"memory_{args.size}.csv"), "w") as f:
+    name = f"memory_{args.size}{'_eager' if args.eager else ''}.csv"
+    with open(os.path.join(args.out, name), "w") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
