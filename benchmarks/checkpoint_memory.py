@@ -1,6 +1,6 @@
 """Each rank's memory while saving and loading a training checkpoint: sharded against whole.
 
-    nice python benchmarks/checkpoint_memory.py [--model vit_base_patch16_224] [--layout 1x2x2]
+    nice python -m benchmarks.checkpoint_memory [--model vit_base_patch16_224] [--layout 1x2x2]
 
 Runs itself in DP x TP x PP processes (libai_vit/launch.py). Each rank builds the timm-named model
 on the layout with an eager AdamW that has taken one step (so it holds m and v for every

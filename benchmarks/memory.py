@@ -1,6 +1,6 @@
 """Each rank's peak resident memory in a real training run, per layout, against one process.
 
-    nice python benchmarks/memory.py [--size base] [--layouts 1x1x1 1x2x2] [--pretrained]
+    nice python -m benchmarks.memory [--size base] [--layouts 1x1x1 1x2x2] [--pretrained]
 
 Every case is `tools/train.sh tools/train_net.py` on the digits (upscaled to the model's 224 px):
 build the model, (load a timm-format file of it), compile the nn.Graph, train `--steps` steps at

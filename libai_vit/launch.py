@@ -1,6 +1,6 @@
 """Start the ranks of one node, watch them, and end them all when one fails: our replacement for
 `python -m oneflow.distributed.launch` (same arguments and environment for the ranks), used by every
-multi-process run here (tools/train.sh, the tests' launch helper, tools/benchmark.py).
+multi-process run here (tools/train.sh, the tests' launch helper, benchmarks/training.py).
 
     python libai_vit/launch.py [--nproc_per_node N] [--nnodes K --node_rank R --master_addr A
                                --master_port P] [--timeout S] [--rendezvous_timeout S]

@@ -162,6 +162,12 @@ def check_nodes(environ=os.environ):
 _SEQUENCE_PARALLEL = False  # set by `setup` from train.dist.sequence_parallel
 
 
+def hide_depth_from_libai(dist_cfg):
+    """LiBai 0.1.1 splits blocks evenly only and asserts depth % PP == 0: it is told of PP layers
+    (one per stage) to build the stage meshes, and `setup` then writes the real per-layer stages."""
+    dist_cfg.pipeline_num_layers = int(dist_cfg.pipeline_parallel_size)
+
+
 def setup(dist_cfg, depth: int):
     """Set up LiBai's dist state for `depth` blocks, honouring `pipeline_stage_layers` and
     `sequence_parallel` if given."""
@@ -174,9 +180,7 @@ def setup(dist_cfg, depth: int):
     split = (
         dist_cfg.get("pipeline_stage_layers", None) if isinstance(dist_cfg, DictConfig) else None
     )
-    # LiBai 0.1.1 only splits evenly and asserts depth % PP == 0: let it build the stage meshes for
-    # PP layers, then write the real per-layer stage ids and ranks.
-    dist_cfg.pipeline_num_layers = pp
+    hide_depth_from_libai(dist_cfg)
     dist.setup_dist_util(dist_cfg)
     util = dist.get_dist_util()
     stage_ranks = [util._layer_ranks[s] for s in range(pp)]

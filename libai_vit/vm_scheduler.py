@@ -11,7 +11,7 @@ still wakes up at once when a step ends, because the cores are idle then. OneFlo
 no names, so the spinner is recognised by what it does: during a step it is the one thread that
 spends most of its time in the kernel. CPU only: on GPUs the cores are not the limit.
 
-Effect (`tools/benchmark.py --vm-ab`: the same processes alternate blocks of steps spinning and
+Effect (`benchmarks/training.py --vm-ab`: the same processes alternate blocks of steps spinning and
 lowered): a 1-process ViT-Ti step is 1.10-1.26x faster (OneFlow also runs a second compute thread
 and a 2-thread pool, which the spinner slowed); with 2 ranks on the 2 cores the difference is within
 the noise (0.98-1.05x), because there the compute threads already keep the cores busy and the

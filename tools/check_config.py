@@ -3,10 +3,7 @@
 Loads the config with its overrides and validates it (values, layout, pretrained file) with
 libai_vit.config.validate; prints one line and exits 2 if it cannot train."""
 
-import os
 import sys
-
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
 
 def main(argv):

@@ -16,15 +16,12 @@ import argparse
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import oneflow as flow
 
-import oneflow as flow  # noqa: E402
-
-from libai_vit.models.zoo import create_model  # noqa: E402
-from libai_vit.pretrained import PretrainedError, load_pretrained  # noqa: E402
-from libai_vit.pretrained.timm_format import from_libai  # noqa: E402
+from libai_vit.models.zoo import create_model
+from libai_vit.pretrained import PretrainedError, load_pretrained
+from libai_vit.pretrained.timm_format import from_libai
 
 
 def parse_set(items):

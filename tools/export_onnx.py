@@ -14,10 +14,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from libai_vit import inference, onnx_export  # noqa: E402
-from libai_vit.onnx_export.extra import require  # noqa: E402
+from libai_vit import inference, onnx_export
+from libai_vit.onnx_export.extra import require
 
 
 def main(argv=None):

@@ -16,12 +16,10 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import numpy as np
+import oneflow as flow
 
-import numpy as np  # noqa: E402
-import oneflow as flow  # noqa: E402
-
-from libai_vit import inference  # noqa: E402
+from libai_vit import inference
 
 
 def principal_components_rgb(feature_map, k=3):

@@ -15,9 +15,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-from libai_vit.config import model_arguments  # noqa: E402
-from libai_vit.engine import layout_planner as planner  # noqa: E402
+from libai_vit.config import model_arguments
+from libai_vit.engine import layout_planner as planner
 
 MB = 2**20
 
@@ -80,8 +79,8 @@ def main():
         "--gflops",
         type=float,
         default=None,
-        help="sustained GFLOP/s per process (default: the device's; tools/benchmark.py measures "
-        "OneFlow's CPU matmul)",
+        help="sustained GFLOP/s per process (default: the device's; benchmarks/training.py "
+        "measures OneFlow's CPU matmul)",
     )
     ap.add_argument(
         "--link-gbs",

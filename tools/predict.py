@@ -14,16 +14,13 @@ Any unreadable input is a one-line error naming it and exit status 1.
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import numpy as np
+import oneflow as flow
 
-import numpy as np  # noqa: E402
-import oneflow as flow  # noqa: E402
-
-from libai_vit import inference  # noqa: E402
-from libai_vit.onnx_export import OnnxClassifier, OnnxExportError  # noqa: E402
+from libai_vit import inference
+from libai_vit.onnx_export import OnnxClassifier, OnnxExportError
 
 
 def main(argv=None):

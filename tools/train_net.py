@@ -11,29 +11,28 @@ import sys
 import numpy as np
 import oneflow as flow
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-import libai_vit  # noqa: F401,E402  (applies the LiBai 0.1.1 compatibility fixes)
+import libai_vit  # noqa: F401  (applies the LiBai 0.1.1 compatibility fixes)
 
 # isort: split
-from libai.config import default_argument_parser, try_get_key  # noqa: E402
-from libai.engine import default_setup  # noqa: E402
-from libai.utils.logger import setup_logger  # noqa: E402
+from libai.config import default_argument_parser, try_get_key
+from libai.engine import default_setup
+from libai.utils.logger import setup_logger
 
-from libai_vit import parallel  # noqa: E402
-from libai_vit.config import ConfigError, check_eval_only, load_config, validate  # noqa: E402
-from libai_vit.data.folder import DatasetError  # noqa: E402
-from libai_vit.engine.trainer import (  # noqa: E402
+from libai_vit import parallel
+from libai_vit.config import ConfigError, check_eval_only, load_config, validate
+from libai_vit.data.folder import DatasetError
+from libai_vit.engine.trainer import (
     DataLoaderError,
     NonFiniteLossError,
     Trainer,
     data_loader_failure,
 )
-from libai_vit.engine.training_checkpoint import (  # noqa: E402
+from libai_vit.engine.training_checkpoint import (
     CheckpointError,
     ReliableCheckpointer,
     select_resumable,
 )
-from libai_vit.pretrained import PretrainedError  # noqa: E402
+from libai_vit.pretrained import PretrainedError
 
 logger = logging.getLogger("libai_vit.train_net")
 
@@ -43,8 +42,7 @@ def setup(args):
     # the file itself was read before launch (tools/check_config.py); here its load reports problems
     validate(cfg, flow.env.get_world_size(), read_pretrained=False)
     depth = int(try_get_key(cfg, "model.depth", default=None) or cfg.model.cfg.depth)
-    # LiBai 0.1.1 splits layers evenly only; parallel.setup installs the real per-layer stages
-    cfg.train.dist.pipeline_num_layers = int(cfg.train.dist.pipeline_parallel_size)
+    parallel.hide_depth_from_libai(cfg.train.dist)  # default_setup builds LiBai's dist state
     default_setup(cfg, args)
     # LiBai sets up only its own "libai" logger: ours (skipped images, pretrained-load reports) too
     setup_logger(cfg.train.output_dir, distributed_rank=flow.env.get_rank(), name="libai_vit")

@@ -13,9 +13,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from libai_vit import inference  # noqa: E402
+from libai_vit import inference
 
 
 def class_token_maps(model, weights):

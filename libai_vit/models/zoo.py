@@ -1,8 +1,9 @@
 """timm model names -> this project's models, and `create_model`.
 
-`timm_zoo.json` (written by tools/make_timm_zoo.py from timm itself) lists every timm ViT, DeiT,
-DeiT III, DINOv2, CLIP, SigLIP and EVA-02 name whose architecture is built here, with its kwargs in
-this project's terms ("vit": VisionTransformer; "eva": Eva, which takes timm's EVA option names).
+`timm_zoo.json` (written by generators/make_timm_zoo.py from timm itself) lists every timm ViT,
+DeiT, DeiT III, DINOv2, CLIP, SigLIP and EVA-02 name whose architecture is built here, with its
+kwargs in this project's terms ("vit": VisionTransformer; "eva": Eva, which takes timm's EVA option
+names).
 """
 
 import difflib

@@ -1,5 +1,6 @@
 """pretrained_cfg, resolve_data_config and the eval transform equal timm's for every zoo name
-(tests/fixtures/timm/data_configs.json, by tools/make_timm_data_configs.py from timm itself)."""
+(tests/fixtures/timm/data_configs.json, made by generators/make_timm_data_configs.py from
+timm itself)."""
 
 import json
 import os

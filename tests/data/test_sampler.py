@@ -73,8 +73,8 @@ def test_repeated_augmentation_shows_each_image_k_times_on_different_ranks():
 
 
 def test_repeated_augmentation_matches_timms_repeat_aug_sampler():
-    """tools/make_recipe_fixtures.py recorded timm's per-rank indices (shuffle=False, so both sides
-    start from the same order): each of our ranks gets exactly those, step after step."""
+    """generators/make_recipe_fixtures.py recorded timm's per-rank indices (shuffle=False, so both
+    sides start from the same order): each of our ranks gets exactly those, step after step."""
     with open(REFERENCE) as f:
         ra = json.load(f)["repeat_aug"]
     for replicas, theirs in ra["per_rank"].items():

@@ -1,5 +1,5 @@
-"""The model EMA: timm's ModelEmaV3 decay schedule (recorded by tools/make_recipe_fixtures.py) and
-its update; the whole recipe with EMA against timm is tests/projects/test_recipe_fidelity.py."""
+"""The model EMA: timm's ModelEmaV3 decay schedule (recorded by generators/make_recipe_fixtures.py)
+and its update; the whole recipe with EMA against timm is tests/projects/test_recipe_fidelity.py."""
 
 import json
 import os

@@ -11,8 +11,6 @@ from libai_vit.engine import layout_planner as planner
 
 from conftest import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
 
 def test_vit_tiny_train_flops_match_the_published_count():
     # timm / DeiT: ViT-Ti/16 at 224 is 1.26 GMACs forward -> 2 x 3 x 1.26 = 7.5 GFLOP per image
@@ -119,9 +117,9 @@ MEM_CASES = [  # (DP, TP, PP), micro-batch, micro-batches per step
 def test_memory_estimates_match_measured_peak_rss():
     """Peak RSS of each launched rank minus a model-less rank's, against the estimate (nn.Graph, the
     trainer's default), within 25%."""
-    import benchmark
+    from benchmarks import training
 
-    base = benchmark.launch(
+    base = training.launch(
         dict(name="baseline", impl="baseline", layout=[1, 1, 1], depth=MEM_MODEL["depth"]), 300
     )
     base_mb = base[0]["peak_rss_mb"]
@@ -142,7 +140,7 @@ def test_memory_estimates_match_measured_peak_rss():
             warmup=1,
             steps=0,
         )
-        measured = max(r["peak_rss_mb"] for r in benchmark.launch(case, 600)) - base_mb
+        measured = max(r["peak_rss_mb"] for r in training.launch(case, 600)) - base_mb
         estimate = planner.plan(shape, dp, tp, pp, micro, num_micro).mem_bytes / 2**20
         # 1F1B keeps at most min(M, PP) micro-batches' activations on the first stage, but OneFlow's
         # CPU runtime sometimes runs the stages nearly serially and keeps only one (measured: 889 MB

@@ -1,5 +1,5 @@
 """list_models and is_model answer as timm's (tests/fixtures/timm/data_configs.json, by
-tools/make_timm_data_configs.py), restricted to the architectures built here."""
+generators/make_timm_data_configs.py), restricted to the architectures built here."""
 
 import json
 import os

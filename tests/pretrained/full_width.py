@@ -1,6 +1,6 @@
 """`vit_7b_patch16_dinov3` at its real width (4096 wide, 32 heads, SwiGLU of 8192 hidden units), 2
 of its 40 blocks, at 32 px: a timm-format state dict drawn from a seed with numpy only, so that a
-test writes the very file that tools/make_full_width_oracle.py handed to real timm (~670 MB in
+test writes the very file that generators/make_full_width_oracle.py handed to real timm (~670 MB in
 float16: too big to commit; only timm's logits are, in tests/fixtures/timm/full_width_7b.npz).
 
 Values: Linear weights N(0, 0.02) (like timm's init; q.k then spreads over a few units, so attention

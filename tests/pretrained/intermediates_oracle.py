@@ -1,5 +1,5 @@
 """timm's forward_intermediates outputs (tests/fixtures/timm/intermediates.npz, written by
-tools/make_timm_intermediates.py) and our side of them."""
+generators/make_timm_intermediates.py) and our side of them."""
 
 import os
 
@@ -11,7 +11,7 @@ from libai_vit.pretrained import load_pretrained
 
 EXPECTED = dict(np.load(os.path.join(FIXTURES, "intermediates.npz")))
 CASES = sorted({key.split("/")[0] for key in EXPECTED})
-# the calls of tools/make_timm_intermediates.py, with timm's arguments
+# the calls of generators/make_timm_intermediates.py, with timm's arguments
 CALLS = {
     "all": dict(),
     "last1_norm_prefix_nlc": dict(

@@ -1,5 +1,5 @@
 """forward_intermediates equals real timm's on the same weights (1x1x1), every family and call
-of tools/make_timm_intermediates.py; TP=2 and PP=2 in test_parallel_oracle.py."""
+of generators/make_timm_intermediates.py; TP=2 and PP=2 in test_parallel_oracle.py."""
 
 import pytest
 from intermediates_oracle import CASES, max_diff

@@ -1,4 +1,4 @@
-"""The timm fixtures (tests/fixtures/timm, by tools/make_timm_fixtures.py) and our side of them."""
+"""The timm fixtures (tests/fixtures/timm, by generators/make_timm_fixtures.py): our side."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 """Pieces the recipe fidelity runs (tests/projects/fidelity/*.py) put in place of ImageNet: the
 reference's fixed images as a dataset, and flowvision's Mixup with the reference's fixed lambda and
-cutmix box (tools/make_recipe_fixtures.py does the same to timm's Mixup)."""
+cutmix box (generators/make_recipe_fixtures.py does the same to timm's Mixup)."""
 
 import json
 import os

@@ -1,9 +1,9 @@
 """The recipes train as the papers' PyTorch code does, step for step, at 1x1x1 and at a 3D layout.
 
-tools/make_recipe_fixtures.py (run in the timm venv) trained a tiny timm ViT from fixed weights on
-fixed batches with each paper's step and recorded every step's loss (tests/fixtures/recipes). Here
-the project's recipe configs train the same weights on the same batches through tools/train.sh, and
-each step's loss must match within 1e-4 relative:
+generators/make_recipe_fixtures.py (run in the timm venv) trained a tiny timm ViT from fixed weights
+on fixed batches with each paper's step and recorded every step's loss (tests/fixtures/recipes).
+Here the project's recipe configs train the same weights on the same batches through
+tools/train.sh, and each step's loss must match within 1e-4 relative:
 - "mae": MAE's fine-tuning (layer-decay AdamW, warm-up + cosine per step, mixup/cutmix with a fixed
   lambda and box + label smoothing, soft-target cross-entropy) and the model EMA (timm's ModelEmaV3
   with warm-up: its weights at the end are compared too, and it is evaluated beside the model);

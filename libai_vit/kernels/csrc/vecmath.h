@@ -180,7 +180,7 @@ inline V poly(V u, const float (&c)[N]) {
   return r;
 }
 
-// Coefficients from tools/fit_kernel_polynomials.py (its output, wrapped).
+// Coefficients from generators/fit_kernel_polynomials.py (its output, wrapped).
 // kPhiCentre: degree 6 on [0, 2], max relative error 1.21e-09
 constexpr float kPhiCentre[7] = {3.989422799e-01f,  -6.649035695e-02f, 9.973374465e-03f,
                                  -1.186782026e-03f, 1.146469216e-04f,  -8.850094523e-06f,
@@ -221,7 +221,7 @@ inline V exp(V a) {
 // (one FMA), so it keeps float's relative precision in the far negative tail, where
 // 1 + erf(x / sqrt2) would cancel. Beyond |x| = kPhiClamp, erfc(t) / 2 is below float's
 // smallest normal; x is clamped there.
-constexpr float kPhiClamp = 13.15f;  // 9.3 sqrt2: see T_HI in tools/fit_kernel_polynomials.py
+constexpr float kPhiClamp = 13.15f;  // 9.3 sqrt2: see T_HI in generators/fit_kernel_polynomials.py
 inline V phi(V x, V* gauss) {
   const V centre = fma(x, poly(x * x, kPhiCentre), set1(0.5f));
   const V ax = min(set1(kPhiClamp), abs(x));

@@ -1,6 +1,7 @@
 # The DeiT III recipe (projects/imagenet_finetune/configs/deit3_base_patch16_224.py) on the
-# reference's tiny model and fixed batches (tests/fixtures/recipes, tools/make_recipe_fixtures.py);
-# the test sets the case's numbers (lr, schedule, layout, ...) on the command line.
+# reference's tiny model and fixed batches (tests/fixtures/recipes, by
+# generators/make_recipe_fixtures.py); the test sets the case's numbers (lr, schedule, layout,
+# ...) on the command line.
 from tests.projects.recipe_support import on_reference
 
 from ....projects.imagenet_finetune.configs.deit3_base_patch16_224 import (  # noqa: F401

@@ -3,9 +3,9 @@
 Each case trains a tiny timm ViT from the same weights on the same batches for a few steps as the
 papers' PyTorch code does, and records the loss of every step. The test trains the same recipe here
 (through the project's configs and tools/train.sh) and compares. Regenerate with the timm venv
-(see tools/make_timm_fixtures.py for how it is built):
+(see generators/make_timm_fixtures.py for how it is built):
 
-    .venv-timm/bin/python tools/make_recipe_fixtures.py [OUT_DIR]   # default tests/fixtures/recipes
+    .venv-timm/bin/python generators/make_recipe_fixtures.py [OUT_DIR]  # tests/fixtures/recipes
 
 The references, after the papers' repositories:
 - "mae": MAE's main_finetune.py step: `param_groups_lrd` (layer decay, no decay on 1-D tensors and

@@ -1,7 +1,7 @@
 """CPU time per call of each op our kernels replace (libai_vit/kernels), with them on and with
 OneFlow's own (LIBAI_VIT_KERNELS=0), at ViT-Ti/16's shapes for 16 images, eager, one thread.
 
-    nice -n 10 python tools/benchmark_kernels.py [--rounds 3] [--batch 16]
+    nice -n 10 python -m benchmarks.kernels [--rounds 3] [--batch 16]
 
 Each setting runs in its own process; the settings alternate over rounds (the load of the shared
 machine falls on both) and each op keeps its fastest round. CPU seconds of the thread that runs the

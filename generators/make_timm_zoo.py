@@ -3,9 +3,9 @@ EVA-02 model name whose architecture libai_vit builds, with its kwargs in libai_
 timm's pretrained config (input size, normalisation, crop, classifier: PRETRAINED_CFG_KEYS), of its
 default and of each pretrained tag timm has weights for.
 
-Regenerate with the timm venv of tools/make_timm_fixtures.py (the project venv has no timm):
+Regenerate with the timm venv of generators/make_timm_fixtures.py (the project venv has no timm):
 
-    .venv-timm/bin/python tools/make_timm_zoo.py
+    .venv-timm/bin/python generators/make_timm_zoo.py
 
 timm's entry points are called with its model-building functions replaced by one that records the
 kwargs, so no model is built. A model is left out when one of its kwargs has no counterpart here

@@ -2,7 +2,7 @@
 seeded timm-format file, load it into timm's own `vit_7b_patch16_dinov3` (2 blocks, 32 px) and save
 its input and logits to tests/fixtures/timm/full_width_7b.npz (a few KB).
 
-    .venv-timm/bin/python tools/make_full_width_oracle.py   # ~1 min, ~5 GB of memory
+    .venv-timm/bin/python generators/make_full_width_oracle.py   # ~1 min, ~5 GB of memory
 """
 
 import os

@@ -1,10 +1,10 @@
 """Train-step throughput and peak memory of this ViT against what a user would pick instead.
 
-    nice -n 10 python tools/benchmark.py [--sizes tiny] [--batches 16] [--rounds 2] ...
+    nice -n 10 python -m benchmarks.training [--sizes tiny] [--batches 16] [--rounds 2] ...
 
 Cases, each a fresh process (multi-rank layouts under OneFlow's launcher;
-tools/benchmark_workers.py), run interleaved in rounds so that load on the shared machine hits every
-case alike:
+benchmarks/training_workers.py), run interleaved in rounds so that load on the shared machine hits
+every case alike:
   matmul        OneFlow's single-threaded fp32 1024^3 matmul with the OpenBLAS core type in use:
                 the per-process roofline (MFU); `--openblas default` adds the library's own CPU
                 detection
@@ -16,7 +16,7 @@ case alike:
 The median of a case's timed steps is kept, and across rounds the best median (least disturbed).
 Writes results/benchmark/benchmark.csv (+ summary.csv with the ratios, benchmark.png); the targets
 those ratios are held to are in results/benchmark/README.md. The VM-scheduler study is
-tools/benchmark_vm_scheduler.py.
+benchmarks/vm_scheduler.py.
 """
 
 import argparse
@@ -30,7 +30,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKERS = os.path.join(ROOT, "tools", "benchmark_workers.py")
+WORKERS = os.path.join(ROOT, "benchmarks", "training_workers.py")
 TORCH_PY = os.path.join(ROOT, ".venv-timm", "bin", "python")
 SIZES = {
     "tiny": "vit_tiny_patch16_224",
@@ -489,9 +489,7 @@ def parser():
 
 def main():
     args = parser().parse_args()
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from openblas_coretype import choose, users_coretype
+    from tools.openblas_coretype import choose, users_coretype
 
     if not args.no_torch and not os.path.exists(args.torch_python):
         sys.exit(f"error: no timm venv at {args.torch_python}: pass --torch-python (or --no-torch)")

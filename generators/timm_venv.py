@@ -1,4 +1,4 @@
-"""Import this before timm in the timm venv (.venv-timm, see tools/make_timm_fixtures.py).
+"""Import this before timm in the timm venv (.venv-timm, see generators/make_timm_fixtures.py).
 
 The registry's torchvision is a CUDA build whose C ops do not load with the CPU torch; timm imports
 torchvision, whose Python side registers fake kernels for `nms` and `qnms` and fails unless their

@@ -1,14 +1,14 @@
 r"""OneFlow's VM scheduler thread spins through every nn.Graph step: the study behind
 libai_vit/vm_scheduler.py (results/benchmark/README.md has what it found).
 
-    nice -n 10 python tools/benchmark_vm_scheduler.py --vm-ab --layouts 1x1x1 2x1x1 1x1x2 \
+    nice -n 10 python -m benchmarks.vm_scheduler --vm-ab --layouts 1x1x1 2x1x1 1x1x2 \
         --num-micro 2 4 --steps 2 --rounds 4
                                  # spinning vs lowered, alternating blocks of steps in one process
-    nice -n 10 python tools/benchmark_vm_scheduler.py --timeline --layouts 1x1x2 \
+    nice -n 10 python -m benchmarks.vm_scheduler --timeline --layouts 1x1x2 \
         --num-micro 2 4 --steps 2
                                  # when each rank's compute threads are busy, per 100 ms
 
-Cases are tools/benchmark.py's nn.Graph cases of this project (same flags).
+Cases are benchmarks/training.py's nn.Graph cases of this project (same flags).
 """
 
 import csv
@@ -18,9 +18,13 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark  # noqa: E402
-from benchmark_workers import _lower_vm_scheduler, _time_steps, build_oneflow_step, run_worker  # noqa: E402
+from benchmarks import training
+from benchmarks.training_workers import (
+    build_oneflow_step,
+    lower_vm_scheduler,
+    run_worker,
+    time_steps,
+)
 
 
 def worker_timeline(case):
@@ -32,7 +36,7 @@ def worker_timeline(case):
     from libai_vit.vm_scheduler import thread_cpu_seconds
 
     step = build_oneflow_step(case)
-    _time_steps(step, case["warmup"], 0)
+    time_steps(step, case["warmup"], 0)
     samples, done = [], threading.Event()
 
     def sample():
@@ -42,7 +46,7 @@ def worker_timeline(case):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    times = _time_steps(step, 0, case["steps"])
+    times = time_steps(step, 0, case["steps"])
     done.set()
     sampler.join()
     flow.comm.barrier()
@@ -77,7 +81,7 @@ def worker_vm_ab(case):
     from libai_vit import vm_scheduler
 
     step = build_oneflow_step(dict(case, quiet_vm=False))
-    found = _lower_vm_scheduler(step)
+    found = lower_vm_scheduler(step)
     flow.comm.barrier()
     step()  # after a barrier a step's time would miss the previous step's backward and update
     times = {"spin": [], "quiet": []}
@@ -85,13 +89,13 @@ def worker_vm_ab(case):
         mode = ("spin", "quiet")[block % 2]
         if found:
             os.setpriority(os.PRIO_PROCESS, found[0], vm_scheduler.NICE if mode == "quiet" else 0)
-        times[mode] += _time_steps(step, 0, case["steps"])
+        times[mode] += time_steps(step, 0, case["steps"])
     return {"times": times["quiet"], "spin_times": times["spin"], "found": found}
 
 
 def _our_graph_cases(args):
     args.no_libai = args.no_torch = True
-    return [c for c in benchmark.build_cases(args) if c["impl"] == "ours" and c["graph"]]
+    return [c for c in training.build_cases(args) if c["impl"] == "ours" and c["graph"]]
 
 
 def compare_vm_scheduler(args):
@@ -99,7 +103,7 @@ def compare_vm_scheduler(args):
     alternating blocks of steps."""
     out = []
     for case in _our_graph_cases(args):
-        ranks = benchmark.launch(
+        ranks = training.launch(
             dict(case, impl="vm_ab", blocks=args.rounds), args.timeout, script=SCRIPT
         )
         per_step = {
@@ -133,7 +137,7 @@ def compare_vm_scheduler(args):
 
 def show_timelines(args):
     for case in _our_graph_cases(args):
-        ranks = benchmark.launch(dict(case, impl="timeline"), args.timeout, script=SCRIPT)
+        ranks = training.launch(dict(case, impl="timeline"), args.timeout, script=SCRIPT)
         step = statistics.median(max(ts) for ts in zip(*(r["times"] for r in ranks)))
         print(
             f"{case['name']}: step {step:.2f} s; "
@@ -156,7 +160,7 @@ def main():
         return run_worker(
             sys.argv[1], sys.argv[2], {"timeline": worker_timeline, "vm_ab": worker_vm_ab}
         )
-    p = benchmark.parser()
+    p = training.parser()
     p.description = __doc__
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument(
@@ -172,7 +176,6 @@ def main():
     )
     args = p.parse_args()
     args.modes = ["graph"]
-    sys.path.insert(0, benchmark.ROOT)
     return show_timelines(args) if args.timeline else compare_vm_scheduler(args)
 
 

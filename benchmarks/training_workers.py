@@ -1,6 +1,6 @@
-"""The processes tools/benchmark.py launches: one function per kind of case, run as
+"""The processes benchmarks/training.py launches: one function per kind of case, run as
 
-    python tools/benchmark_workers.py CASE_JSON OUT_PREFIX     # writes OUT_PREFIX.<rank>.json
+    python benchmarks/training_workers.py CASE_JSON OUT_PREFIX     # writes OUT_PREFIX.<rank>.json
 
 Each reports its step times (and peak RSS); the driver turns them into rows. A train step is
 forward + backward + AdamW on synthetic images (no data loading), timed after warm-up.
@@ -12,15 +12,14 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from openblas_coretype import core_in_use  # noqa: E402
+from tools.openblas_coretype import core_in_use
 
 
 def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time_steps(step, warmup, steps):
+def time_steps(step, warmup, steps):
     for _ in range(warmup):
         step()
     times = []
@@ -45,7 +44,7 @@ def worker_matmul(case):
             flow.matmul(a, b).numpy()
             reps += 1
         return {"gflops": 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9, "times": []}
-    times = _time_steps(lambda: flow.matmul(a, b).numpy(), 2, case["steps"])
+    times = time_steps(lambda: flow.matmul(a, b).numpy(), 2, case["steps"])
     # the fastest repetition: a roofline is what the kernel can do, not what a loaded machine
     # lets it do
     # (not per CPU second: OneFlow's VM threads spin beside the kernel)
@@ -59,7 +58,7 @@ def worker_numpy_matmul(case):
 
     n = case["n"]
     a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
-    times = _time_steps(lambda: a @ b, 2, case["steps"])
+    times = time_steps(lambda: a @ b, 2, case["steps"])
     return {"gflops": 2 * n**3 / min(times) / 1e9, "times": times, "core": core_in_use("openblas")}
 
 
@@ -93,9 +92,9 @@ def _cpu_seconds(exclude=()):
 
 def _timed(step, case, exclude=()):
     """{"times": wall seconds per timed step, "cpu_s": CPU seconds per timed step}."""
-    _time_steps(step, case["warmup"], 0)
+    time_steps(step, case["warmup"], 0)
     c0 = _cpu_seconds(exclude)
-    times = _time_steps(step, 0, case["steps"])
+    times = time_steps(step, 0, case["steps"])
     return {"times": times, "cpu_s": (_cpu_seconds(exclude) - c0) / max(case["steps"], 1)}
 
 
@@ -208,12 +207,12 @@ def build_oneflow_step(case):
             sync(loss)
 
     if case.get("quiet_vm") and vm_scheduler.wanted(case["graph"]):
-        found = _lower_vm_scheduler(step)  # as libai_vit's trainer does
+        found = lower_vm_scheduler(step)  # as libai_vit's trainer does
         step.scheduler_tids = found[:1] if found else ()
     return step
 
 
-def _lower_vm_scheduler(step):
+def lower_vm_scheduler(step):
     """Compile, then lower OneFlow's VM scheduler thread that spins through a step
     (vm_scheduler.py)."""
     from libai_vit import vm_scheduler
@@ -226,7 +225,7 @@ def _lower_vm_scheduler(step):
 
 
 def worker_torch(case):
-    import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
+    from generators import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 
     # isort: split
     import timm

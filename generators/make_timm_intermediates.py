@@ -1,10 +1,10 @@
 """Write timm's own `forward_intermediates` outputs for the timm fixtures, which
 tests/pretrained/test_forward_intermediates.py compares against.
 
-Run with the timm venv of tools/make_timm_fixtures.py, after it (this reads its checkpoints,
+Run with the timm venv of generators/make_timm_fixtures.py, after it (this reads its checkpoints,
 manifest.json and the inputs in oracle.npz):
 
-    .venv-timm/bin/python tools/make_timm_intermediates.py [DIR]   # default tests/fixtures/timm
+    .venv-timm/bin/python generators/make_timm_intermediates.py [DIR]  # tests/fixtures/timm
 
 Per case (one of every family, dynamic sizes included) and per call (CALLS: timm's arguments),
 DIR/intermediates.npz holds "<case>/<call>/final" (the final tokens, unless

@@ -1,7 +1,7 @@
 """Fit the polynomial coefficients of libai_vit/kernels/csrc/vecmath.h (float64 least squares on
 Chebyshev nodes, reweighted toward the minimax error) and print them as C++ constants.
 
-    python tools/fit_kernel_polynomials.py
+    python generators/fit_kernel_polynomials.py
 
 Each fit prints its maximum relative error in float64; the kernels' float32 errors are measured
 by tests/kernels/test_gelu.py.

@@ -1,7 +1,7 @@
 """Images per second the ImageNet recipe's train loader delivers, against timm's PyTorch loader
 with the same transforms on the same files.
 
-    nice -n 10 python tools/benchmark_loader.py --images /tmp/loader_jpegs --workers 0 1 2 \
+    nice -n 10 python -m benchmarks.loader --images /tmp/loader_jpegs --workers 0 1 2 \
         --torch-python /path/to/timm-venv/bin/python
 
 Writes --count synthetic ImageNet-sized JPEGs (about 500x375, ~100 KB, in an ImageFolder) under
@@ -119,11 +119,12 @@ def run_ours(root, workers, batch, batches):
 
 
 def run_timm(root, workers, batch, batches):
-    import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
     import torch
     from PIL import ImageOps
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
+
+    from generators import timm_venv  # noqa: F401  (declares torchvision's ops: before timm is imported)
 
     # timm's RandAugment "inc1" with magnitude noise can ask Posterize for 0 bits, which the timm
     # venv's Pillow rejects (older Pillow returned a black image): clamp, so the loader runs at all

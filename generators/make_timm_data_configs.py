@@ -2,9 +2,9 @@
 which tests/data/test_data_config.py and tests/models/test_zoo_names.py compare against
 (tests/fixtures/timm/data_configs.json).
 
-Run with the timm venv of tools/make_timm_fixtures.py (no model is built):
+Run with the timm venv of generators/make_timm_fixtures.py (no model is built):
 
-    .venv-timm/bin/python tools/make_timm_data_configs.py
+    .venv-timm/bin/python generators/make_timm_data_configs.py
 
 "data": per name of libai_vit/models/timm_zoo.json, "pretrained_cfg" (timm's, the keys the zoo
 records), "data_config" (timm's resolve_data_config of it) and "eval_transform" (timm's

@@ -6,7 +6,7 @@ Regenerate (needs real timm + torch, which the project venv does not have):
     .venv-timm/bin/pip install torch==2.13.0
     .venv-timm/bin/pip install --no-deps timm torchvision
     .venv-timm/bin/pip install huggingface_hub safetensors pyyaml numpy pillow
-    .venv-timm/bin/python tools/make_timm_fixtures.py [OUT_DIR]   # default tests/fixtures/timm
+    .venv-timm/bin/python generators/make_timm_fixtures.py [OUT_DIR]   # default tests/fixtures/timm
 
 Every model is a randomly initialised (fixed seed) timm model (a named architecture: ViT, DeiT III,
 DINOv2 (to giant), CLIP, SigLIP, EVA-02, DINOv3) with small dims, every tensor perturbed so that a

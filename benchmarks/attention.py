@@ -13,8 +13,8 @@ time (and its largest peak); a case's CPU seconds are the mean of its timed runs
 untimed one. Writes results/attention/benchmark.csv (the command in its first line)
 and benchmark.png.
 
-    python tools/benchmark_attention.py                          # ViT-B heads, N = 197 ... 8192
-    python tools/benchmark_attention.py --seq 197 577 --repeats 1 --out /tmp/bench   # quick
+    python -m benchmarks.attention                          # ViT-B heads, N = 197 ... 8192
+    python -m benchmarks.attention --seq 197 577 --repeats 1 --out /tmp/bench   # quick
 """
 
 import argparse
@@ -233,7 +233,7 @@ def main(argv=None):
         )
 
     os.makedirs(args.out, exist_ok=True)
-    command = "python tools/benchmark_attention.py " + " ".join(
+    command = "python -m benchmarks.attention " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
     rows = measure(args)

@@ -1,7 +1,7 @@
 r"""Where a train step's CPU time goes: compute CPU seconds per step, and (with --perf) the share of
 each kernel family, from `perf record` on this process (perf must be installed; needs no rebuild).
 
-    nice -n 10 python tools/profile_step.py [--model vit_tiny_patch16_224] [--batch 16] \
+    nice -n 10 python -m benchmarks.profile_step [--model vit_tiny_patch16_224] [--batch 16] \
         [--eager] [--perf]
 
 CPU seconds of the compute threads (OneFlow's spinning VM scheduler thread left out) are far
@@ -15,13 +15,9 @@ import os
 import re
 import resource
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # kernel family <- a pattern of the symbols perf reports for it (the first match wins)
 FAMILIES = [
@@ -94,12 +90,11 @@ def main():
     )
     args = p.parse_args()
 
-    from openblas_coretype import choose, core_in_use, users_coretype
+    from tools.openblas_coretype import choose, core_in_use, users_coretype
 
     if not users_coretype() and choose():
         os.environ["OPENBLAS_CORETYPE"] = choose()  # before oneflow loads
-    from benchmark_workers import build_oneflow_step
-
+    from benchmarks.training_workers import build_oneflow_step
     from libai_vit import vm_scheduler
 
     case = dict(
