@@ -89,8 +89,8 @@ _WITHOUT_VENV_PTH = (
     "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 _READ_CORE = (
-    "import os, sys; import oneflow; sys.path.insert(0, %r); "
-    "from openblas_coretype import core_in_use; "
+    "import os; import oneflow; "
+    "from tools.openblas_coretype import core_in_use; "
     "print(core_in_use(), os.environ.get('LIBAI_VIT_OPENBLAS_PTH'))\n"
 )
 
@@ -157,7 +157,7 @@ def test_setup_measures_the_core_type_once_and_every_python_applies_it(tmp_path)
         assert "measuring" not in export.stderr and f"core type {chosen}" in export.stderr
 
     read_core = tmp_path / "read_core.py"
-    read_core.write_text(_READ_CORE % os.path.join(ROOT, "tools"))
+    read_core.write_text(_READ_CORE)
     cases = [  # (site dirs whose .pth run, OPENBLAS_CORETYPE set before, core, the .pth's mark)
         ([], None, None, "None"),  # the venv's own .pth is not applied
         ([venv_site], None, elsewhere, elsewhere),  # the simulated venv's is
