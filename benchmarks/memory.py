@@ -11,7 +11,8 @@ the machine's memory is shared). Prints a table of per-rank peaks and their rati
 peak, and the median step time after the first two; writes results/memory/memory.csv and
 results/memory/timeline_<case>.csv. A layout name is DPxTPxPP, then `sp` for sequence parallelism,
 then `ac` for activation checkpointing of every block, `acK` of every K-th, `aca` / `acKa` of their
-attention only. `--eager` trains without nn.Graph (DP and TP layouts).
+attention only. `--eager` trains without nn.Graph (the pipeline stages then run one after
+another).
 """
 
 import argparse
@@ -26,13 +27,17 @@ import threading
 import time
 import uuid
 
+from libai_vit.engine import layout_planner as planner
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "projects", "imagenet_finetune", "configs", "demo_digits_pretrain.py")
-SIZES = {  # timm's shapes
+SIZES = {  # timm's shapes, but "tiny" (the runtime's own share) has 4 heads so that TP=2 splits it
+    "tiny": dict(embed_dim=192, depth=12, num_heads=4),
     "base": dict(embed_dim=768, depth=12, num_heads=12),
     "large": dict(embed_dim=1024, depth=24, num_heads=16),
 }
 TAG = "LIBAI_VIT_MEMORY_RUN"
+NUM_CLASSES = 5  # the config's model.num_classes
 
 
 def parse_layout(name):
@@ -46,6 +51,26 @@ def parse_layout(name):
     if m.group(5):
         recompute = (int(m.group(6) or 1), "attention" if m.group(7) else "block")
     return int(m.group(1)), int(m.group(2)), int(m.group(3)), bool(m.group(4)), recompute
+
+
+def planner_estimate_gib(layout, args):
+    """libai_vit.engine.layout_planner's peak for the worst rank of this case, in GiB."""
+    dp, tp, pp, sp, ac = parse_layout(layout)
+    shape = planner.ViTShape(
+        img_size=args.img_size, patch_size=16, num_classes=NUM_CLASSES, **SIZES[args.size]
+    )
+    plan = planner.plan(
+        shape,
+        dp,
+        tp,
+        pp,
+        args.batch // dp // args.micro_batches,
+        args.micro_batches,
+        graph=not args.eager,
+        sequence_parallel=sp,
+        recompute=planner.Recompute(*ac) if ac else None,
+    )
+    return planner.rank_peak_bytes(plan, graph=not args.eager) / 2**30
 
 
 def rank_processes(tag):
@@ -89,7 +114,8 @@ def write_timm_file(size, path, img_size):
         "from safetensors.numpy import save_file\n"
         "import libai_vit\n"
         "from libai_vit.pretrained.timm_format import from_libai\n"
-        f"m = libai_vit.VisionTransformer(img_size={img_size}, num_classes=5, **{SIZES[size]!r})\n"
+        f"m = libai_vit.VisionTransformer(img_size={img_size}, num_classes={NUM_CLASSES}, "
+        f"**{SIZES[size]!r})\n"
         "state = {k: v.numpy() for k, v in m.state_dict().items()}\n"
         "save_file(from_libai(state, m), sys.argv[1])\n"
     )
@@ -165,7 +191,7 @@ def main():
     p.add_argument("--micro-batches", type=int, default=2, help="per step (1F1B under PP)")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--pretrained", action="store_true", help="also load a timm-format file")
-    p.add_argument("--eager", action="store_true", help="train without nn.Graph (no PP)")
+    p.add_argument("--eager", action="store_true", help="train without nn.Graph")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "memory"))
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -213,7 +239,7 @@ def main():
     }
     print(
         f"{'case':<16} {'rc':>3} {'per-rank peak GiB':<36} {'max/1x1x1':>9} {'sum':>7} "
-        f"{'step s':>7}"
+        f"{'step s':>7} {'planner GiB':>11} {'max/planner':>11}"
     )
     for case in dict.fromkeys(r["case"] for r in rows):
         mine = [r for r in rows if r["case"] == case]
@@ -222,10 +248,16 @@ def main():
         ratio = f"{max(peaks) / ref:.2f}" if ref else "-"
         for r in mine:
             r["ratio_to_1x1x1"] = ratio
+        estimate = planner_estimate_gib(case.replace("+file", ""), args)
+        for r in mine:
+            r["planner_gib"] = round(estimate, 3)
         print(
             f"{case:<16} {mine[0]['rc']:>3} {' '.join(f'{x:.2f}' for x in peaks):<36} "
-            f"{ratio:>9} {sum(peaks):>7.2f} {mine[0]['step_s'] or '-':>7}"
+            f"{ratio:>9} {sum(peaks):>7.2f} {mine[0]['step_s'] or '-':>7} {estimate:>11.2f} "
+            f"{max(peaks) / estimate:>11.2f}"
         )
+    if not rows:
+        raise SystemExit("no case ran: see the messages above")
     name = f"memory_{args.size}{'_eager' if args.eager else ''}.csv"
     with open(os.path.join(args.out, name), "w") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

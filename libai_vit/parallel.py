@@ -130,11 +130,6 @@ def validate(cfg, world_size: int, model):
             f"'separated_header_mem_ptr() == nullptr'): set graph.enabled=False (DP x TP, eager) "
             f"or sequence_parallel=False"
         )
-    if pp > 1 and not cfg.graph.enabled:
-        raise LayoutError(
-            f"pipeline parallelism (train.dist.pipeline_parallel_size={pp}) runs only in graph "
-            f"mode: set graph.enabled=True"
-        )
 
 
 def check_nodes(environ=os.environ):

@@ -79,6 +79,18 @@ LAYOUTS = {  # name: (dp, tp, pp, micro, accumulation, graph, extra overrides)
     "dp2_eager": (2, 1, 1, 8, 1, False, ()),
     "tp2_eager": (1, 2, 1, 16, 1, False, ()),
     "dp2_accumulation_eager": (2, 1, 1, 4, 2, False, ()),
+    # eager pipeline: the stages run one after another (no 1F1B), each rank holding its stage only
+    "pp2_eager": (1, 1, 2, 8, 2, False, ()),
+    "dp2_tp2_pp2_eager": (2, 2, 2, 4, 2, False, ()),
+    "dp2_tp2_pp2_sequence_parallel_eager": (
+        2,
+        2,
+        2,
+        4,
+        2,
+        False,
+        ("train.dist.sequence_parallel=True",),
+    ),
 }
 
 

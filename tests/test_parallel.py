@@ -55,7 +55,6 @@ def _cfg(*overrides):
             8,
             "not divisible by train_micro_batch_size x DP",
         ),
-        (("graph.enabled=False",), 8, "runs only in graph mode"),
         (
             ("train.dist.sequence_parallel=True",),
             8,

@@ -88,6 +88,11 @@ def main():
         default=None,
         help="GB/s between processes (default: the device's)",
     )
+    ap.add_argument(
+        "--eager",
+        action="store_true",
+        help="graph.enabled=False: eager memory, pipeline stages one after another",
+    )
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
 
@@ -121,6 +126,7 @@ def main():
         zero_stage=args.zero,
         device=args.device,
         stage_layers=stage_layers,
+        graph=not args.eager,
     )
     print(
         f"{os.path.basename(args.config)}: embed {m.embed_dim}, depth {m.depth}, heads "

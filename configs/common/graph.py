@@ -3,7 +3,7 @@ from libai.config import LazyCall
 from libai.models.utils import GraphBase
 
 graph = dict(
-    enabled=True,  # False: eager mode (no pipeline parallelism)
+    enabled=True,  # False: eager mode (pipeline stages run one after another, not 1F1B)
     debug=-1,  # >= 0 prints the graph's debug output at that level
     train_graph=LazyCall(GraphBase)(is_train=True),
     eval_graph=LazyCall(GraphBase)(is_train=False),

@@ -12,7 +12,8 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
 - Activations saved for backward per layer and micro-batch, in elements (Korthikanti et al.'s form):
   s·b·h·(c_r + c_s/t) + 2·a·s²·b/t, with c_r / c_s the s·b·h tensors TP replicates / splits in this
   implementation; nn.Graph on CPU holds GRAPH_ACT_FACTOR times more (no buffer reuse).
-- 1F1B: stage p holds the activations of min(PP - p, M) micro-batches in flight.
+- 1F1B (nn.Graph): stage p holds the activations of min(PP - p, M) micro-batches in flight; eager
+  mode runs the stages one after another, one micro-batch at a time.
 - Communication per step and rank: DP ring all-reduce of the gradients 2·(d-1)/d·bytes; TP two
   all-reduces forward and two backward per layer of s·b·h; PP one s·b·h send per micro-batch and
   direction per stage boundary.
@@ -32,12 +33,25 @@ BYTES = 4  # fp32 everywhere on CPU
 # of primitive ops whose intermediates add about 10 replicated tensors per block.
 ACT_SBH_REPLICATED = 10
 ACT_SBH_SPLIT = 5
+# Under sequence parallelism (eager) the replicated tensors should split along the tokens but for
+# the gathered inputs of qkv and fc1 (2, by Megatron's accounting); measured (ViT-B, TP=2, 16 images
+# more: 0.95 of the activations per image without it) OneFlow 0.9 keeps about this many whole.
+ACT_SBH_SP_WHOLE = 9
+# Recomputing the attention core also drops this many s·b·h tensors split over TP (q, k, v copies)
+# besides the scores and softmax output (measured: ViT-B, eager, 0.12 GiB of 0.29).
+ACT_SBH_ATTENTION_CORE = 3
+# nn.Graph on CPU keeps the forward's buffers and adds the recomputed ones: measured +0.5 of the
+# activations with every block recomputed (ViT-B, one process: 3.87 -> 4.50 GiB).
+GRAPH_RECOMPUTE_EXTRA = 0.5
 # nn.Graph on CPU gives intermediates (forward and backward) their own buffers rather than reusing
 # them as eager's allocator does: measured 4.4x eager's activation memory for this ViT.
 GRAPH_ACT_FACTOR = 4.4
 # A rank's memory beyond parameters and activations (workspaces, comm buffers, the compiled plan),
 # measured against a model-less rank.
 RUNTIME_OVERHEAD = {"eager": 50 * 2**20, "graph": 130 * 2**20}
+# A training rank's own memory beside the model's share (OneFlow, LiBai's trainer, the data
+# loader): a ViT-Ti-width run's peak (benchmarks.memory --size tiny) minus its estimate.
+PROCESS_BYTES = {"eager": 0.38 * 2**30, "graph": 0.53 * 2**30}
 # GFLOP/s a matmul-bound CPU core sustains; overridden with a measured number where one exists.
 DEFAULT_CORE_GFLOPS = 40.0
 # Fixed cost of one block's forward + backward for one micro-batch (~60 op launches): why tiny
@@ -187,6 +201,15 @@ class Plan:
         return self.global_batch / self.step_s
 
 
+@dataclass(frozen=True)
+class Recompute:
+    """train.activation_checkpoint: blocks 0, every, 2·every, ... recompute their whole forward
+    ("block") or their attention core ("attention") in backward."""
+
+    every: int = 1
+    granularity: str = "block"
+
+
 def activation_bytes(
     m: ViTShape,
     tp: int,
@@ -196,15 +219,43 @@ def activation_bytes(
     graph=True,
     graph_act_factor: float = GRAPH_ACT_FACTOR,
     stage_layers: Optional[Sequence[int]] = None,
+    sequence_parallel: bool = False,
+    recompute: Optional[Recompute] = None,
 ) -> float:
-    """Worst rank's activations: stage 0 keeps min(PP, M) micro-batches of its layers (1F1B)."""
+    """Worst rank's activations: under 1F1B stage 0 keeps min(PP, M) micro-batches of its layers;
+    eager mode keeps one. A recomputed block keeps its input (or all but its attention core), and
+    one block's worth is live again while it is recomputed."""
     s, h, a, b = m.tokens, m.embed_dim, m.num_heads, micro_batch
-    per_layer = s * b * h * (ACT_SBH_REPLICATED + ACT_SBH_SPLIT / tp) + 2 * a * s * s * b / tp
+    sbh = s * b * h
+    replicated = ACT_SBH_REPLICATED
+    if sequence_parallel and tp > 1:
+        replicated = ACT_SBH_SP_WHOLE + (ACT_SBH_REPLICATED - ACT_SBH_SP_WHOLE) / tp
+    scores = 2 * a * s * s * b / tp
+    full = sbh * (replicated + ACT_SBH_SPLIT / tp) + scores
+    if recompute is None:
+        kept, live = full, 0.0
+    elif recompute.granularity == "attention":
+        live = scores + sbh * ACT_SBH_ATTENTION_CORE / tp
+        kept = full - live
+    else:
+        kept, live = sbh / (tp if sequence_parallel else 1), full
+    stages = stage_of_layers(m.depth, pp, stage_layers)
     worst = 0.0
-    for p, layers in enumerate(blocks_per_stage(m, pp, stage_layers)):
-        in_flight = min(pp - p, num_micro) if pp > 1 else 1
-        worst = max(worst, in_flight * layers * per_layer)
+    for p in range(pp):
+        layers = [i for i, st in enumerate(stages) if st == p]
+        again = 0 if recompute is None else sum(i % recompute.every == 0 for i in layers)
+        per_micro = (len(layers) - again) * full + again * kept + (live if again else 0.0)
+        if graph and again:  # the graph keeps the forward's buffers and adds the recomputed ones
+            per_micro = len(layers) * full * (1 + GRAPH_RECOMPUTE_EXTRA * again / len(layers))
+        in_flight = min(pp - p, num_micro) if pp > 1 and graph else 1
+        worst = max(worst, in_flight * per_micro)
     return worst * BYTES * (graph_act_factor if graph else 1.0)
+
+
+def rank_peak_bytes(plan: "Plan", graph=True) -> float:
+    """The peak resident memory of a rank of tools/train_net.py on CPU: the plan's share and the
+    process's own."""
+    return plan.mem_bytes + PROCESS_BYTES["graph" if graph else "eager"]
 
 
 def optimizer_state_bytes(
@@ -234,24 +285,34 @@ def plan(
     zero_stage: int = 0,
     device: str = "cpu",
     stage_layers: Optional[Sequence[int]] = None,
+    sequence_parallel: bool = False,
+    recompute: Optional[Recompute] = None,
 ) -> Plan:
-    """`graph`: nn.Graph (the trainer's default, and the only mode with PP > 1) or eager. `device`:
+    """`graph`: nn.Graph (the trainer's default) or eager. `device`:
     a key of DEVICES for the memory model (speeds come from `core_gflops` / `link_gbs`).
-    `stage_layers`: blocks per stage (train.dist.pipeline_stage_layers; None: the even split)."""
+    `stage_layers`: blocks per stage (train.dist.pipeline_stage_layers; None: the even split).
+    `sequence_parallel` / `recompute`: train.dist.sequence_parallel, train.activation_checkpoint."""
     dev = DEVICES[device]
     params = parameter_counts(m, tp, pp, stage_layers)
     # param_bytes: weights, grads (split over DP by ZeRO stage 2), AdamW exp_avg and exp_avg_sq, and
     # the runtime's own overhead
     grads = max(params) * BYTES / (dp if zero_stage >= 2 else 1)
     overhead = (
-        RUNTIME_OVERHEAD["graph" if graph or pp > 1 else "eager"]
-        if device == "cpu"
-        else dev.overhead_bytes
+        RUNTIME_OVERHEAD["graph" if graph else "eager"] if device == "cpu" else dev.overhead_bytes
     )
     optimizer = optimizer_state_bytes(m, dp, tp, pp, zero_stage, stage_layers)
     param_bytes = max(params) * BYTES + grads + optimizer + overhead
     act = activation_bytes(
-        m, tp, pp, micro_batch, num_micro, graph or pp > 1, dev.act_factor, stage_layers
+        m,
+        tp,
+        pp,
+        micro_batch,
+        num_micro,
+        graph,
+        dev.act_factor,
+        stage_layers,
+        sequence_parallel,
+        recompute,
     )
     s, h, b = m.tokens, m.embed_dim, micro_batch
     sbh = s * b * h * BYTES
@@ -260,15 +321,18 @@ def plan(
     comm_tp = 4 * 2 * (tp - 1) / tp * sbh * layers_per_stage * num_micro
     comm_pp = 2 * sbh * num_micro if pp > 1 else 0.0
     comm = comm_dp + comm_tp + comm_pp
-    # Compute: the step's FLOPs spread over the ranks; 1F1B adds (PP-1) micro-batch slots of bubble.
+    # Compute: the step's FLOPs spread over the ranks; 1F1B adds (PP-1) micro-batch slots of bubble,
+    # and eager mode runs the stages one after another (each waits for the others: PP x).
     flops = train_flops_per_image(m) * micro_batch * dp * num_micro
     compute_s = flops / (dp * tp * pp) / (core_gflops * 1e9)
-    bubble = (num_micro + pp - 1) / num_micro if pp > 1 else 1.0
+    bubble = 1.0 if pp == 1 else (num_micro + pp - 1) / num_micro if graph else float(pp)
     overhead_s = num_micro * layers_per_stage * LAYER_OVERHEAD_S
     step_s = (compute_s + overhead_s) * bubble + comm / (link_gbs * 1e9)
     notes = []
-    if pp > 1:
+    if pp > 1 and graph:
         notes.append(f"1F1B bubble (PP-1)/M = {(pp - 1) / num_micro:.0%} of compute")
+    elif pp > 1:
+        notes.append(f"eager: the {pp} stages run one after another")
     if tp > 1:
         notes.append(
             f"TP all-reduces {comm_tp / 2**20:.0f} MB/step ({4 * layers_per_stage} per micro-batch)"
@@ -295,6 +359,7 @@ def enumerate_plans(
     zero_stage: int = 0,
     device: str = "cpu",
     stage_layers: Optional[Sequence[int]] = None,
+    graph: bool = True,
 ) -> Dict[str, List[Plan]]:
     """Every DP x TP x PP = world (and micro-batch) that the model allows, split into those that fit
     `mem_bytes` per rank and those that do not; the fitting ones fastest first. `stage_layers`
@@ -323,6 +388,7 @@ def enumerate_plans(
                     global_batch // (mb * dp),
                     core_gflops,
                     link_gbs,
+                    graph=graph,
                     zero_stage=zero_stage,
                     device=device,
                     stage_layers=split,

@@ -66,6 +66,42 @@ def test_planner_places_blocks_as_training_does():
     assert slow.act_bytes > planner.plan(shape, 1, 1, 2, 4, 4).act_bytes
 
 
+def test_eager_pipeline_recomputation_and_sequence_parallelism_change_what_a_rank_keeps():
+    base = planner.ViTShape(embed_dim=768, depth=12, num_heads=12)
+    one = planner.activation_bytes(base, 1, 2, 4, 1, graph=False)
+    # eager runs the stages one after another: one micro-batch in flight, whatever M; 1F1B keeps two
+    assert planner.activation_bytes(base, 1, 2, 4, 4, graph=False) == one
+    graph = planner.activation_bytes(base, 1, 2, 4, 4, graph_act_factor=1.0)
+    assert graph == pytest.approx(2 * one)
+    assert planner.plan(base, 1, 1, 2, 4, 4, graph=False).step_s > (
+        planner.plan(base, 1, 1, 2, 4, 4).step_s
+    )
+    full = planner.activation_bytes(base, 1, 1, 4, 1, graph=False)
+    every = planner.activation_bytes(base, 1, 1, 4, 1, graph=False, recompute=planner.Recompute())
+    second = planner.activation_bytes(
+        base, 1, 1, 4, 1, graph=False, recompute=planner.Recompute(every=2)
+    )
+    core = planner.activation_bytes(
+        base, 1, 1, 4, 1, graph=False, recompute=planner.Recompute(granularity="attention")
+    )
+    assert every < second < full and every < core < full
+    # a recomputed block keeps its input: 12 inputs and one block live again
+    sbh = 197 * 4 * 768 * planner.BYTES
+    assert every == pytest.approx(12 * sbh + full / 12)
+    # nn.Graph on CPU adds the recomputed buffers instead of freeing
+    assert planner.activation_bytes(base, 1, 1, 4, 1, recompute=planner.Recompute()) > (
+        planner.activation_bytes(base, 1, 1, 4, 1)
+    )
+    tp2 = planner.activation_bytes(base, 2, 1, 4, 1, graph=False)
+    assert planner.activation_bytes(base, 2, 1, 4, 1, graph=False, sequence_parallel=True) < tp2
+    assert planner.activation_bytes(base, 1, 1, 4, 1, graph=False, sequence_parallel=True) == full
+    plan = planner.plan(base, 1, 2, 2, 2, 2, graph=False)
+    assert (
+        planner.rank_peak_bytes(plan, graph=False) - plan.mem_bytes
+        == (planner.PROCESS_BYTES["eager"])
+    )
+
+
 def test_planner_ranks_only_layouts_the_model_allows_and_explains_them():
     shape = planner.ViTShape(embed_dim=192, depth=12, num_heads=3)  # 3 heads: no TP=2
     plans = planner.enumerate_plans(shape, world=4, mem_bytes=2**40, global_batch=64)
