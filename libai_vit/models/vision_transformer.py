@@ -34,6 +34,10 @@ from libai_vit.layers.rope import RotaryEmbedding2D
 from libai_vit.layers.transformer import Block, LayerScale, ParallelScalingBlock
 from libai_vit.models.features import feature_take_indices
 
+# the modules before the blocks (the first pipeline stage; layer 0 of layer-wise lr decay) and after
+# them (the last stage; the top layer)
+STEM = ("patch_embed", "pos_drop", "cls_token", "reg_token", "pos_embed", "norm_pre")
+TOP = ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func")
 GLOBAL_POOLS = ("token", "avg", "map", "")  # "": no pooling (timm's), the tokens go on
 # timm's block_fn kinds
 BLOCK_FNS = {
@@ -412,12 +416,12 @@ class VisionTransformer(nn.Module):
     @staticmethod
     def set_pipeline_stage_id(model):
         """`model` is the nn.Graph proxy of a VisionTransformer; called by LiBai's GraphBase."""
-        for name in ("patch_embed", "pos_drop", "cls_token", "reg_token", "pos_embed", "norm_pre"):
+        for name in STEM:
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.FIRST)
         for i, block in enumerate(model.blocks):
             parallel.set_stage(block, i)
-        for name in ("norm", "attn_pool", "fc_norm", "head_drop", "head", "loss_func"):
+        for name in TOP:
             if getattr(model, name, None) is not None:
                 parallel.set_stage(getattr(model, name), parallel.LAST)
         origin = model.to(nn.Module)
@@ -634,7 +638,7 @@ class VisionTransformer(nn.Module):
         `coarse` is accepted and changes nothing, as in timm's ViT."""
         del coarse
         return dict(
-            stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+            stem=rf"^(?:{'|'.join(STEM)})\b",
             blocks=[(r"^blocks\.(\d+)", None)],
         )
 
