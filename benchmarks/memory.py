@@ -246,11 +246,9 @@ def main():
         ref = base.get("+file" if case.endswith("+file") else "")
         peaks = [r["peak_gib"] for r in mine]
         ratio = f"{max(peaks) / ref:.2f}" if ref else "-"
-        for r in mine:
-            r["ratio_to_1x1x1"] = ratio
         estimate = planner_estimate_gib(case.replace("+file", ""), args)
         for r in mine:
-            r["planner_gib"] = round(estimate, 3)
+            r["ratio_to_1x1x1"], r["planner_gib"] = ratio, round(estimate, 3)
         print(
             f"{case:<16} {mine[0]['rc']:>3} {' '.join(f'{x:.2f}' for x in peaks):<36} "
             f"{ratio:>9} {sum(peaks):>7.2f} {mine[0]['step_s'] or '-':>7} {estimate:>11.2f} "

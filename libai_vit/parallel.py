@@ -127,7 +127,7 @@ def validate(cfg, world_size: int, model):
         raise LayoutError(
             f"train.dist.sequence_parallel=True at TP={tp} does not run in graph mode (OneFlow "
             f"0.9's CPU nn.Graph aborts on the token split's boxing: register.cpp "
-            f"'separated_header_mem_ptr() == nullptr'): set graph.enabled=False (DP x TP, eager) "
+            f"'separated_header_mem_ptr() == nullptr'): set graph.enabled=False (eager) "
             f"or sequence_parallel=False"
         )
 

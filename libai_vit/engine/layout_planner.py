@@ -34,8 +34,8 @@ BYTES = 4  # fp32 everywhere on CPU
 ACT_SBH_REPLICATED = 10
 ACT_SBH_SPLIT = 5
 # Under sequence parallelism (eager) the replicated tensors should split along the tokens but for
-# the gathered inputs of qkv and fc1 (2, by Megatron's accounting); measured (ViT-B, TP=2, 16 images
-# more: 0.95 of the activations per image without it) OneFlow 0.9 keeps about this many whole.
+# the gathered inputs of qkv and fc1 (2, by Megatron's accounting); OneFlow 0.9 keeps about this
+# many whole (measured, ViT-B at TP=2: 0.95 of the activations per image without it).
 ACT_SBH_SP_WHOLE = 9
 # Recomputing the attention core also drops this many s·b·h tensors split over TP (q, k, v copies)
 # besides the scores and softmax output (measured: ViT-B, eager, 0.12 GiB of 0.29).
@@ -244,9 +244,10 @@ def activation_bytes(
     for p in range(pp):
         layers = [i for i, st in enumerate(stages) if st == p]
         again = 0 if recompute is None else sum(i % recompute.every == 0 for i in layers)
-        per_micro = (len(layers) - again) * full + again * kept + (live if again else 0.0)
-        if graph and again:  # the graph keeps the forward's buffers and adds the recomputed ones
-            per_micro = len(layers) * full * (1 + GRAPH_RECOMPUTE_EXTRA * again / len(layers))
+        if graph:  # the graph keeps the forward's buffers and adds the recomputed ones
+            per_micro = full * (len(layers) + GRAPH_RECOMPUTE_EXTRA * again)
+        else:
+            per_micro = (len(layers) - again) * full + again * kept + (live if again else 0.0)
         in_flight = min(pp - p, num_micro) if pp > 1 and graph else 1
         worst = max(worst, in_flight * per_micro)
     return worst * BYTES * (graph_act_factor if graph else 1.0)
