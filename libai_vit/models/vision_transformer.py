@@ -167,6 +167,7 @@ class VisionTransformer(nn.Module):
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.embed_dim = embed_dim
+        self.mlp_layer = mlp_layer  # timm's name, which the export to timm's keys follows
         self.depth = depth
         self.num_reg_tokens = reg_tokens
         self.num_prefix_tokens = (1 if class_token else 0) + reg_tokens

@@ -225,21 +225,22 @@ def from_libai(arrays, model):
             "export to timm's layout covers its plain blocks; ParallelScalingBlock models "
             "(*_xp_*) are not exported"
         )
-    if len(model.blocks) and isinstance(model.blocks[0].mlp, SwiGLU):
+    if model.rope is not None:
         raise PretrainedError(
             "export to timm's layout covers timm's VisionTransformer (ViT, DeiT III, DINOv2, "
-            "CLIP, SigLIP); EVA-02's SwiGLU/RoPE models are not exported"
+            "CLIP, SigLIP); RoPE models (EVA-02, DINOv3, *_rope_*) are timm's Eva and are not "
+            "exported"
         )
-    names = {**{v: k for k, v in _TOP.items()}}
+    names = {v: k for k, v in _TOP.items()}
+    gated = model.mlp_layer in ("swiglu", "swiglu_packed")
+    block_names = {v: k for k, v in _BLOCK.items() if k not in ("mlp.fc1", "mlp.fc1_x")}
+    # timm's SwiGLU keeps the value branch as fc1_x beside fc1_g; a plain Mlp's is fc1
+    block_names["mlp.dense_h_to_4h"] = "mlp.fc1_x" if gated else "mlp.fc1"
     heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
     out = {}
     for name, value in arrays.items():
         m = re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)", name)
-        if m:
-            sub = next(k for k, v in _BLOCK.items() if v == m.group(2) and k != "mlp.fc1_x")
-            key = f"blocks.{m.group(1)}.{sub}.{m.group(3)}"
-        else:
-            key = names[name]
+        key = f"blocks.{m.group(1)}.{block_names[m.group(2)]}.{m.group(3)}" if m else names[name]
         if name.endswith(("query_key_value.weight", "query_key_value.bias")):
             value = _per_head_inverse(value, 3, heads)
         elif name.startswith("attn_pool.kv."):
@@ -247,6 +248,11 @@ def from_libai(arrays, model):
         elif _TRANSPOSED.fullmatch(name):
             value = value.T
         out[key] = np.ascontiguousarray(value)
+    if model.mlp_layer == "swiglu_packed":  # SwiGLUPacked (DINOv2-g): one fc1, rows [gate | value]
+        for key in [k for k in out if ".mlp.fc1_g." in k]:
+            value_key = key.replace(".fc1_g.", ".fc1_x.")
+            packed = np.concatenate([out.pop(key), out.pop(value_key)])
+            out[key.replace(".fc1_g.", ".fc1.")] = packed
     return out
 
 

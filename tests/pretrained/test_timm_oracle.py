@@ -96,7 +96,9 @@ def test_report_deit_and_resampling():
     )
 
 
-@pytest.mark.parametrize("name", ["tiny16", "deit3", "dinov2_reg4", "clip", "siglip", "qk_norm"])
+@pytest.mark.parametrize(
+    "name", ["tiny16", "deit3", "dinov2_reg4", "dinov2_g", "clip", "siglip", "qk_norm", "aimv2"]
+)
 def test_export_to_timm_gives_back_timms_file(name):
     from safetensors.numpy import load_file
 
@@ -110,6 +112,15 @@ def test_export_to_timm_gives_back_timms_file(name):
     assert sorted(ours) == sorted(theirs)
     for key, value in theirs.items():
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
+
+
+def test_export_to_timm_refuses_timms_eva_models():
+    from libai_vit.pretrained.timm_format import from_libai
+
+    fx = MANIFEST["fixtures"]["dinov3_s"]  # RoPE: timm's Eva, whose keys differ
+    model = create_model(fx["timm_name"], **fx["timm_kwargs"])
+    with pytest.raises(PretrainedError, match="RoPE models .* are not exported"):
+        from_libai({k: v.numpy() for k, v in model.state_dict().items()}, model)
 
 
 def test_report_release_formats():
