@@ -227,6 +227,7 @@ def validate_values(cfg):
             "train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
             "applies the update inside the step; use 'stop' and --resume instead"
         )
+    check_mixup(cfg, graph)
     check_cuda_only_features(cfg)
     check_output_dir(_get(cfg, "train.output_dir", ""))
     weights = _get(cfg, "train.load_weight", "")
@@ -234,6 +235,43 @@ def validate_values(cfg):
         raise ConfigError(
             f"train.load_weight={weights!r} is not a checkpoint directory "
             f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})"
+        )
+
+
+HARD_LABEL_LOSS = "model.loss_func._target_=oneflow.nn.CrossEntropyLoss"
+
+
+def check_mixup(cfg, graph):
+    """flowvision's Mixup mixes each batch with itself reversed and asserts an even batch; the
+    batch it sees is a rank's loader batch: the micro-batch in eager mode, x accumulation in
+    nn.Graph (LiBai's DefaultTrainer sets dataloader.train.train_batch_size so). Without it the
+    labels are class indices, which a soft-target loss would read as weights."""
+    loss = _get(cfg, "model.loss_func._target_")
+    loss = getattr(loss, "__name__", str(loss or ""))
+    if _get(cfg, "dataloader.train.mixup_func") is None:
+        if loss.endswith("SoftTargetCrossEntropy"):
+            raise ConfigError(
+                f"model.loss_func={loss} needs mixup's soft labels, but "
+                f"dataloader.train.mixup_func is None: set {HARD_LABEL_LOSS}"
+            )
+        return
+    micro = _get(cfg, "train.train_micro_batch_size")
+    accumulation = _get(cfg, "train.num_accumulation_steps") if graph else 1
+    if accumulation is None:  # derived by LiBai from the global batch
+        data_parallel = _get(cfg, "train.dist.data_parallel_size", 1)
+        accumulation = _get(cfg, "train.global_batch_size", micro * data_parallel) // (
+            micro * data_parallel
+        )
+    if isinstance(micro, int) and isinstance(accumulation, int) and micro * accumulation % 2:
+        where = (
+            f"train.train_micro_batch_size={micro} x train.num_accumulation_steps={accumulation}"
+            if graph
+            else f"train.train_micro_batch_size={micro} (eager: the loader's batch)"
+        )
+        raise ConfigError(
+            f"dataloader.train.mixup_func mixes images in pairs and needs an even batch per rank, "
+            f"not {where}: make it even, or turn mixup off with dataloader.train.mixup_func=null "
+            f"and {HARD_LABEL_LOSS}"
         )
 
 

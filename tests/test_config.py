@@ -60,3 +60,23 @@ def test_validate_checks_values_layout_and_the_pretrained_file(tmp_path):
     with pytest.raises(ConfigError, match=f"{bad}: not a safetensors, torch"):
         validate(cfg, 1)
     validate(cfg, 1, read_pretrained=False)  # in a rank: the load itself reports the file
+
+
+def test_mixup_needs_an_even_batch_per_rank_and_its_absence_a_hard_label_loss():
+    from libai_vit.config import validate_values
+
+    finetune = "projects/imagenet_finetune/configs/demo_digits_finetune.py"
+    eager = ["graph.enabled=False", "train.num_accumulation_steps=2"]
+    with pytest.raises(ConfigError, match=r"mixup_func .* not train.train_micro_batch_size=1 \("):
+        validate_values(load_config(finetune, [*eager, "train.train_micro_batch_size=1"]))
+    graph = ["graph.enabled=True", "train.dist.data_parallel_size=1", "train.global_batch_size=3"]
+    with pytest.raises(ConfigError, match=r"size=3 x train.num_accumulation_steps=1: make it"):
+        validate_values(load_config(finetune, [*graph, "train.train_micro_batch_size=3"]))
+    # an even loader batch, or no mixup, passes: nn.Graph's is micro-batch x accumulation
+    even = ["graph.enabled=True", "train.train_micro_batch_size=1", *eager[1:]]
+    validate_values(load_config(finetune, even))
+    no_mixup = ["train.train_micro_batch_size=1", "dataloader.train.mixup_func=null"]
+    with pytest.raises(ConfigError, match="SoftTargetCrossEntropy needs mixup's soft labels"):
+        validate_values(load_config(finetune, [*eager, *no_mixup]))
+    hard = "model.loss_func._target_=oneflow.nn.CrossEntropyLoss"
+    validate_values(load_config(finetune, [*eager, *no_mixup, hard]))
