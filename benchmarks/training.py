@@ -495,9 +495,8 @@ def main():
         sys.exit(f"error: no timm venv at {args.torch_python}: pass --torch-python (or --no-torch)")
     core = users_coretype() or choose()
     if core:
-        os.environ["OPENBLAS_CORETYPE"] = (
-            core  # every OneFlow case inherits it, unless run @default
-        )
+        # every OneFlow case inherits it, unless run @default
+        os.environ["OPENBLAS_CORETYPE"] = core
     print(
         f"OpenBLAS core type for OneFlow: {core or '(the library default)'}; "
         f"load {os.getloadavg()}",

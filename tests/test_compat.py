@@ -37,9 +37,8 @@ def test_amp_loss_scale_survives_a_rebuilt_graph():
     assert _loss_scale(first) == 2.0**27
     state = first.state_dict()
     for p in model.parameters():
-        p.grad = (
-            None  # the first trace left lazy tensors there (as the trainer does before a rebuild)
-        )
+        # the first trace left lazy tensors there (as the trainer does before a rebuild)
+        p.grad = None
     # as at a checkpoint boundary
     second = _AmpGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))
     assert second.name != first.name

@@ -1,4 +1,5 @@
-# nn.Graph (static graph) settings; pipeline parallelism needs graph mode (1F1B over micro-batches).
+# nn.Graph (static graph) settings; 1F1B over micro-batches needs graph mode (eager runs the
+# pipeline stages one after another).
 from libai.config import LazyCall
 from libai.models.utils import GraphBase
 

@@ -77,9 +77,8 @@ class SeededSamples(Dataset):
                 flow.default_generator.manual_seed(int(after))
 
 
-_AFTER_BATCH = (
-    0x5EED  # keys OneFlow's main-process stream after a batch, apart from any batch's key
-)
+# keys OneFlow's main-process stream after a batch, apart from any batch's key
+_AFTER_BATCH = 0x5EED
 
 
 def seeded_loader_inputs(dataset, sampler, seed):

@@ -84,9 +84,8 @@ def on_reference(dataloader, model, train):
         label_smoothing=mixup.label_smoothing,
         num_classes="${model.num_classes}",
     )
-    dataloader.train.shuffle = (
-        False  # the reference's order (timm's RepeatAugSampler, shuffle=False)
-    )
+    # the reference's order (timm's RepeatAugSampler, shuffle=False)
+    dataloader.train.shuffle = False
     dataloader.train.num_workers = 0
     dataloader.test = [
         LazyCall(build_image_test_loader)(

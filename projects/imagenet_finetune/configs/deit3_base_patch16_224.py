@@ -12,9 +12,8 @@ from libai_vit.optim import Lamb
 
 from .finetune_common import dataloader, graph, model, optim, train  # noqa: F401
 
-graph.enabled = (
-    False  # libai_vit.optim.Lamb is eager-only (OneFlow's compiled LAMB is another variant)
-)
+# libai_vit.optim.Lamb is eager-only (OneFlow's compiled LAMB is another variant)
+graph.enabled = False
 
 model.pretrained = None  # from scratch
 model.init_values = 1e-6  # LayerScale, as timm's deit3_base_patch16_224
@@ -32,9 +31,8 @@ optim.params.layer_decay = 1.0
 optim.params.clip_grad_max_norm = 1.0  # FusedLAMB's max_grad_norm: the whole model's gradient norm
 
 dataloader.train.num_repeats = 3  # --repeated-aug
-dataloader.train.dataset[
-    0
-].transform.auto_augment = None  # 3-Augment is not here: colour jitter instead
+# 3-Augment is not here: colour jitter instead
+dataloader.train.dataset[0].transform.auto_augment = None
 dataloader.train.dataset[0].transform.color_jitter = 0.3
 dataloader.train.dataset[0].transform.re_prob = 0.0  # --reprob 0
 dataloader.train.mixup_func.label_smoothing = 0.0  # --smoothing 0

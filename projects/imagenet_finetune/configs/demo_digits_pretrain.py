@@ -8,9 +8,8 @@ dataloader.train.dataset[0].classes = ["0", "1", "2", "3", "4"]
 dataloader.train.dataset[0].transform.scale = (0.5, 1.0)  # 8x8 scans: keep most of the digit
 dataloader.train.dataset[0].transform.hflip = 0.0  # a mirrored digit is another glyph
 dataloader.train.dataset[0].transform.auto_augment = None  # lighter augmentation for a short run
-dataloader.train.dataset[
-    0
-].transform.color_jitter = None  # flowvision's ColorJitter costs ~10 ms an image
+# flowvision's ColorJitter costs ~10 ms an image
+dataloader.train.dataset[0].transform.color_jitter = None
 dataloader.train.dataset[0].transform.re_prob = 0.0
 dataloader.train.mixup_func.prob = 0.5
 dataloader.train.num_workers = 0
@@ -35,9 +34,8 @@ train.test_micro_batch_size = 128
 train.train_epoch = 0
 train.train_iter = 200
 train.warmup_ratio = 0.1
-train.scheduler.warmup_factor = (
-    0.001  # the demo's schedule (MAE's starts at 0 and ends at 5e-4 x lr)
-)
+# the demo's schedule (MAE's starts at 0 and ends at 5e-4 x lr)
+train.scheduler.warmup_factor = 0.001
 train.scheduler.alpha = 1e-3
 train.evaluation.eval_period = 100
 train.checkpointer.period = 100

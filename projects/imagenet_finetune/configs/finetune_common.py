@@ -19,14 +19,12 @@ from ....configs.common.train import train
 
 model._target_ = pretrained_vit  # VisionTransformer(...), then the pretrained file loaded into it
 model.pretrained = None  # timm/DeiT/MAE (.safetensors/.pth/.bin) or JAX (.npz) checkpoint file
-model.trust = (
-    False  # True lets a .pth pickle run code (some MAE/DeiT files hold an argparse Namespace)
-)
+# True lets a .pth pickle run code (some MAE/DeiT files hold an argparse Namespace)
+model.trust = False
 model.strict = True  # refuse a file whose blocks do not fit (the head, norm and fc_norm may differ)
 model.num_classes = 1000
-model.global_pool = (
-    "avg"  # MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
-)
+# MAE fine-tunes on the mean of patch tokens; "token" for DeiT/augreg weights
+model.global_pool = "avg"
 model.drop_path_rate = 0.1
 # mixup/cutmix give soft labels; DeiT III: libai_vit.losses.BinaryCrossEntropy
 model.loss_func = LazyCall(SoftTargetCrossEntropy)()

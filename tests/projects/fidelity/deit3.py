@@ -12,8 +12,7 @@ from ....projects.imagenet_finetune.configs.deit3_base_patch16_224 import (  # n
     train,
 )
 
-model.init_values = (
-    None  # the reference is timm's plain ViT (LayerScale is proven against timm elsewhere)
-)
+# the reference is timm's plain ViT (LayerScale is proven against timm elsewhere)
+model.init_values = None
 model.no_embed_class = False
 on_reference(dataloader, model, train)
