@@ -10,7 +10,7 @@ import os
 
 from libai.config import LazyConfig
 from libai.config.lazy import locate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _MISSING = object()
 
@@ -109,7 +109,7 @@ def validate_values(cfg):
         lambda v: finite(v) and v > 0,
         "> 0 (or None: no clipping)",
     )
-    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+    for key in ("drop_rate", "attn_drop_rate"):
         need(f"{m}.{key}", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
     for key in ("embed_dim", "depth", "num_heads", "num_classes", "in_chans"):
         need(
@@ -189,19 +189,17 @@ def validate_values(cfg):
             raise ConfigError(f"{key}={value} must be {must}")
     if not _get(cfg, "train.train_iter", 0) and not _get(cfg, "train.train_epoch", 0):
         raise ConfigError("train.train_iter and train.train_epoch are both 0: set one of them")
-    img, patch = _get(cfg, f"{m}.img_size"), _get(cfg, f"{m}.patch_size")
-    if img is not None and patch is not None:
-        img = list(img) if not isinstance(img, int) else [img, img]
-        patch = list(patch) if not isinstance(patch, int) else [patch, patch]
-        if (
-            any(not isinstance(v, int) or v < 1 for v in img + patch)
-            or img[0] % patch[0]
-            or img[1] % patch[1]
-        ):
-            raise ConfigError(
-                f"{m}.img_size={_get(cfg, f'{m}.img_size')} must be positive and divisible by "
-                f"{m}.patch_size={_get(cfg, f'{m}.patch_size')}"
-            )
+    from libai_vit.models.vision_transformer import argument_problem
+
+    model = OmegaConf.select(cfg, m)
+    given = {  # the scalar and list arguments the config sets
+        k: OmegaConf.to_container(v) if isinstance(v, ListConfig) else v
+        for k, v in ((k, model[k]) for k in model)
+        if isinstance(v, (bool, int, float, str, ListConfig))
+    }
+    problem = argument_problem(f"{m}.", **given)
+    if problem:
+        raise ConfigError(problem)
     graph = _get(cfg, "graph.enabled", True)
     optimizer = _get(cfg, "optim._target_")
     optimizer = locate(optimizer) if isinstance(optimizer, str) else optimizer

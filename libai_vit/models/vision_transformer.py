@@ -47,6 +47,48 @@ BLOCK_FNS = {
 }
 
 
+def argument_problem(prefix="", **a):
+    """The first of VisionTransformer's argument rules that the arguments `a` break, as one line
+    naming the keys (each `prefix` + timm's name), or None; a rule whose arguments are not all given
+    is not checked. The constructor raises it with every argument; the pre-launch check
+    (config.validate_values) reports it from the config's keys before any rank starts."""
+
+    def given(*keys):
+        return all(k in a for k in keys)
+
+    if given("global_pool") and a["global_pool"] not in GLOBAL_POOLS:
+        return f"{prefix}global_pool={a['global_pool']!r} must be one of {GLOBAL_POOLS}"
+    if given("global_pool", "class_token") and a["global_pool"] == "token" and not a["class_token"]:
+        return (
+            f"{prefix}global_pool='token' needs {prefix}class_token=True (or use global_pool='avg' "
+            f"or 'map')"
+        )
+    rate = a.get("drop_path_rate", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        return f"{prefix}drop_path_rate={rate} must be in [0, 1)"
+    if given("img_size", "patch_size"):
+        img, patch = a["img_size"], a["patch_size"]
+        img = list(img) if isinstance(img, (tuple, list)) else [img, img]
+        patch = list(patch) if isinstance(patch, (tuple, list)) else [patch, patch]
+        if (
+            any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in img + patch)
+            or img[0] % patch[0]
+            or img[1] % patch[1]
+        ):
+            return (
+                f"{prefix}img_size={a['img_size']} must be positive and divisible by "
+                f"{prefix}patch_size={a['patch_size']}"
+            )
+    if given("use_rot_pos_emb", "embed_dim", "num_heads") and a["use_rot_pos_emb"]:
+        head_dim = a["embed_dim"] // a["num_heads"]
+        if head_dim % 4:
+            return (
+                f"{prefix}use_rot_pos_emb needs a head dim ({prefix}embed_dim / "
+                f"{prefix}num_heads = {head_dim}) divisible by 4"
+            )
+    return None
+
+
 class VisionTransformer(nn.Module):
     """Arguments (timm's names and meaning):
 
@@ -146,23 +188,20 @@ class VisionTransformer(nn.Module):
         head_init_scale=1.0,
     ):
         super().__init__()
-        if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool={global_pool!r} must be one of {GLOBAL_POOLS}")
-        if global_pool == "token" and not class_token:
-            raise ValueError(
-                "global_pool='token' needs class_token=True (or use global_pool='avg' or 'map')"
-            )
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate={drop_path_rate} must be in [0, 1)")
+        problem = argument_problem(
+            img_size=img_size,
+            patch_size=patch_size,
+            global_pool=global_pool,
+            class_token=class_token,
+            drop_path_rate=drop_path_rate,
+            use_rot_pos_emb=use_rot_pos_emb,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+        )
+        if problem:
+            raise ValueError(problem)
         img = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
         patch = patch_size if isinstance(patch_size, (tuple, list)) else (patch_size, patch_size)
-        if img[0] % patch[0] or img[1] % patch[1]:
-            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
-        if use_rot_pos_emb and (embed_dim // num_heads) % 4:
-            raise ValueError(
-                f"use_rot_pos_emb needs a head dim (embed_dim / num_heads = "
-                f"{embed_dim // num_heads}) divisible by 4"
-            )
         parallel.ensure_setup(depth)
         self.num_classes = num_classes
         self.global_pool = global_pool
