@@ -215,7 +215,7 @@ VALUES = {  # override: the key the message must name
     "train.nonfinite_loss=ignore": "train.nonfinite_loss",
     "train.nonfinite_loss=skip": "needs eager mode",
     "train.train_micro_batch_size=0": "train.train_micro_batch_size",
-    # process counts and blocks per stage: whole numbers, not rounded (1.9 ran as 1 before)
+    # process counts and blocks per stage: whole numbers, never rounded
     "train.dist.data_parallel_size=1.9": "train.dist.data_parallel_size=1.9 must be an integer",
     "train.dist.tensor_parallel_size=2.5": "train.dist.tensor_parallel_size=2.5 must be an integer",
     "train.dist.data_parallel_size=one": "train.dist.data_parallel_size=one must be an integer",
