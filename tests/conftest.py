@@ -1,5 +1,5 @@
 """Shared helpers: the one way tests launch multi-process OneFlow runs (tools/train.sh or
-libai_vit/launch.py), which can never hang the suite."""
+libai_vit/launch.py), which can never hang the suite; the small ViT tests build."""
 
 import json
 import os
@@ -13,6 +13,17 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(ROOT, "libai_vit", "launch.py")
+# the small ViT of the in-process tests: 32 px in 8 px patches, 2 blocks 32 wide, 4 heads
+TINY_VIT = dict(img_size=32, patch_size=8, num_classes=10, embed_dim=32, depth=2, num_heads=4)
+
+
+def tiny_vit(**kwargs):
+    """libai_vit.VisionTransformer of TINY_VIT's shape, `kwargs` changing it."""
+    import libai_vit
+
+    return libai_vit.VisionTransformer(**{**TINY_VIT, **kwargs})
+
+
 # every process of a test's run inherits TAG=<its id>: found and ended by it
 TAG = "LIBAI_VIT_TEST_RUN"
 

@@ -8,11 +8,10 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-import libai_vit
 from libai_vit.layers.attention import FlashAttention, attention, sdp_kernel, select_backend
 from libai_vit.layers.flash import flash_attention
 
-from conftest import launch_script
+from conftest import launch_script, tiny_vit
 
 TOL = 1e-5
 
@@ -198,18 +197,6 @@ def test_flash_attention_module():
     )
 
 
-def _tiny_vit(backend):
-    return libai_vit.VisionTransformer(
-        img_size=32,
-        patch_size=8,
-        num_classes=10,
-        embed_dim=32,
-        depth=2,
-        num_heads=4,
-        attn_backend=backend,
-    )
-
-
 def _batch():
     rng = np.random.default_rng(7)
     return (
@@ -222,7 +209,7 @@ def test_vit_flash_trains_like_math():
     images, labels = _batch()
     runs = {}
     for backend in ("math", "flash"):
-        model = _tiny_vit(backend)
+        model = tiny_vit(attn_backend=backend)
         model.train()
         opt = flow.optim.SGD(model.parameters(), lr=0.1)
         losses = []
@@ -243,10 +230,10 @@ def test_flash_inside_nn_graph_matches_eager_math():
     """flow.autograd.Function (forward and the Python backward) is traced into nn.Graph in
     OneFlow 0.9."""
     images, labels = _batch()
-    eager = _tiny_vit("math")
+    eager = tiny_vit(attn_backend="math")
     eager.train()
     opt_e = flow.optim.SGD(eager.parameters(), lr=0.1)
-    graph_model = _tiny_vit("flash")
+    graph_model = tiny_vit(attn_backend="flash")
     graph_model.train()
     opt_g = flow.optim.SGD(graph_model.parameters(), lr=0.1)
 

@@ -14,13 +14,13 @@ import oneflow as flow
 import pytest
 from PIL import Image
 
-from libai_vit import VisionTransformer, create_model, inference
+from libai_vit import create_model, inference
 from libai_vit.data.transforms import eval_transform
 from libai_vit.onnx_export import OPSETS, OnnxClassifier, OnnxExportError, export_onnx
 from libai_vit.onnx_export.export import _refuse_unconverted_ops
 from libai_vit.onnx_export.extra import require
 
-from conftest import ROOT, launch
+from conftest import ROOT, launch, tiny_vit
 
 TOL = 1e-4
 TIMM_FIXTURES = os.path.join(ROOT, "tests", "fixtures", "timm")
@@ -213,10 +213,9 @@ def _one_error_line(proc):
 
 
 def _small(**kwargs):
-    return VisionTransformer(
+    return tiny_vit(
         img_size=16,
         patch_size=8,
-        embed_dim=32,
         depth=1,
         num_heads=2,
         num_classes=5,

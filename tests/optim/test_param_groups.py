@@ -10,10 +10,12 @@ from libai_vit.models.eva import Eva
 from libai_vit.models.vision_transformer import VisionTransformer
 from libai_vit.optim import group_parameters, layer_decay_param_groups
 
+from conftest import tiny_vit
+
 
 @pytest.fixture(scope="module")
 def model():
-    return VisionTransformer(
+    return tiny_vit(
         img_size=16,
         patch_size=4,
         num_classes=5,
