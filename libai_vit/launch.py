@@ -42,9 +42,11 @@ _MET_FD = "LIBAI_VIT_LAUNCH_MET_FD"
 _LAUNCHER_PID = "LIBAI_VIT_LAUNCHER_PID"
 _RUN_RANK = "--run-rank"
 # a glog FATAL line ("F1202 07:24:54.184015 12285 file.cpp:95] Check failed: ...") and the stack
-# dump glog prints after it
+# dump glog prints after it, whose header also starts a dump on its own: a FATAL message of several
+# lines puts lines between them
 _FATAL = re.compile(rb"^F\d{4,8} [\d:.]+ +\d+ \S+:\d+\] ")
-_STACK = re.compile(rb"^(\*\*\* Check failure stack trace: \*\*\*|    @ +0x)")
+_STACK_HEADER = re.compile(rb"^\s*\*\*\* Check failure stack trace: \*\*\*")
+_STACK = re.compile(rb"^\s*@\s")
 # what OneFlow 0.9 reports when a peer's connection broke (the peer died): measured with kill -9 of
 # one rank at DP=2 (io_event_poller: EPOLLERR) and 1x2x2 (ctrl_client: "Machine 2 lost")
 _PEER_LOST = re.compile(
@@ -153,7 +155,8 @@ class _Rank:
                     self.error_line = None
                 if _PEER_LOST.search(line) and self.peer_lost_at is None:
                     self.peer_lost_at = time.monotonic()
-                in_dump = bool(_FATAL.match(line) or (in_dump and _STACK.match(line)))
+                starts = _FATAL.match(line) or _STACK_HEADER.match(line)
+                in_dump = bool(starts or (in_dump and _STACK.match(line)))
                 if _FATAL.match(line) and self.fatal_line is None:
                     self.fatal_line = line.strip()
                 if in_dump:

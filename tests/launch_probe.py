@@ -2,8 +2,8 @@
 logged to PROBE_OUT/rank<R>.step, until PROBE_OUT/stop exists or PROBE_STEPS steps are done.
 PROBE_FAIL=<step> makes rank 1 raise at that step; PROBE_DIE=<step> makes rank 1 SIGKILL itself at
 that step, 0.5 s after rank 0 aborted as OneFlow's ranks do on a dead peer's broken connection (its
-glog FATAL line and stack dump): the follower ends, and is seen, first. Ignores its argv (train.sh
-passes a config)."""
+glog FATAL line, of two lines, and stack dump): the follower ends, and is seen, first. Ignores its
+argv (train.sh passes a config)."""
 
 import os
 import signal
@@ -33,8 +33,10 @@ for step in range(steps):
             sys.stderr.write(
                 "F1202 07:24:54.184015 12285 io_event_poller.cpp:95] Check failed: "
                 "!(cur_event->events & EPOLLERR) fd: 30: Resource temporarily unavailable [11]\n"
+                "  a FATAL message's second line\n"  # glog's header then starts the dump alone
                 "*** Check failure stack trace: ***\n"
                 "    @     0x7f924f5d09ca  google::LogMessage::Fail()\n"
+                "    @              (nil)  (unknown)\n"
             )
             sys.stderr.flush()
             os.abort()
