@@ -83,104 +83,109 @@ def _get(cfg, key, default=None):
     return default if value is None else value
 
 
-def validate_values(cfg):
-    """Refuse values that cannot train correctly, before anything is built; one line per problem."""
-    checks = []  # (key, value, ok, what it must be)
+def _finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    def need(key, ok, must, default=None):
-        value = _get(cfg, key, default)
-        if value is not None:
-            checks.append((key, value, ok, must))
 
-    def finite(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _integer(v, least=1):  # 2.0 / 1.9 / 'one' / True are not process or batch counts
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
-    m = "model.cfg" if OmegaConf.select(cfg, "model.cfg", default=None) is not None else "model"
-    need("optim.lr", lambda v: finite(v) and v > 0, "a finite number > 0")
-    need("optim.weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")
-    need("optim.eps", lambda v: finite(v) and v > 0, "> 0")
-    need(
-        "optim.betas",
-        lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v),
-        "two numbers in [0, 1)",
-    )
-    need(
+
+def _fraction(v):
+    return _finite(v) and 0 <= v < 1
+
+
+def _probability(v):
+    return _finite(v) and 0 <= v <= 1
+
+
+_POSITIVE = "an integer >= 1"
+_MIXUP = "dataloader.train.mixup_func"
+# (key, the test its value must pass, what it must be); MODEL is the model's node (model, or
+# model.cfg for a config that wraps one); a key the config leaves unset (None) is not checked
+MODEL = "{m}"
+VALUE_RULES = (
+    ("optim.lr", lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    ("optim.weight_decay", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("optim.eps", lambda v: _finite(v) and v > 0, "> 0"),
+    ("optim.betas", lambda v: len(v) == 2 and all(map(_fraction, v)), "two numbers in [0, 1)"),
+    (
         "optim.params.clip_grad_max_norm",
-        lambda v: finite(v) and v > 0,
+        lambda v: _finite(v) and v > 0,
         "> 0 (or None: no clipping)",
-    )
-    for key in ("drop_rate", "attn_drop_rate"):
-        need(f"{m}.{key}", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
-    for key in ("embed_dim", "depth", "num_heads", "num_classes", "in_chans"):
-        need(
-            f"{m}.{key}",
-            lambda v: isinstance(v, int) and v >= (0 if key == "num_classes" else 1),
-            ">= 1" if key != "num_classes" else ">= 0",
-        )
-    need(f"{m}.mlp_ratio", lambda v: finite(v) and v > 0, "> 0")
-    mixup = "dataloader.train.mixup_func"
-    for key, lo, hi in (("prob", 0, 1), ("switch_prob", 0, 1), ("label_smoothing", 0, 1)):
-        need(
-            f"{mixup}.{key}",
-            lambda v, lo=lo, hi=hi: finite(v) and lo <= v <= hi,
-            f"in [{lo}, {hi}]",
-        )
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        need(f"{mixup}.{key}", lambda v: finite(v) and v >= 0, ">= 0")
-    t = "train"
-    for key in (
-        "train_micro_batch_size",
-        "test_micro_batch_size",
-        "log_period",
-        "checkpointer.period",
-    ):
-        need(f"{t}.{key}", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-    need(
-        f"{t}.checkpointer.max_to_keep",
-        lambda v: isinstance(v, int) and v >= 1,
-        "an integer >= 1 (or None: keep all)",
-    )
-    need(f"{t}.checkpointer.sharded", lambda v: isinstance(v, bool), "True or False")
-    need(
-        f"{t}.activation_checkpoint.granularity",
+    ),
+    (f"{MODEL}.drop_rate", _fraction, "in [0, 1)"),
+    (f"{MODEL}.attn_drop_rate", _fraction, "in [0, 1)"),
+    *((f"{MODEL}.{k}", _integer, ">= 1") for k in ("embed_dim", "depth", "num_heads", "in_chans")),
+    (f"{MODEL}.num_classes", lambda v: _integer(v, 0), ">= 0"),
+    (f"{MODEL}.mlp_ratio", lambda v: _finite(v) and v > 0, "> 0"),
+    *((f"{_MIXUP}.{k}", _probability, "in [0, 1]") for k in ("prob", "switch_prob")),
+    (f"{_MIXUP}.label_smoothing", _probability, "in [0, 1]"),
+    *(
+        (f"{_MIXUP}.{k}", lambda v: _finite(v) and v >= 0, ">= 0")
+        for k in ("mixup_alpha", "cutmix_alpha")
+    ),
+    *(
+        (f"train.{k}", _integer, _POSITIVE)
+        for k in ("train_micro_batch_size", "test_micro_batch_size", "log_period")
+    ),
+    ("train.checkpointer.period", _integer, _POSITIVE),
+    ("train.checkpointer.max_to_keep", _integer, "an integer >= 1 (or None: keep all)"),
+    ("train.checkpointer.sharded", lambda v: isinstance(v, bool), "True or False"),
+    (
+        "train.activation_checkpoint.granularity",
         lambda v: v in ("block", "attention"),
         "'block' or 'attention'",
-    )
-    need(
-        f"{t}.activation_checkpoint.every",
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-        "an integer >= 1 (1: every block)",
-    )
-    need(f"{t}.train_iter", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-    need(f"{t}.train_epoch", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-    need(f"{t}.warmup_ratio", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
-    need(f"{t}.nonfinite_loss", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
-    if _get(cfg, "train.evaluation.enabled", False):
-        need(
-            f"{t}.evaluation.eval_period",
-            lambda v: isinstance(v, int) and v >= 1,
-            "an integer >= 1",
-        )
-    need(
-        "dataloader.train.num_repeats",
-        lambda v: isinstance(v, int) and v >= 1,
-        "an integer >= 1 (1: no repeats)",
-    )
-    need("train.model_ema.decay", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
-
-    def integer(v, least=1):  # 2.0 / 1.9 / 'one' / True are not process or batch counts
-        return isinstance(v, int) and not isinstance(v, bool) and v >= least
-
-    for key in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size"):
-        need(f"{t}.dist.{key}", integer, "an integer >= 1")
-    need(
-        f"{t}.dist.pipeline_stage_layers",
-        lambda v: not isinstance(v, (str, bytes)) and len(v) >= 1 and all(map(integer, v)),
+    ),
+    ("train.activation_checkpoint.every", _integer, "an integer >= 1 (1: every block)"),
+    ("train.train_iter", lambda v: _integer(v, 0), "an integer >= 0"),
+    ("train.train_epoch", lambda v: _integer(v, 0), "an integer >= 0"),
+    ("train.warmup_ratio", _fraction, "in [0, 1)"),
+    ("train.nonfinite_loss", lambda v: v in ("stop", "skip"), "'stop' or 'skip'"),
+    ("dataloader.train.num_repeats", _integer, "an integer >= 1 (1: no repeats)"),
+    ("train.model_ema.decay", _probability, "in [0, 1]"),
+    *(
+        (f"train.dist.{k}", _integer, _POSITIVE)
+        for k in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size")
+    ),
+    (
+        "train.dist.pipeline_stage_layers",
+        lambda v: not isinstance(v, (str, bytes)) and len(v) >= 1 and all(map(_integer, v)),
         "a list of integers >= 1 (blocks per stage, e.g. [3,1]) or None (an even split)",
-    )
-    need(f"{t}.num_accumulation_steps", integer, "an integer >= 1 (or None: derived)")
-    need(f"{t}.global_batch_size", integer, "an integer >= 1 (or None: derived)")
-    for key, value, ok, must in checks:
+    ),
+    ("train.num_accumulation_steps", _integer, "an integer >= 1 (or None: derived)"),
+    ("train.global_batch_size", _integer, "an integer >= 1 (or None: derived)"),
+)
+
+
+def validate_values(cfg):
+    """Refuse values that cannot train correctly, before anything is built; one line per problem."""
+    m = "model.cfg" if OmegaConf.select(cfg, "model.cfg", default=None) is not None else "model"
+    check_value_rules(cfg, m)
+    check_model_arguments(cfg, m)
+    graph = _get(cfg, "graph.enabled", True)
+    check_graph_mode_features(cfg, graph)
+    check_mixup(cfg, graph)
+    check_cuda_only_features(cfg)
+    check_output_dir(_get(cfg, "train.output_dir", ""))
+    weights = _get(cfg, "train.load_weight", "")
+    if weights and not os.path.isdir(weights):
+        raise ConfigError(
+            f"train.load_weight={weights!r} is not a checkpoint directory "
+            f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})"
+        )
+
+
+def check_value_rules(cfg, m):
+    """Each of VALUE_RULES (the model's keys under `m`), then that the run has a length."""
+    rules = list(VALUE_RULES)
+    if _get(cfg, "train.evaluation.enabled", False):
+        rules.append(("train.evaluation.eval_period", _integer, _POSITIVE))
+    for key, ok, must in rules:
+        key = key.replace(MODEL, m)
+        value = _get(cfg, key)
+        if value is None:
+            continue
         try:
             good = ok(value)
         except TypeError:
@@ -189,6 +194,11 @@ def validate_values(cfg):
             raise ConfigError(f"{key}={value} must be {must}")
     if not _get(cfg, "train.train_iter", 0) and not _get(cfg, "train.train_epoch", 0):
         raise ConfigError("train.train_iter and train.train_epoch are both 0: set one of them")
+
+
+def check_model_arguments(cfg, m):
+    """VisionTransformer's own argument rules (models.vision_transformer.argument_problem) on the
+    arguments the config sets."""
     from libai_vit.models.vision_transformer import argument_problem
 
     model = OmegaConf.select(cfg, m)
@@ -200,39 +210,33 @@ def validate_values(cfg):
     problem = argument_problem(f"{m}.", **given)
     if problem:
         raise ConfigError(problem)
-    graph = _get(cfg, "graph.enabled", True)
+
+
+def check_graph_mode_features(cfg, graph):
+    """What OneFlow 0.9's nn.Graph cannot do that eager mode does."""
+    if not graph:
+        return
     optimizer = _get(cfg, "optim._target_")
     optimizer = locate(optimizer) if isinstance(optimizer, str) else optimizer
-    if (
-        graph
-        and getattr(optimizer, "__name__", "") == "Lamb"
-        and optimizer.__module__.startswith("libai_vit")
+    if getattr(optimizer, "__name__", "") == "Lamb" and optimizer.__module__.startswith(
+        "libai_vit"
     ):
         raise ConfigError(
             "optim._target_=libai_vit.optim.Lamb (DeiT III's LAMB) runs in eager mode only: set "
             "graph.enabled=False (OneFlow 0.9's compiled LAMB is another variant)"
         )
     clip = _get(cfg, "optim.params.clip_grad_max_norm")
-    if graph and clip is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
+    if clip is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
         raise ConfigError(
             f"optim.params.clip_grad_max_norm={clip} clips by the whole "
             f"model's norm, which OneFlow 0.9's nn.Graph cannot do across groups of different lr "
             f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): "
             f"set graph.enabled=False"
         )
-    if _get(cfg, "train.nonfinite_loss") == "skip" and graph:
+    if _get(cfg, "train.nonfinite_loss") == "skip":
         raise ConfigError(
             "train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "
             "applies the update inside the step; use 'stop' and --resume instead"
-        )
-    check_mixup(cfg, graph)
-    check_cuda_only_features(cfg)
-    check_output_dir(_get(cfg, "train.output_dir", ""))
-    weights = _get(cfg, "train.load_weight", "")
-    if weights and not os.path.isdir(weights):
-        raise ConfigError(
-            f"train.load_weight={weights!r} is not a checkpoint directory "
-            f"({'it is a file' if os.path.exists(weights) else 'it does not exist'})"
         )
 
 
