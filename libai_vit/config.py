@@ -25,6 +25,15 @@ def model_arguments(cfg):
     return cfg.model.cfg if "cfg" in cfg.model else cfg.model
 
 
+def mlp_hidden_of(model):
+    """The MLP width of the blocks of a config's model arguments (layers.mlp.mlp_hidden)."""
+    from libai_vit.layers.mlp import mlp_hidden
+
+    kind = "swiglu" if model.get("swiglu_mlp") else model.get("mlp_layer") or "mlp"  # Eva: a flag
+    align = int(model.get("swiglu_align_to") or 0)
+    return mlp_hidden(int(model.embed_dim), float(model.mlp_ratio), kind, align)[1]
+
+
 def _known_keys(node, prefix=""):
     keys = []
     if isinstance(node, DictConfig):
@@ -348,7 +357,8 @@ def validate(cfg, world_size, read_pretrained=True):
 
     validate_values(cfg)
     try:
-        parallel.validate(cfg, world_size, model_arguments(cfg))
+        model = model_arguments(cfg)
+        parallel.validate(cfg, world_size, model, mlp_hidden_of(model))
     except parallel.LayoutError as e:
         raise ConfigError(str(e)) from None
     pretrained = _get(cfg, "model.pretrained")

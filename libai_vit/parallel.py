@@ -60,9 +60,10 @@ def stage_of_layers(depth: int, num_stages: int, layers_per_stage: Optional[Sequ
     return stages
 
 
-def validate(cfg, world_size: int, model):
+def validate(cfg, world_size: int, model, mlp_hidden: int):
     """Refuse a config whose layout cannot run, before anything is built; `model`: the config's
-    model arguments (config.model_arguments). One line per problem."""
+    model arguments (config.model_arguments), `mlp_hidden` its blocks' MLP width
+    (config.mlp_hidden_of). One line per problem."""
     d = cfg.train.dist
     lay = layout_of(d)
     for key in ("data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size"):
@@ -78,13 +79,13 @@ def validate(cfg, world_size: int, model):
     m = model
     tp, pp = lay.tensor_parallel_size, lay.pipeline_parallel_size
     embed_dim, heads = int(m.embed_dim), int(m.num_heads)
-    hidden = int(embed_dim * float(m.mlp_ratio))
+    hidden = mlp_hidden
     if embed_dim % heads:
         raise LayoutError(f"model embed_dim={embed_dim} is not divisible by num_heads={heads}")
     for name, value in (
         ("num_heads", heads),
         ("embed_dim", embed_dim),
-        ("mlp hidden (embed_dim*mlp_ratio)", hidden),
+        ("mlp hidden", hidden),
     ):
         if value % tp:
             # heads are not padded (e.g. InternViT-6B's 25): name the sizes that split everything

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from libai_vit import parallel
-from libai_vit.config import load_config, model_arguments
+from libai_vit.config import load_config, mlp_hidden_of, model_arguments
 
 DEMO = "configs/demo_digits_3d.py"
 
@@ -35,7 +35,7 @@ def _cfg(*overrides):
             8,
             "num_heads=2 is not divisible",
         ),
-        (("model.mlp_ratio=1.03",), 8, "mlp hidden (embed_dim*mlp_ratio)=65 is not divisible"),
+        (("model.mlp_ratio=1.03",), 8, "mlp hidden=65 is not divisible"),
         (("model.embed_dim=66", "model.num_heads=3"), 8, "num_heads=3 is not divisible"),
         (
             ("model.embed_dim=66", "model.num_heads=4"),
@@ -65,7 +65,7 @@ def _cfg(*overrides):
 def test_validation_names_the_problem(overrides, nproc, message):
     with pytest.raises(parallel.LayoutError) as err:
         cfg = _cfg(*overrides)
-        parallel.validate(cfg, nproc, model_arguments(cfg))
+        parallel.validate(cfg, nproc, model_arguments(cfg), mlp_hidden_of(model_arguments(cfg)))
     assert message in str(err.value)
 
 
@@ -75,7 +75,7 @@ def test_heads_tensor_parallelism_cannot_split_are_refused_naming_the_sizes_that
     shape = ("model.embed_dim=3200", "model.num_heads=25", "model.mlp_ratio=4.0")
     with pytest.raises(parallel.LayoutError) as err:
         cfg = _cfg(*tp2, "train.dist.pipeline_parallel_size=1", *shape)
-        parallel.validate(cfg, 2, model_arguments(cfg))
+        parallel.validate(cfg, 2, model_arguments(cfg), mlp_hidden_of(model_arguments(cfg)))
     assert str(err.value) == (
         "model num_heads=25 is not divisible by train.dist.tensor_parallel_size=2: "
         "tensor_parallel_size 1 / 5 / 25 splits this model"
@@ -100,7 +100,7 @@ def test_uneven_pipeline_splits_of_40_and_64_blocks():
 
 def test_valid_demo_layout_passes():
     cfg = _cfg()
-    parallel.validate(cfg, 8, model_arguments(cfg))
+    parallel.validate(cfg, 8, model_arguments(cfg), mlp_hidden_of(model_arguments(cfg)))
 
 
 def test_even_split_puts_extra_layers_last():

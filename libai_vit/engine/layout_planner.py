@@ -22,6 +22,7 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from libai_vit.layers.mlp import mlp_hidden
 from libai_vit.parallel import stage_of_layers
 
 BYTES = 4  # fp32 everywhere on CPU
@@ -114,12 +115,8 @@ class ViTShape:
 
     @property
     def hidden(self):
-        hidden = int(self.embed_dim * self.mlp_ratio)
-        if self.mlp_layer == "swiglu_packed":
-            hidden //= 2
-        if self.gated and self.swiglu_align_to:
-            hidden += -hidden % self.swiglu_align_to
-        return hidden
+        kind = "swiglu" if self.swiglu_mlp else self.mlp_layer
+        return mlp_hidden(self.embed_dim, self.mlp_ratio, kind, self.swiglu_align_to)[1]
 
     @classmethod
     def from_config(cls, model_cfg):

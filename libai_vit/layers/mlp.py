@@ -45,6 +45,18 @@ ACTIVATIONS = {  # timm's act_layer names
 }
 
 
+def mlp_hidden(embed_dim, mlp_ratio, mlp_layer="mlp", swiglu_align_to=0):
+    """(the MLP the blocks build: 'mlp' or 'swiglu', its hidden width) for timm's `mlp_layer`:
+    SwiGLUPacked (DINOv2-g) counts gate and value units in `mlp_ratio`, so it has half as many
+    hidden units; `swiglu_align_to` rounds a SwiGLU's width up to a multiple of it (DINOv3)."""
+    hidden = int(embed_dim * mlp_ratio)
+    if mlp_layer == "swiglu_packed":
+        mlp_layer, hidden = "swiglu", hidden // 2
+    if mlp_layer == "swiglu" and swiglu_align_to:
+        hidden += -hidden % swiglu_align_to
+    return mlp_layer, hidden
+
+
 def activation(name):
     if name not in ACTIVATIONS:
         raise ValueError(f"act_layer={name!r} is not one of {sorted(ACTIVATIONS)}")

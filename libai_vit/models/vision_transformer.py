@@ -26,6 +26,7 @@ from libai_vit import parallel
 from libai_vit.layers import init
 from libai_vit.layers.attention_pool import AttentionPoolLatent
 from libai_vit.layers.linear import ReplicatedLinear
+from libai_vit.layers.mlp import mlp_hidden
 from libai_vit.layers.norm import LayerNorm, RMSNorm
 from libai_vit.layers.norm import norm_layer as make_norm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
@@ -258,11 +259,7 @@ class VisionTransformer(nn.Module):
             if use_rot_pos_emb
             else None
         )
-        ffn_hidden = int(embed_dim * mlp_ratio)
-        if mlp_layer == "swiglu_packed":  # timm's SwiGLUPacked: one fc1 of gate and value units
-            mlp_layer, ffn_hidden = "swiglu", ffn_hidden // 2
-        if mlp_layer == "swiglu" and swiglu_align_to:
-            ffn_hidden += -ffn_hidden % swiglu_align_to
+        mlp_layer, ffn_hidden = mlp_hidden(embed_dim, mlp_ratio, mlp_layer, swiglu_align_to)
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
         if block_fn not in BLOCK_FNS:
