@@ -1,5 +1,7 @@
 """Config loading: overrides of unknown keys are refused with a suggestion."""
 
+import re
+
 import pytest
 
 from libai_vit.config import ConfigError, load_config
@@ -80,3 +82,23 @@ def test_mixup_needs_an_even_batch_per_rank_and_its_absence_a_hard_label_loss():
         validate_values(load_config(finetune, [*eager, *no_mixup]))
     hard = "model.loss_func._target_=oneflow.nn.CrossEntropyLoss"
     validate_values(load_config(finetune, [*eager, *no_mixup, hard]))
+
+
+def test_the_models_argument_rules_are_checked_before_launch_and_by_the_constructor():
+    from libai_vit.config import validate_values
+    from libai_vit.models.vision_transformer import VisionTransformer
+
+    cases = {  # overrides: the line, with the config's prefix
+        ("model.block_fn=res_post", "model.init_values=0.1"): "model.block_fn='res_post' has no",
+        ("model.block_fn=parallel_scaling", "model.mlp_layer=swiglu"): "'parallel_scaling' has a",
+        ("model.block_fn=nope",): "model.block_fn='nope' is not one of",
+        ("model.global_pool=token", "model.class_token=False"): "needs model.class_token=True",
+        ("model.patch_size=5",): "must be positive and divisible by model.patch_size=5",
+    }
+    for overrides, line in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(line)):
+            validate_values(load_config(DEMO, list(overrides)))
+        kwargs = {o.split("=")[0][len("model.") :]: o.split("=")[1] for o in overrides}
+        kwargs = {k: {"False": False, "0.1": 0.1, "5": 5}.get(v, v) for k, v in kwargs.items()}
+        with pytest.raises(ValueError, match=re.escape(line.replace("model.", ""))):
+            VisionTransformer(img_size=32, embed_dim=32, depth=1, num_heads=4, **kwargs)

@@ -80,6 +80,20 @@ def argument_problem(prefix="", **a):
                 f"{prefix}img_size={a['img_size']} must be positive and divisible by "
                 f"{prefix}patch_size={a['patch_size']}"
             )
+    block_fn = a.get("block_fn", "block")
+    if block_fn not in BLOCK_FNS:
+        return f"{prefix}block_fn={block_fn!r} is not one of {sorted(BLOCK_FNS)}"
+    if block_fn == "res_post" and a.get("init_values"):
+        return (
+            f"{prefix}block_fn='res_post' has no LayerScale (EVA-02-E's post-norm blocks): drop "
+            f"{prefix}init_values"
+        )
+    plain = dict(scale_attn_norm=False, scale_mlp_norm=False, mlp_layer="mlp", proj_bias=True)
+    if block_fn == "parallel_scaling" and any(a.get(k, v) != v for k, v in plain.items()):
+        return (
+            f"{prefix}block_fn='parallel_scaling' has a plain MLP, no scale norms and output "
+            f"biases (as timm's): drop scale_attn_norm / scale_mlp_norm / mlp_layer / proj_bias"
+        )
     if given("use_rot_pos_emb", "embed_dim", "num_heads") and a["use_rot_pos_emb"]:
         head_dim = a["embed_dim"] // a["num_heads"]
         if head_dim % 4:
@@ -198,6 +212,12 @@ class VisionTransformer(nn.Module):
             use_rot_pos_emb=use_rot_pos_emb,
             embed_dim=embed_dim,
             num_heads=num_heads,
+            block_fn=block_fn,
+            init_values=init_values,
+            scale_attn_norm=scale_attn_norm,
+            scale_mlp_norm=scale_mlp_norm,
+            mlp_layer=mlp_layer,
+            proj_bias=proj_bias,
         )
         if problem:
             raise ValueError(problem)
@@ -262,27 +282,16 @@ class VisionTransformer(nn.Module):
         mlp_layer, ffn_hidden = mlp_hidden(embed_dim, mlp_ratio, mlp_layer, swiglu_align_to)
 
         drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
-        if block_fn not in BLOCK_FNS:
-            raise ValueError(f"block_fn={block_fn!r} is not one of {sorted(BLOCK_FNS)}")
-        block_options = dict(
-            proj_bias=proj_bias,
-            scale_attn_norm=scale_attn_norm,
-            mlp_layer=mlp_layer,
-            scale_mlp_norm=scale_mlp_norm,
-        )
-        if block_fn == "res_post" and init_values:
-            raise ValueError(
-                "block_fn='res_post' has no LayerScale (EVA-02-E's post-norm blocks): drop "
-                "init_values"
+        block_options = (
+            dict(
+                proj_bias=proj_bias,
+                scale_attn_norm=scale_attn_norm,
+                mlp_layer=mlp_layer,
+                scale_mlp_norm=scale_mlp_norm,
             )
-        if block_fn == "parallel_scaling":
-            if scale_attn_norm or scale_mlp_norm or mlp_layer != "mlp" or not proj_bias:
-                raise ValueError(
-                    "block_fn='parallel_scaling' has a plain MLP, no scale norms and output "
-                    "biases (as timm's): drop scale_attn_norm / scale_mlp_norm / mlp_layer / "
-                    "proj_bias"
-                )
-            block_options = {}
+            if block_fn != "parallel_scaling"  # its options are fixed (argument_problem)
+            else {}
+        )
         self.blocks = nn.Sequential(
             *[
                 BLOCK_FNS[block_fn](
