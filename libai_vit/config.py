@@ -221,6 +221,17 @@ def check_model_arguments(cfg, m):
         raise ConfigError(problem)
 
 
+def graph_clip_refusal(max_norm, differ):
+    """The line refusing whole-model gradient clipping in nn.Graph over parameter groups that
+    differ in `differ` (optim/clip.py says why); the pre-launch check and the optimizer raise it."""
+    return (
+        f"whole-model gradient clipping (optim.params.clip_grad_max_norm={max_norm}) cannot run in "
+        f"graph mode with parameter groups that differ in {differ}: OneFlow 0.9's nn.Graph clips "
+        f"each group on its own; set graph.enabled=False (eager clips the whole model), or "
+        f"optim.params.layer_decay=1.0, or optim.params.clip_grad_max_norm=None"
+    )
+
+
 def check_graph_mode_features(cfg, graph):
     """What OneFlow 0.9's nn.Graph cannot do that eager mode does."""
     if not graph:
@@ -235,13 +246,9 @@ def check_graph_mode_features(cfg, graph):
             "graph.enabled=False (OneFlow 0.9's compiled LAMB is another variant)"
         )
     clip = _get(cfg, "optim.params.clip_grad_max_norm")
-    if clip is not None and _get(cfg, "optim.params.layer_decay", 1.0) != 1.0:
-        raise ConfigError(
-            f"optim.params.clip_grad_max_norm={clip} clips by the whole "
-            f"model's norm, which OneFlow 0.9's nn.Graph cannot do across groups of different lr "
-            f"(optim.params.layer_decay={_get(cfg, 'optim.params.layer_decay')}): "
-            f"set graph.enabled=False"
-        )
+    layer_decay = _get(cfg, "optim.params.layer_decay", 1.0)
+    if clip is not None and layer_decay != 1.0:
+        raise ConfigError(graph_clip_refusal(clip, f"lr (optim.params.layer_decay={layer_decay})"))
     if _get(cfg, "train.nonfinite_loss") == "skip":
         raise ConfigError(
             "train.nonfinite_loss=skip needs eager mode (graph.enabled=False): a compiled graph "

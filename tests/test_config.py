@@ -102,3 +102,14 @@ def test_the_models_argument_rules_are_checked_before_launch_and_by_the_construc
         kwargs = {k: {"False": False, "0.1": 0.1, "5": 5}.get(v, v) for k, v in kwargs.items()}
         with pytest.raises(ValueError, match=re.escape(line.replace("model.", ""))):
             VisionTransformer(img_size=32, embed_dim=32, depth=1, num_heads=4, **kwargs)
+
+
+def test_graph_mode_refuses_whole_model_clipping_over_layer_decayed_groups():
+    from libai_vit.config import validate_values
+
+    finetune = "projects/imagenet_finetune/configs/demo_digits_finetune.py"
+    clip = ["optim.params.clip_grad_max_norm=1.0", "optim.params.layer_decay=0.75"]
+    line = "parameter groups that differ in lr (optim.params.layer_decay=0.75): OneFlow 0.9"
+    with pytest.raises(ConfigError, match=re.escape(line)):
+        validate_values(load_config(finetune, ["graph.enabled=True", *clip]))
+    validate_values(load_config(finetune, ["graph.enabled=False", *clip]))  # eager clips it all

@@ -19,7 +19,7 @@ import re
 
 import oneflow as flow
 
-from libai_vit.config import ConfigError
+from libai_vit.config import ConfigError, graph_clip_refusal
 
 # what may differ between groups merged into one graph OptimizerConf
 _MERGEABLE = {"params", "weight_decay"}
@@ -63,13 +63,7 @@ def clip_whole_model(optimizer, graph):
         }
     )
     if differ:
-        raise ConfigError(
-            f"whole-model gradient clipping (optim.params.clip_grad_max_norm={max_norm}) cannot "
-            f"run in graph mode with parameter groups that differ in {', '.join(differ)} (e.g. "
-            f"layer-wise lr decay): OneFlow 0.9's nn.Graph clips each group on its own; set "
-            f"graph.enabled=False (eager clips the whole model), or optim.params.layer_decay=1.0, "
-            f"or optim.params.clip_grad_max_norm=None"
-        )
+        raise ConfigError(graph_clip_refusal(max_norm, ", ".join(differ)))
     rates = {g["weight_decay"] for g in groups} - {0.0}
     if len(rates) > 1:
         raise ConfigError(
