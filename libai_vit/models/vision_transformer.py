@@ -16,6 +16,7 @@ pooling); EVA-02 (2D RoPE, SwiGLU) is `libai_vit.models.eva.Eva` (this class, EV
 """
 
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import oneflow as flow
@@ -203,26 +204,11 @@ class VisionTransformer(nn.Module):
         head_init_scale=1.0,
     ):
         super().__init__()
-        problem = argument_problem(
-            img_size=img_size,
-            patch_size=patch_size,
-            global_pool=global_pool,
-            class_token=class_token,
-            drop_path_rate=drop_path_rate,
-            use_rot_pos_emb=use_rot_pos_emb,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            block_fn=block_fn,
-            init_values=init_values,
-            scale_attn_norm=scale_attn_norm,
-            scale_mlp_norm=scale_mlp_norm,
-            mlp_layer=mlp_layer,
-            proj_bias=proj_bias,
-        )
+        # the arguments by name, for the rules and the build steps below
+        a = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        problem = argument_problem(**vars(a))
         if problem:
             raise ValueError(problem)
-        img = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
-        patch = patch_size if isinstance(patch_size, (tuple, list)) else (patch_size, patch_size)
         parallel.ensure_setup(depth)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -236,110 +222,124 @@ class VisionTransformer(nn.Module):
         self.init_values = init_values
         self.head_init_scale = head_init_scale
         self.init_seed = init_seed
+        self._build_stem(a)
+        self.blocks = self._build_blocks(a)
+        self._build_top(a)
+        self.loss_func = nn.CrossEntropyLoss() if loss_func is None else loss_func
+        self.init_weights(init_seed)
 
-        first = dict(placement=parallel.placement(parallel.FIRST), sbp=parallel.broadcast_sbp())
+    def _build_stem(self, a):
+        """The first stage: patch embedding, prefix tokens, position embedding, norm_pre; and the
+        RoPE tables, which every block uses."""
+        img = a.img_size if isinstance(a.img_size, (tuple, list)) else (a.img_size, a.img_size)
+        patch = a.patch_size
+        patch = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+        dim, first = a.embed_dim, parallel.FIRST
         self.patch_embed = PatchEmbed(
             img_size=tuple(img),
             patch_size=tuple(patch),
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            bias=not pre_norm,
-            norm=make_norm(embed_norm_layer, embed_dim, norm_eps, parallel.FIRST)
-            if embed_norm_layer
+            in_chans=a.in_chans,
+            embed_dim=dim,
+            bias=not a.pre_norm,
+            norm=make_norm(a.embed_norm_layer, dim, a.norm_eps, first)
+            if a.embed_norm_layer
             else None,
-            dynamic_img_size=dynamic_img_size,
-            layer_idx=parallel.FIRST,
+            dynamic_img_size=a.dynamic_img_size,
+            layer_idx=first,
         )
+
+        def zeros(*shape):
+            on_first = dict(placement=parallel.placement(first), sbp=parallel.broadcast_sbp())
+            return nn.Parameter(flow.zeros(*shape, **on_first))
+
+        self.cls_token = zeros(1, 1, dim) if a.class_token else None
+        self.reg_token = zeros(1, a.reg_tokens, dim) if a.reg_tokens else None
         num_patches = self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(flow.zeros(1, 1, embed_dim, **first)) if class_token else None
-        self.reg_token = (
-            nn.Parameter(flow.zeros(1, reg_tokens, embed_dim, **first)) if reg_tokens else None
-        )
-        embed_len = num_patches if no_embed_class else num_patches + self.num_prefix_tokens
-        self.pos_embed = (
-            nn.Parameter(flow.zeros(1, embed_len, embed_dim, **first)) if use_abs_pos_emb else None
-        )
-        self.pos_drop = nn.Dropout(p=drop_rate)
+        embed_len = num_patches if a.no_embed_class else num_patches + self.num_prefix_tokens
+        self.pos_embed = zeros(1, embed_len, dim) if a.use_abs_pos_emb else None
+        self.pos_drop = nn.Dropout(p=a.drop_rate)
         self.norm_pre = (
-            make_norm(norm_layer, embed_dim, norm_eps, parallel.FIRST)
-            if pre_norm
-            else nn.Identity()
+            make_norm(a.norm_layer, dim, a.norm_eps, first) if a.pre_norm else nn.Identity()
         )
         self.rope = (
             RotaryEmbedding2D(
-                embed_dim // num_heads,
-                ref_feat_shape,
-                temperature=rope_temperature,
+                dim // a.num_heads,
+                a.ref_feat_shape,
+                temperature=a.rope_temperature,
                 num_prefix_tokens=self.num_prefix_tokens,
-                rope_type=rope_type,
-                rotate_half=rope_rotate_half,
-                grid_offset=rope_grid_offset,
-                grid_indexing=rope_grid_indexing,
+                rope_type=a.rope_type,
+                rotate_half=a.rope_rotate_half,
+                grid_offset=a.rope_grid_offset,
+                grid_indexing=a.rope_grid_indexing,
             )
-            if use_rot_pos_emb
+            if a.use_rot_pos_emb
             else None
         )
-        mlp_layer, ffn_hidden = mlp_hidden(embed_dim, mlp_ratio, mlp_layer, swiglu_align_to)
 
-        drop_path = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+    @staticmethod
+    def _build_blocks(a):
+        """The blocks, block i on the stage of layer i, stochastic depth rising linearly."""
+        mlp_layer, ffn_hidden = mlp_hidden(a.embed_dim, a.mlp_ratio, a.mlp_layer, a.swiglu_align_to)
+        drop_path = np.linspace(0, a.drop_path_rate, a.depth).tolist()
         block_options = (
             dict(
-                proj_bias=proj_bias,
-                scale_attn_norm=scale_attn_norm,
+                proj_bias=a.proj_bias,
+                scale_attn_norm=a.scale_attn_norm,
                 mlp_layer=mlp_layer,
-                scale_mlp_norm=scale_mlp_norm,
+                scale_mlp_norm=a.scale_mlp_norm,
             )
-            if block_fn != "parallel_scaling"  # its options are fixed (argument_problem)
+            if a.block_fn != "parallel_scaling"  # its options are fixed (argument_problem)
             else {}
         )
-        self.blocks = nn.Sequential(
+        return nn.Sequential(
             *[
-                BLOCK_FNS[block_fn](
-                    embed_dim,
+                BLOCK_FNS[a.block_fn](
+                    a.embed_dim,
                     ffn_hidden,
-                    num_heads,
-                    qkv_bias=qkv_bias,
-                    qk_norm=qk_norm,
-                    init_values=init_values,
-                    act_layer=act_layer,
+                    a.num_heads,
+                    qkv_bias=a.qkv_bias,
+                    qk_norm=a.qk_norm,
+                    init_values=a.init_values,
+                    act_layer=a.act_layer,
                     **block_options,
-                    norm_layer=norm_layer,
-                    attn_backend=attn_backend,
-                    attention_dropout_prob=attn_drop_rate,
-                    output_dropout_prob=drop_rate,
+                    norm_layer=a.norm_layer,
+                    attn_backend=a.attn_backend,
+                    attention_dropout_prob=a.attn_drop_rate,
+                    output_dropout_prob=a.drop_rate,
                     drop_path_prob=drop_path[i],
-                    layernorm_epsilon=norm_eps,
+                    layernorm_epsilon=a.norm_eps,
                     layer_idx=i,
                 )
-                for i in range(depth)
+                for i in range(a.depth)
             ]
         )
+
+    def _build_top(self, a):
+        """The last stage: the final norm, the pooling, fc_norm and the head."""
         # timm: average pooling normalises after pooling (fc_norm) instead of before
-        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
-        last = dict(name=norm_layer, dim=embed_dim, eps=norm_eps, layer_idx=parallel.LAST)
-        self.norm = make_norm(**last) if final_norm and not use_fc_norm else nn.Identity()
+        use_fc_norm = a.global_pool == "avg" if a.fc_norm is None else a.fc_norm
+        last = dict(name=a.norm_layer, dim=a.embed_dim, eps=a.norm_eps, layer_idx=parallel.LAST)
+        self.norm = make_norm(**last) if a.final_norm and not use_fc_norm else nn.Identity()
         self.attn_pool = (
             AttentionPoolLatent(
-                embed_dim,
-                attn_pool_num_heads or num_heads,
-                attn_pool_mlp_ratio or mlp_ratio,
-                qkv_bias=qkv_bias,
-                norm_eps=norm_eps,
-                act_layer=act_layer,
-                attn_backend=attn_backend,
+                a.embed_dim,
+                a.attn_pool_num_heads or a.num_heads,
+                a.attn_pool_mlp_ratio or a.mlp_ratio,
+                qkv_bias=a.qkv_bias,
+                norm_eps=a.norm_eps,
+                act_layer=a.act_layer,
+                attn_backend=a.attn_backend,
             )
-            if global_pool == "map"
+            if a.global_pool == "map"
             else None
         )
-        self.fc_norm = make_norm(**last) if final_norm and use_fc_norm else nn.Identity()
-        self.head_drop = nn.Dropout(drop_rate)
+        self.fc_norm = make_norm(**last) if a.final_norm and use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(a.drop_rate)
         self.head = (
-            ReplicatedLinear(embed_dim, num_classes, layer_idx=parallel.LAST)
-            if num_classes > 0
+            ReplicatedLinear(a.embed_dim, a.num_classes, layer_idx=parallel.LAST)
+            if a.num_classes > 0
             else nn.Identity()
         )
-        self.loss_func = nn.CrossEntropyLoss() if loss_func is None else loss_func
-        self.init_weights(init_seed)
 
     def no_weight_decay(self):
         """Parameters trained without weight decay besides biases and norms (timm's set)."""
