@@ -132,6 +132,15 @@ def launch(script_args, nproc, timeout=900, check=True, env=None):
     return run(train_sh(script_args, nproc), timeout, check, env)
 
 
+def train(script_args, nproc, timeout=900, check=True, env=None):
+    """What `launch` runs after train.sh's set-up and pre-launch check: `script_args[0]` with
+    `--config-file script_args[1]` and the rest, in `nproc` ranks of libai_vit/launch.py. For the
+    runs that test training (the ranks validate the config themselves); train.sh's own behaviour is
+    tested through `launch`."""
+    script, config, *rest = script_args
+    return launch_script(script, nproc, ["--config-file", config, *rest], timeout, check, env)
+
+
 def launcher(script, nproc, args=()):
     """The command running `script` in `nproc` processes (this python) with libai_vit/launch.py."""
     return [sys.executable, LAUNCHER, "--nproc_per_node", str(nproc), str(script), *map(str, args)]
@@ -144,7 +153,7 @@ def launch_script(script, nproc, args=(), timeout=600, check=True, env=None):
 
 def train_losses(output_dir, config, nproc, overrides):
     """Train with tools/train_net.py; each iteration's raw total_loss from metrics.json."""
-    launch(
+    train(
         [
             os.path.join(ROOT, "tools", "train_net.py"),
             os.path.join(ROOT, config),

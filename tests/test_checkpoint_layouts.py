@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import ROOT, launch, launch_script
+from conftest import ROOT, launch_script, train
 
 CONFIG = "configs/demo_digits_3d.py"
 STEPS, PERIOD = 4, 2  # checkpoints after iterations 1 and 3, then model_final
@@ -28,7 +28,7 @@ def _train(out, digits_root, layout, resume=False, sharded=True, eager=False, ac
     dp, tp, pp = layout
     if acc is None:
         acc = 2 if pp > 1 else 1  # two micro-batches in flight through two stages
-    launch(
+    train(
         [
             os.path.join(ROOT, "tools", "train_net.py"),
             os.path.join(ROOT, CONFIG),

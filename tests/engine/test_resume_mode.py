@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import launch
+from conftest import launch, train
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_resume_in_the_other_mode_is_refused_in_one_line(tmp_path, digits_root):
         f"dataloader.train.dataset.0.root={digits_root}",
         f"dataloader.test.0.dataset.root={digits_root}",
     ]
-    launch(args, 1)
+    train(args, 1)
     proc = launch(args + ["train.train_iter=6", "graph.enabled=False", "--resume"], 1, check=False)
     assert proc.returncode != 0
     assert (
@@ -35,7 +35,7 @@ def test_resume_in_the_other_mode_is_refused_in_one_line(tmp_path, digits_root):
 
     # 4 -> 6 steps: one line names the change; the two new steps run at the end of the saved
     # 4-step cosine (lr x alpha = 2e-3 x 0.01), not where a fresh 6-step schedule would be
-    proc = launch(args + ["train.train_iter=6", "--resume"], 1)
+    proc = train(args + ["train.train_iter=6", "--resume"], 1)
     out = proc.stdout + proc.stderr
     assert (
         "the config's schedule differs from the checkpoint's (train.train_iter 4 -> 6): the "

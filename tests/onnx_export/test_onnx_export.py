@@ -20,7 +20,7 @@ from libai_vit.onnx_export import OPSETS, OnnxClassifier, OnnxExportError, expor
 from libai_vit.onnx_export.export import _refuse_unconverted_ops
 from libai_vit.onnx_export.extra import require
 
-from conftest import ROOT, launch, tiny_vit
+from conftest import ROOT, tiny_vit, train
 
 TOL = 1e-4
 TIMM_FIXTURES = os.path.join(ROOT, "tests", "fixtures", "timm")
@@ -50,7 +50,7 @@ def onnx_extra():
 def demo_run(tmp_path_factory, digits_root):
     """The README demo's config trained briefly at 1x1x1: OUTPUT/model_final and its config.yaml."""
     out = tmp_path_factory.mktemp("demo_run")
-    launch(
+    train(
         [
             os.path.join(ROOT, "tools", "train_net.py"),
             os.path.join(ROOT, "configs", "demo_digits_3d.py"),

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, launch
+from conftest import ROOT, train
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ FAMILY = ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=
 
 def _train(config, out, root, *overrides, nproc=1, extra=()):
     # flags (--resume, --eval-only) go before the key=value overrides (they take the line's rest)
-    return launch(
+    return train(
         [
             os.path.join(ROOT, "tools", "train_net.py"),
             os.path.join(ROOT, config),

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import ROOT, launch
+from conftest import ROOT, train
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def trained(tmp_path_factory):
 def _launch(ref, name, out, extra=()):
     _, dp, tp, pp = RUNS[name][:4]
     # checkpoints after steps 6 and 12: the resume test restarts from the first
-    launch(
+    train(
         [
             os.path.join(ROOT, "tools", "train_net.py"),
             os.path.join(ROOT, CONFIGS[RUNS[name][0]]),
