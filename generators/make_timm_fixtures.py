@@ -123,6 +123,13 @@ FIXTURES = {
     "pe_spatial": ("vit_pe_spatial_base_patch16_512", P8, ("safetensors",)),
     "pe_lang": ("vit_pe_lang_large_patch14_448", P7, ("safetensors",)),
     "rope_vit": ("vit_small_patch16_rope_224", P8, ("safetensors",)),
+    # "Three things" parallel blocks: two attentions side by side, then two MLPs; LayerScale
+    "things": ("vit_small_patch16_18x2_224", P8, ("safetensors",)),
+    # Perception Encoder's own files: Core under visual. beside a text tower (G: no class token),
+    # the vision-only Lang without the prefix, with LayerScale
+    "pe_core_rel": ("vit_pe_core_large_patch14_336", P7, ("release",)),
+    "pe_core_g_rel": ("vit_pe_core_gigantic_patch14_448", P7, ("release",)),
+    "pe_lang_rel": ("vit_pe_lang_large_patch14_448", dict(P7, num_classes=0), ("release",)),
 }
 RELEASE = {  # fixture -> the family's own format: file name, writer (see save_release)
     "deit3": "deit3_release.pth",
@@ -134,12 +141,16 @@ RELEASE = {  # fixture -> the family's own format: file name, writer (see save_r
     "dinov3_s": "dinov3_s_release.pth",
     "dinov3_splus_qkvb": "dinov3_splus_qkvb_release.pth",
     "aimv2": "aimv2_release.safetensors",
+    "pe_core_rel": "pe_core_release.pt",
+    "pe_core_g_rel": "pe_core_g_release.pt",
+    "pe_lang_rel": "pe_lang_release.pt",
 }
 
 
-def build(seed, timm_name, sharp=False, **kwargs):
+def build(seed, timm_name, sharp=False, head_bias=True, **kwargs):
     """A perturbed timm model; `sharp`: q and k scaled up so attention is peaked, and where tokens
-    sit (position embedding, RoPE) visibly matters."""
+    sit (position embedding, RoPE) visibly matters; `head_bias=False`: the head's bias zero (a
+    CLIP-style projection, which has none)."""
     torch.manual_seed(seed)
     model = timm.create_model(timm_name, pretrained=False, **kwargs).eval()
     with torch.no_grad():
@@ -170,7 +181,7 @@ def build(seed, timm_name, sharp=False, **kwargs):
             if model.head.weight.std() < 1e-3:
                 model.head.weight.normal_(0.0, 0.02)
             model.head.weight.mul_(25.0)
-            if "_clip_" in timm_name:  # CLIP's image projection, the head here, has no bias
+            if "_clip_" in timm_name or not head_bias:  # CLIP's / PE's projection: no bias
                 model.head.bias.zero_()
     return model
 
@@ -347,8 +358,14 @@ CASES = {
     "pe_spatial.safetensors": ("pe_spatial", "safetensors", {}, "logits"),
     "pe_lang.safetensors": ("pe_lang", "safetensors", {}, "logits"),
     "rope_vit.safetensors": ("rope_vit", "safetensors", {}, "logits"),
+    "things.safetensors": ("things", "safetensors", {}, "logits"),
+    "pe_core_rel.release": ("pe_core_rel", "release", {}, "logits"),
+    "pe_core_g_rel.release": ("pe_core_g_rel", "release", {}, "logits"),
+    "pe_lang_rel.release": ("pe_lang_rel", "release", {}, "logits"),
 }
 NO_HEAD_RELEASES = ("dinov2", "dinov3", "aimv2")  # backbones: the release has no head
+# Perception Encoder release fixture -> its prefix (Core: under visual., beside the text tower)
+PE_RELEASES = {"pe_core_rel": "visual.", "pe_core_g_rel": "visual.", "pe_lang_rel": ""}
 
 
 def save(model, name, fmt, out_dir):
@@ -406,6 +423,8 @@ def save_release(model, name, path):
         torch.save(state, path)
     elif name == "aimv2":  # apple/ml-aim's safetensors: no head
         safetensors.torch.save_file(to_aimv2_release(state), path)
+    elif name in PE_RELEASES:
+        torch.save(to_pe_release(state, PE_RELEASES[name]), path)
     elif name == "clip":  # OpenAI CLIP: the image tower under visual.*, the text tower beside it
         torch.save(
             {
@@ -485,6 +504,59 @@ def to_aimv2_release(state):
     return out
 
 
+# timm's Perception Encoder name -> facebookresearch/perception_models' (a substring, replaced in
+# order): timm's _convert_pe inverted; the attention pool's q and kv are joined apart
+_PE = [
+    ("patch_embed.proj", "conv1"),
+    ("norm_pre", "ln_pre"),
+    ("blocks.", "transformer.resblocks."),
+    ("norm1", "ln_1"),
+    ("norm2", "ln_2"),
+    ("gamma_1", "ls_1.gamma"),
+    ("gamma_2", "ls_2.gamma"),
+    ("attn.qkv.", "attn.in_proj_"),
+    ("attn.proj", "attn.out_proj"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+    ("attn_pool.latent", "attn_pool.probe"),
+    ("attn_pool.norm", "attn_pool.layernorm"),
+    ("attn_pool.proj", "attn_pool.attn.out_proj"),
+]
+
+
+def to_pe_release(state, prefix):
+    """The tower under `prefix`; with "visual.", a text tower beside it whose names (a block, a
+    position embedding) are the tower's without the prefix: a reader must keep them apart."""
+    out = {}
+    for k, v in state.items():
+        if k == "cls_token":
+            out["class_embedding"] = v.reshape(-1)
+        elif k == "pos_embed":
+            out["positional_embedding"] = v[0]
+        elif k == "head.weight":
+            out["proj"] = v.T.contiguous()
+        elif k == "head.bias":
+            assert not v.any(), "PE's projection has no bias"
+        elif k.startswith("norm."):
+            out["ln_post." + k[len("norm.") :]] = v
+        elif k.startswith(("attn_pool.q.", "attn_pool.kv.")):
+            kind = k.rsplit(".", 1)[1]
+            q, kv = state[f"attn_pool.q.{kind}"], state[f"attn_pool.kv.{kind}"]
+            out[f"attn_pool.attn.in_proj_{kind}"] = torch.cat([q, kv])
+        else:
+            for a, b in _PE:
+                k = k.replace(a, b)
+            out[k] = v
+    out = {prefix + k: v for k, v in out.items()}
+    if prefix:
+        out["positional_embedding"] = torch.randn(8, 16)
+        out["token_embedding.weight"] = torch.randn(8, 16)
+        out["transformer.resblocks.0.attn.in_proj_weight"] = torch.randn(48, 16)
+        out["transformer.resblocks.9.ln_1.weight"] = torch.randn(16)
+        out["logit_scale"] = torch.tensor(4.6)
+    return out
+
+
 def to_openai_clip(state):
     """timm's CLIP tower names -> OpenAI CLIP's (the inverse of timm's _convert_openai_clip)."""
     swaps = [
@@ -548,6 +620,7 @@ def main(out_dir):
             seed,
             timm_name,
             sharp=name not in ("tiny16", "small_avg", "p14", "deit", "mae"),
+            head_bias=name not in PE_RELEASES,
             **kwargs,
         )
         originals[name] = model

@@ -31,7 +31,7 @@ from timm.models._registry import (  # noqa: E402
     _model_with_tags,
     get_pretrained_cfg,
 )
-from timm.models.vision_transformer import ParallelScalingBlock  # noqa: E402
+from timm.models.vision_transformer import ParallelScalingBlock, ParallelThingsBlock  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "libai_vit", "models", "timm_zoo.json")
 FAMILIES = ("vit_", "deit_", "deit3_", "eva02_", "aimv2_")
@@ -147,6 +147,8 @@ def translate(arch, kwargs):
             ours["act_layer"] = _act(value)
         elif key == "block_fn" and arch == "vit" and value is ParallelScalingBlock:  # ViT-22B
             ours["block_fn"] = "parallel_scaling"
+        elif key == "block_fn" and arch == "vit" and value is ParallelThingsBlock:  # *_18x2_*
+            ours["block_fn"] = "parallel_things"
         elif key == "mlp_layer" and value is SwiGLUPacked:  # DINOv2 giant
             ours["mlp_layer"] = "swiglu_packed"
         elif key == "mlp_layer" and arch == "vit" and value is SwiGLU:  # AIMv2

@@ -116,7 +116,8 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 # (DINOv2 with registers), no class token + attention pooling (SigLIP), RoPE + SwiGLU with its norm
 # + the attention's sub-LN + average pooling (EVA-02), DINOv3's RoPE (normalised grid, rotate-half)
 # + registers + SwiGLU with swiglu_align_to (128 -> 144 hidden units) + no q/k/v bias, ViT-22B's
-# parallel block (attention and MLP side by side, one reduction) with RMSNorm and qk-norm, AIMv2's
+# parallel block (attention and MLP side by side, one reduction) with RMSNorm and qk-norm, the
+# "three things" parallel block (two attentions summed, then two MLPs) with LayerScale, AIMv2's
 # bias-free SwiGLU blocks with RMSNorm on the patch embeddings
 FAMILIES = {
     "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
@@ -151,6 +152,7 @@ FAMILIES = {
         "model.pre_norm=True",
         "model.init_values=0.5",
     ),
+    "parallel_things": ("model.block_fn=parallel_things", "model.init_values=0.5"),
     "aimv2": (
         "model.class_token=False",
         "model.global_pool=avg",

@@ -15,8 +15,8 @@ Korthikanti et al. 2022, "Reducing activation recomputation") applied to this Vi
 - 1F1B (nn.Graph): stage p holds the activations of min(PP - p, M) micro-batches in flight; eager
   mode runs the stages one after another, one micro-batch at a time.
 - Communication per step and rank: DP ring all-reduce of the gradients 2·(d-1)/d·bytes; TP two
-  all-reduces forward and two backward per layer of s·b·h; PP one s·b·h send per micro-batch and
-  direction per stage boundary.
+  all-reduces forward and two backward per layer of s·b·h (twice that for a parallel-things
+  block's two branches); PP one s·b·h send per micro-batch and direction per stage boundary.
 """
 
 from dataclasses import dataclass, field
@@ -100,6 +100,8 @@ class ViTShape:
     swiglu_align_to: int = 0
     reg_tokens: int = 0  # registers (Eva's num_reg_tokens): tokens beside the class token
     num_reg_tokens: int = 0
+    # 'parallel_things' (timm's ParallelThingsBlock) holds two attentions and two MLPs a block
+    block_fn: str = "block"
 
     @property
     def tokens(self):
@@ -108,6 +110,10 @@ class ViTShape:
     @property
     def gated(self):
         return self.swiglu_mlp or self.mlp_layer in ("swiglu", "swiglu_packed")
+
+    @property
+    def branches(self):
+        return 2 if self.block_fn == "parallel_things" else 1
 
     @property
     def mlp_matrices(self):
@@ -135,7 +141,7 @@ class ViTShape:
 def forward_flops_per_image(m: ViTShape) -> float:
     s, h, f = m.tokens, m.embed_dim, m.hidden
     patch = 2 * (s - 1) * h * m.in_chans * m.patch_size**2
-    block = 2 * s * h * (3 * h + h + m.mlp_matrices * f) + 2 * 2 * s * s * h
+    block = m.branches * (2 * s * h * (3 * h + h + m.mlp_matrices * f) + 2 * 2 * s * s * h)
     return patch + m.depth * block + 2 * h * m.num_classes
 
 
@@ -159,7 +165,7 @@ def parameter_counts(
     # column/row-parallel weights, column biases (a SwiGLU's two input projections)
     split = 3 * h * h + 3 * h + h * h + (m.mlp_matrices - 1) * (h * f + f) + f * h
     replicated = 4 * h + 2 * h  # two LayerNorms, row-parallel biases (dense, fc2)
-    per_block = split / tp + replicated
+    per_block = m.branches * (split / tp + replicated)
     first = h * m.in_chans * m.patch_size**2 + h + h + m.tokens * h  # patch conv, cls, pos
     last = 2 * h + h * m.num_classes + m.num_classes  # norm, head (replicated in LiBai's Linear)
     counts = [n * per_block for n in blocks_per_stage(m, pp, stage_layers)]
@@ -227,12 +233,12 @@ def activation_bytes(
     replicated = ACT_SBH_REPLICATED
     if sequence_parallel and tp > 1:
         replicated = ACT_SBH_SP_WHOLE + (ACT_SBH_REPLICATED - ACT_SBH_SP_WHOLE) / tp
-    scores = 2 * a * s * s * b / tp
-    full = sbh * (replicated + ACT_SBH_SPLIT / tp) + scores
+    scores = m.branches * 2 * a * s * s * b / tp
+    full = m.branches * sbh * (replicated + ACT_SBH_SPLIT / tp) + scores
     if recompute is None:
         kept, live = full, 0.0
     elif recompute.granularity == "attention":
-        live = scores + sbh * ACT_SBH_ATTENTION_CORE / tp
+        live = scores + m.branches * sbh * ACT_SBH_ATTENTION_CORE / tp
         kept = full - live
     else:
         kept, live = sbh / (tp if sequence_parallel else 1), full
@@ -316,7 +322,7 @@ def plan(
     sbh = s * b * h * BYTES
     layers_per_stage = max(blocks_per_stage(m, pp, stage_layers))  # the slowest stage sets the pace
     comm_dp = 2 * (dp - 1) / dp * max(params) * BYTES
-    comm_tp = 4 * 2 * (tp - 1) / tp * sbh * layers_per_stage * num_micro
+    comm_tp = m.branches * 4 * 2 * (tp - 1) / tp * sbh * layers_per_stage * num_micro
     comm_pp = 2 * sbh * num_micro if pp > 1 else 0.0
     comm = comm_dp + comm_tp + comm_pp
     # Compute: the step's FLOPs spread over the ranks; 1F1B adds (PP-1) micro-batch slots of bubble,
@@ -332,9 +338,8 @@ def plan(
     elif pp > 1:
         notes.append(f"eager: the {pp} stages run one after another")
     if tp > 1:
-        notes.append(
-            f"TP all-reduces {comm_tp / 2**20:.0f} MB/step ({4 * layers_per_stage} per micro-batch)"
-        )
+        reduces = 4 * m.branches * layers_per_stage
+        notes.append(f"TP all-reduces {comm_tp / 2**20:.0f} MB/step ({reduces} per micro-batch)")
     if dp > 1:
         notes.append(
             f"DP all-reduce of {max(params) * BYTES / 2**20:.0f} MB gradients once per step"

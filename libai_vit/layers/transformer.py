@@ -15,7 +15,8 @@ and `dense` is row-parallel. What the timm families add sits beside what it chan
 - `mlp`: LiBai's MLP with timm's `act_layer`, or EVA-02's SwiGLU;
 - `proj_bias=False`: no bias on `dense` nor on the MLP's layers (AIMv2);
 - `norm_layer`: every norm of the block LayerNorm or timm's RMSNorm.
-`ParallelScalingBlock` (ViT-22B) runs the same attention and MLP side by side.
+`ParallelScalingBlock` (ViT-22B) runs the same attention and MLP side by side;
+`ParallelThingsBlock` (timm's `*_18x2_*`) two attentions side by side, then two MLPs.
 """
 
 from functools import partial
@@ -137,6 +138,19 @@ class Attention(MultiheadAttention):
         return (out, weights) if return_weights else out
 
 
+def make_mlp(mlp_layer, hidden_size, ffn_hidden_size, *, act_layer, scale_mlp_norm, norm_eps, **kw):
+    """A block's MLP: LiBai's ('mlp', timm's `act_layer`) or EVA-02's SwiGLU ('swiglu', with its
+    inner LayerNorm when `scale_mlp_norm`); `kw`: bias, output_dropout_prob, layer_idx."""
+    if mlp_layer == "swiglu":
+        return SwiGLU(hidden_size, ffn_hidden_size, norm=scale_mlp_norm, norm_eps=norm_eps, **kw)
+    if mlp_layer == "mlp" and not scale_mlp_norm:
+        return Mlp(hidden_size, ffn_hidden_size, act_layer=act_layer, **kw)
+    raise ValueError(
+        f"mlp_layer={mlp_layer!r} (scale_mlp_norm={scale_mlp_norm}): use 'mlp' without "
+        f"scale_mlp_norm, or 'swiglu'"
+    )
+
+
 class Block(nn.Module):
     def __init__(
         self,
@@ -186,30 +200,17 @@ class Block(nn.Module):
         self.post_attention_layernorm = make_norm(
             norm_layer, hidden_size, layernorm_epsilon, layer_idx
         )
-        if mlp_layer == "swiglu":
-            self.mlp = SwiGLU(
-                hidden_size,
-                ffn_hidden_size,
-                norm=scale_mlp_norm,
-                norm_eps=layernorm_epsilon,
-                bias=proj_bias,
-                output_dropout_prob=output_dropout_prob,
-                layer_idx=layer_idx,
-            )
-        elif mlp_layer == "mlp" and not scale_mlp_norm:
-            self.mlp = Mlp(
-                hidden_size,
-                ffn_hidden_size,
-                act_layer=act_layer,
-                bias=proj_bias,
-                output_dropout_prob=output_dropout_prob,
-                layer_idx=layer_idx,
-            )
-        else:
-            raise ValueError(
-                f"mlp_layer={mlp_layer!r} (scale_mlp_norm={scale_mlp_norm}): use 'mlp' without "
-                f"scale_mlp_norm, or 'swiglu'"
-            )
+        self.mlp = make_mlp(
+            mlp_layer,
+            hidden_size,
+            ffn_hidden_size,
+            act_layer=act_layer,
+            scale_mlp_norm=scale_mlp_norm,
+            norm_eps=layernorm_epsilon,
+            bias=proj_bias,
+            output_dropout_prob=output_dropout_prob,
+            layer_idx=layer_idx,
+        )
         self.ls2 = LayerScale(hidden_size, init_values, layer_idx) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
 
@@ -307,3 +308,123 @@ class ParallelScalingBlock(nn.Module):
         )
         x = x + self.drop_path(self.ls1(out))
         return (x, weights) if return_weights else x
+
+
+class ParallelThingsBlock(nn.Module):
+    """timm's ParallelThingsBlock ("Three things everyone should know about Vision Transformers",
+    the `*_18x2_*` models): `num_parallel` attentions read the same x and are summed, then as many
+    MLPs,
+
+        x = x + sum_i drop_path(ls1_i(attn_i(norm1_i(x))))
+        x = x + sum_i drop_path(ls2_i(mlp_i(norm2_i(x))))
+
+    Branch i of each half carries Block's names for that half (`attns.i`: input_layernorm,
+    self_attention, ls1; `ffns.i`: post_attention_layernorm, mlp, ls2), so the per-head q/k/v
+    layout, tensor-parallel splits and loaders are Block's. Each branch reduces its own row-parallel
+    output: LayerScale and drop path act on it per branch, as timm's.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        ffn_hidden_size,
+        num_attention_heads,
+        *,
+        num_parallel=2,
+        qkv_bias=True,
+        qk_norm=False,
+        proj_bias=True,
+        scale_attn_norm=False,
+        init_values=None,
+        act_layer="gelu",
+        mlp_layer="mlp",
+        scale_mlp_norm=False,
+        attn_backend="math",
+        attention_dropout_prob=0.0,
+        output_dropout_prob=0.0,
+        drop_path_prob=0.0,
+        layernorm_epsilon=1e-6,
+        norm_layer="layernorm",
+        layer_idx=0,
+    ):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.recompute_attention = False  # as Block's
+        norm = partial(make_norm, norm_layer, hidden_size, layernorm_epsilon, layer_idx)
+        scale = (
+            partial(LayerScale, hidden_size, init_values, layer_idx) if init_values else nn.Identity
+        )
+        self.attns, self.ffns = nn.ModuleList(), nn.ModuleList()
+        for _ in range(num_parallel):
+            attn = nn.Module()
+            attn.input_layernorm = norm()
+            attn.self_attention = Attention(
+                hidden_size,
+                num_attention_heads,
+                qkv_bias=qkv_bias,
+                qk_norm=qk_norm,
+                proj_bias=proj_bias,
+                scale_norm=scale_attn_norm,
+                norm_eps=layernorm_epsilon,
+                norm_layer=norm_layer,
+                attn_backend=attn_backend,
+                attention_dropout_prob=attention_dropout_prob,
+                output_dropout_prob=output_dropout_prob,
+                layer_idx=layer_idx,
+            )
+            attn.ls1 = scale()
+            ffn = nn.Module()
+            ffn.post_attention_layernorm = norm()
+            ffn.mlp = make_mlp(
+                mlp_layer,
+                hidden_size,
+                ffn_hidden_size,
+                act_layer=act_layer,
+                scale_mlp_norm=scale_mlp_norm,
+                norm_eps=layernorm_epsilon,
+                bias=proj_bias,
+                output_dropout_prob=output_dropout_prob,
+                layer_idx=layer_idx,
+            )
+            ffn.ls2 = scale()
+            self.attns.append(attn)
+            self.ffns.append(ffn)
+        self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
+
+    def forward(self, x, rope=None, return_weights=False, num_tokens=None):
+        """With `return_weights`, the branches' attention weights side by side as one block's
+        heads: (batch, num_parallel x heads, tokens, tokens)."""
+        x = parallel.to_residual(x, self.layer_idx)
+        n = num_tokens or x.shape[1]
+        if rope is not None:
+            rope = tuple(t.to_global(placement=x.placement) for t in rope)
+        total, weights = None, []
+        for branch in self.attns:
+            attend = branch.self_attention
+            if self.recompute_attention:
+                attend = partial(run_recomputed, branch.self_attention)
+            out = attend(
+                parallel.gather_tokens(branch.input_layernorm(x), n),
+                rope=rope,
+                return_weights=return_weights,
+            )
+            if return_weights:
+                out, w = out
+                weights.append(w)
+            out = self.drop_path(branch.ls1(out))
+            total = out if total is None else total + out
+        x = x + total
+        total = None
+        for branch in self.ffns:
+            out = branch.mlp(parallel.gather_tokens(branch.post_attention_layernorm(x), n))
+            out = self.drop_path(branch.ls2(out))
+            total = out if total is None else total + out
+        x = x + total
+        return (x, flow.cat(weights, dim=1)) if return_weights else x
+
+
+def attention_modules(block):
+    """The Attention modules of a block (or of its nn.Graph proxy): one, or one per branch."""
+    if hasattr(block, "attns"):
+        return [branch.self_attention for branch in block.attns]
+    return [block.self_attention]

@@ -33,7 +33,13 @@ from libai_vit.layers.norm import norm_layer as make_norm
 from libai_vit.layers.pos_embed import PatchEmbed, resample_pos_embed_tensor
 from libai_vit.layers.recompute import mark_recomputed, run_recomputed
 from libai_vit.layers.rope import RotaryEmbedding2D
-from libai_vit.layers.transformer import Block, LayerScale, ParallelScalingBlock
+from libai_vit.layers.transformer import (
+    Block,
+    LayerScale,
+    ParallelScalingBlock,
+    ParallelThingsBlock,
+    attention_modules,
+)
 from libai_vit.models.features import feature_take_indices
 
 # the modules before the blocks (the first pipeline stage; layer 0 of layer-wise lr decay) and after
@@ -46,6 +52,7 @@ BLOCK_FNS = {
     "block": Block,
     "res_post": partial(Block, post_norm=True),
     "parallel_scaling": ParallelScalingBlock,
+    "parallel_things": ParallelThingsBlock,
 }
 
 
@@ -145,8 +152,10 @@ class VisionTransformer(nn.Module):
     norm_eps: every LayerNorm's epsilon (timm: 1e-6; CLIP's checkpoints 1e-5).
     norm_layer: every norm 'layernorm' or timm's 'rmsnorm' (x / rms(x) * weight).
     block_fn: 'block' (pre-norm, attention then MLP), 'res_post' (timm's ResPostBlock, EVA-02-E's
-        post-norm: x + norm(attn(x)), then x + norm(mlp(x)); no LayerScale) or 'parallel_scaling'
-        (timm's ParallelScalingBlock, ViT-22B: attention and MLP side by side on one norm, summed).
+        post-norm: x + norm(attn(x)), then x + norm(mlp(x)); no LayerScale), 'parallel_scaling'
+        (timm's ParallelScalingBlock, ViT-22B: attention and MLP side by side on one norm, summed)
+        or 'parallel_things' (timm's ParallelThingsBlock, `*_18x2_*`: two attentions side by side,
+        summed, then two MLPs).
     attn_backend: 'math', 'fused' (CUDA), 'flash' or 'auto' (see libai_vit.layers.attention).
     loss_func: the training loss (default cross-entropy).
     init_seed: the weights' seed; every layout gets the same values.
@@ -475,7 +484,8 @@ class VisionTransformer(nn.Module):
             for i, block in enumerate(model.blocks):
                 if origin._recomputes(i):
                     attention = origin.grad_checkpointing_granularity == "attention"
-                    mark_recomputed(block.self_attention if attention else block)
+                    for module in attention_modules(block) if attention else [block]:
+                        mark_recomputed(module)
 
     # ---------------------------------------------------------------- timm's model API
     # timm's names, arguments and meaning (timm/models/vision_transformer.py is the reference).

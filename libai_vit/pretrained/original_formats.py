@@ -15,7 +15,12 @@ them), so that `timm_format` does the rest:
   `norm_2`, the SwiGLU's fc1 / fc3 (timm's fc1_g / fc1_x), `post_trunk_norm` (timm's norm); no head;
 - OpenAI CLIP and OpenCLIP image towers (`visual.*` keys of a full CLIP state dict, or OpenCLIP's
   timm-trunk models under `visual.trunk.*`): renamed by the table below; the image projection
-  `visual.proj` becomes the head (no bias), dropped when num_classes differs.
+  `visual.proj` becomes the head (no bias), dropped when num_classes differs;
+- Perception Encoder (facebookresearch/perception_models' `PE-Core-*.pt` under `visual.`, with the
+  text tower beside it; the vision-only `PE-Lang-*` / `PE-Spatial-*` without the prefix): CLIP's
+  names plus LayerScale `ls_1` / `ls_2` (timm's gamma_1 / gamma_2) and the attention pool's
+  `probe`, `layernorm` and one `in_proj` of rows [q | kv] (timm's latent, norm, q and kv), as
+  timm's `_convert_pe`.
 """
 
 import re
@@ -37,6 +42,14 @@ _CLIP = [
 ]
 
 
+# Perception Encoder's names beyond CLIP's -> timm's (timm's _convert_pe): LayerScale, then the
+# attention pool's
+_PE = [("ls_1.gamma", "gamma_1"), ("ls_2.gamma", "gamma_2")]
+_PE_POOL = [
+    ("attn_pool.attn", "attn_pool"),
+    ("attn_pool.layernorm", "attn_pool.norm"),
+    ("attn_pool.probe", "attn_pool.latent"),
+]
 # DINOv3 release name -> timm's (a substring, replaced), as timm's eva.checkpoint_filter_fn does
 _DINOV3 = [
     ("storage_tokens", "reg_token"),
@@ -62,12 +75,16 @@ _DINOV2_MLP = [("mlp.w12.", "mlp.fc1."), ("mlp.w3.", "mlp.fc2.")]
 
 
 def detect(state):
-    """The release format of a state dict: "clip", "openclip_trunk", "dinov3", "dinov2", "aimv2"
-    or "timm"."""
+    """The release format of a state dict: "clip", "pe" (PE under visual.), "pe_tower" (PE's
+    vision-only files), "openclip_trunk", "dinov3", "dinov2", "aimv2" or "timm"."""
     if "preprocessor.patchifier.proj.weight" in state:
         return "aimv2"
-    if "visual.class_embedding" in state:
-        return "clip"
+    if "conv1.weight" in state:
+        return "pe_tower"
+    if "visual.conv1.weight" in state:  # PE: LayerScale, an attention pool or no class token
+        pe = "visual.class_embedding" not in state
+        pe = pe or any(".ls_1." in k or k.startswith("visual.attn_pool.") for k in state)
+        return "pe" if pe else "clip"
     if "visual.trunk.pos_embed" in state or "visual.trunk.blocks.0.norm1.weight" in state:
         return "openclip_trunk"
     if "storage_tokens" in state:  # before DINOv2's test: DINOv3 has mask_token and ls1 too
@@ -84,6 +101,8 @@ def to_timm(state, path, fmt=None, model=None):
     fmt = fmt or detect(state)
     if fmt == "clip":
         return _clip(state), "OpenAI/OpenCLIP CLIP"
+    if fmt in ("pe", "pe_tower"):
+        return _clip(state, "visual." if fmt == "pe" else "", pe=True), "Perception Encoder"
     if fmt == "openclip_trunk":
         out = {
             k[len("visual.trunk.") :]: v for k, v in state.items() if k.startswith("visual.trunk.")
@@ -101,14 +120,22 @@ def to_timm(state, path, fmt=None, model=None):
     return state, None
 
 
-def _clip(state):
+def _clip(state, prefix="visual.", pe=False):
+    """CLIP's (or with `pe`, Perception Encoder's) image tower under `prefix` -> timm's names."""
     out = {}
     for key, value in state.items():
-        if not key.startswith("visual."):
+        if not key.startswith(prefix):
             continue  # the text tower
-        key = key[len("visual.") :]
-        for old, new in _CLIP:
+        key = key[len(prefix) :]
+        for old, new in _CLIP + (_PE if pe else []):
             key = key.replace(old, new)
+        if pe and key.startswith("attn_pool."):
+            key = _renamed(key, _PE_POOL)
+            if key.startswith("attn_pool.qkv."):  # rows [q | k v]
+                kind = key.rsplit(".", 1)[1]
+                q, kv = np.split(value, [value.shape[0] // 3])
+                out[f"attn_pool.q.{kind}"], out[f"attn_pool.kv.{kind}"] = q, kv
+                continue
         if key == "proj":  # (width, embed) image projection: the head
             out["head.weight"] = value.T
             out["head.bias"] = np.zeros(value.shape[1], value.dtype)

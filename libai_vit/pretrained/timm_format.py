@@ -13,8 +13,7 @@ import re
 import numpy as np
 
 from libai_vit.layers import pos_embed as resample
-from libai_vit.layers.mlp import SwiGLU
-from libai_vit.layers.transformer import ParallelScalingBlock
+from libai_vit.layers.transformer import ParallelScalingBlock, attention_modules
 from libai_vit.pretrained.torch_pickle import LazyArray, PretrainedError
 
 _BLOCK = {  # timm sub-module of blocks.i -> LiBai's
@@ -76,10 +75,15 @@ _PARALLEL_SCALING = {
     "mlp_out_proj": "mlp.fc2",
     "ls": "ls1",
 }
+# timm's ParallelThingsBlock (`*_18x2_*`): branch i of blocks.N.attns / .ffns holds one half of a
+# plain block, named as in it but for its norm and LayerScale
+_PARALLEL_THINGS = {"attns": {"norm": "norm1", "ls": "ls1"}, "ffns": {"norm": "norm2", "ls": "ls2"}}
 _TRANSPOSED = re.compile(
     r".*(dense|dense_h_to_4h(_gate)?|dense_4h_to_h|head|attn_pool\.(q|proj))\.weight$"
 )
-_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)$")
+# blocks.N (or a parallel block's branch, blocks.N.attns.i / blocks.N.ffns.i), sub-module, tensor
+_BLOCK_KEY = re.compile(r"blocks\.(\d+(?:\.(?:attns|ffns)\.\d+)?)\.(.+)\.(weight|bias|gamma)$")
+_BRANCH_KEY = re.compile(r"(blocks\.\d+\.(attns|ffns)\.\d+\.)(norm|ls|norm[12]|ls[12])(\..+)")
 
 
 def unwrap(obj, path):
@@ -167,6 +171,19 @@ def from_parallel_scaling(state):
     return out
 
 
+def parallel_things_names(state, inverse=False):
+    """timm's ParallelThingsBlock branch names -> a plain block's (_PARALLEL_THINGS), or back."""
+    out = {}
+    for key, value in state.items():
+        m = _BRANCH_KEY.fullmatch(key)
+        if m:
+            table = _PARALLEL_THINGS[m.group(2)]
+            table = {v: k for k, v in table.items()} if inverse else table
+            key = m.group(1) + table.get(m.group(3), m.group(3)) + m.group(4)
+        out[key] = value
+    return out
+
+
 def _per_head(value, groups, heads):
     """Rows [a (all heads) | b (all heads) ...] -> columns [a_h | b_h ...] per head, (in, out)."""
     if value.ndim == 1:
@@ -181,14 +198,15 @@ def to_libai(state, model, path, mode="bicubic", antialias=True):
     Returns ({libai name: array}, [timm keys this ViT has no place for], [resampling notes]); the
     position and patch embeddings are resampled to the model's grid and patch size with `mode`.
     """
-    heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
+    heads = attention_modules(model.blocks[0])[0].num_heads if len(model.blocks) else 1
     pool_heads = (
         model.attn_pool.num_heads if getattr(model, "attn_pool", None) is not None else heads
     )
     out, unused, resized = {}, [], []
-    packed_glu = bool(len(model.blocks)) and isinstance(model.blocks[0].mlp, SwiGLU)
+    packed_glu = model.mlp_layer in ("swiglu", "swiglu_packed")
     if any(k.endswith(".in_proj.weight") for k in state):
         state = from_parallel_scaling(state)
+    state = parallel_things_names(state)
     for key, value in from_eva_layout(state, packed_glu).items():
         name = libai_name(key)
         if name is None or not isinstance(value, np.ndarray):
@@ -236,10 +254,10 @@ def from_libai(arrays, model):
     block_names = {v: k for k, v in _BLOCK.items() if k not in ("mlp.fc1", "mlp.fc1_x")}
     # timm's SwiGLU keeps the value branch as fc1_x beside fc1_g; a plain Mlp's is fc1
     block_names["mlp.dense_h_to_4h"] = "mlp.fc1_x" if gated else "mlp.fc1"
-    heads = model.blocks[0].self_attention.num_heads if len(model.blocks) else 1
+    heads = attention_modules(model.blocks[0])[0].num_heads if len(model.blocks) else 1
     out = {}
     for name, value in arrays.items():
-        m = re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)", name)
+        m = _BLOCK_KEY.fullmatch(name)
         key = f"blocks.{m.group(1)}.{block_names[m.group(2)]}.{m.group(3)}" if m else names[name]
         if name.endswith(("query_key_value.weight", "query_key_value.bias")):
             value = _per_head_inverse(value, 3, heads)
@@ -253,7 +271,7 @@ def from_libai(arrays, model):
             value_key = key.replace(".fc1_g.", ".fc1_x.")
             packed = np.concatenate([out.pop(key), out.pop(value_key)])
             out[key.replace(".fc1_g.", ".fc1.")] = packed
-    return out
+    return parallel_things_names(out, inverse=True)
 
 
 def _patch_embed(value, model, mode, antialias, resized):

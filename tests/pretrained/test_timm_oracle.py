@@ -97,7 +97,8 @@ def test_report_deit_and_resampling():
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny16", "deit3", "dinov2_reg4", "dinov2_g", "clip", "siglip", "qk_norm", "aimv2"]
+    "name",
+    ["tiny16", "deit3", "dinov2_reg4", "dinov2_g", "clip", "siglip", "qk_norm", "aimv2", "things"],
 )
 def test_export_to_timm_gives_back_timms_file(name):
     from safetensors.numpy import load_file
@@ -131,6 +132,11 @@ def test_report_release_formats():
     assert r.format == "torch, OpenAI/OpenCLIP CLIP format"
     assert sorted(r.dropped) == ["head.bias", "head.weight"] and r.unexpected == []
     assert _report("siglip.release").format == "torch, OpenCLIP (timm trunk) format"
+    # PE Core beside its text tower (whose block 9 and position embedding are not the image's)
+    for case in ("pe_core_rel.release", "pe_lang_rel.release"):
+        r = _report(case)
+        assert r.format == "torch, Perception Encoder format", r.format
+        assert r.unexpected == [] and r.missing == [] and r.resized == []
     assert _report("dinov2.release@42/nc7").resized == ["pos_embed (4, 4) grid -> (6, 6) (bicubic)"]
 
 
