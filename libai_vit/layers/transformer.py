@@ -318,10 +318,10 @@ class ParallelThingsBlock(nn.Module):
         x = x + sum_i drop_path(ls1_i(attn_i(norm1_i(x))))
         x = x + sum_i drop_path(ls2_i(mlp_i(norm2_i(x))))
 
-    Branch i of each half carries Block's names for that half (`attns.i`: input_layernorm,
-    self_attention, ls1; `ffns.i`: post_attention_layernorm, mlp, ls2), so the per-head q/k/v
-    layout, tensor-parallel splits and loaders are Block's. Each branch reduces its own row-parallel
-    output: LayerScale and drop path act on it per branch, as timm's.
+    Branch i is a Block's two halves taken apart (`attns.i`: input_layernorm, self_attention, ls1;
+    `ffns.i`: post_attention_layernorm, mlp, ls2), built from Block's options, so the per-head
+    q/k/v layout, tensor-parallel splits and loaders are Block's. Each branch reduces its own
+    row-parallel output: LayerScale and drop path act on it per branch, as timm's.
     """
 
     def __init__(
@@ -331,62 +331,27 @@ class ParallelThingsBlock(nn.Module):
         num_attention_heads,
         *,
         num_parallel=2,
-        qkv_bias=True,
-        qk_norm=False,
-        proj_bias=True,
-        scale_attn_norm=False,
-        init_values=None,
-        act_layer="gelu",
-        mlp_layer="mlp",
-        scale_mlp_norm=False,
-        attn_backend="math",
-        attention_dropout_prob=0.0,
-        output_dropout_prob=0.0,
         drop_path_prob=0.0,
-        layernorm_epsilon=1e-6,
-        norm_layer="layernorm",
         layer_idx=0,
+        **block_options,
     ):
         super().__init__()
         self.layer_idx = layer_idx
         self.recompute_attention = False  # as Block's
-        norm = partial(make_norm, norm_layer, hidden_size, layernorm_epsilon, layer_idx)
-        scale = (
-            partial(LayerScale, hidden_size, init_values, layer_idx) if init_values else nn.Identity
-        )
         self.attns, self.ffns = nn.ModuleList(), nn.ModuleList()
         for _ in range(num_parallel):
-            attn = nn.Module()
-            attn.input_layernorm = norm()
-            attn.self_attention = Attention(
-                hidden_size,
-                num_attention_heads,
-                qkv_bias=qkv_bias,
-                qk_norm=qk_norm,
-                proj_bias=proj_bias,
-                scale_norm=scale_attn_norm,
-                norm_eps=layernorm_epsilon,
-                norm_layer=norm_layer,
-                attn_backend=attn_backend,
-                attention_dropout_prob=attention_dropout_prob,
-                output_dropout_prob=output_dropout_prob,
-                layer_idx=layer_idx,
-            )
-            attn.ls1 = scale()
-            ffn = nn.Module()
-            ffn.post_attention_layernorm = norm()
-            ffn.mlp = make_mlp(
-                mlp_layer,
+            block = Block(
                 hidden_size,
                 ffn_hidden_size,
-                act_layer=act_layer,
-                scale_mlp_norm=scale_mlp_norm,
-                norm_eps=layernorm_epsilon,
-                bias=proj_bias,
-                output_dropout_prob=output_dropout_prob,
+                num_attention_heads,
                 layer_idx=layer_idx,
+                **block_options,
             )
-            ffn.ls2 = scale()
+            attn, ffn = nn.Module(), nn.Module()
+            attn.input_layernorm, attn.self_attention = block.input_layernorm, block.self_attention
+            attn.ls1 = block.ls1
+            ffn.post_attention_layernorm, ffn.mlp = block.post_attention_layernorm, block.mlp
+            ffn.ls2 = block.ls2
             self.attns.append(attn)
             self.ffns.append(ffn)
         self.drop_path = DropPath(drop_path_prob) if drop_path_prob > 0.0 else nn.Identity()
