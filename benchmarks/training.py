@@ -560,9 +560,8 @@ def main():
                 "peak_rss_mb",
                 "error",
             ]
-            with open(
-                csv_path, "w", newline=""
-            ) as f:  # rewritten after every case: a cut run keeps its rows
+            # rewritten after every case: a cut run keeps its rows
+            with open(csv_path, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields)
                 w.writeheader()
                 w.writerows(rows)

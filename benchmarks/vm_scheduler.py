@@ -52,9 +52,8 @@ def worker_timeline(case):
     flow.comm.barrier()
     (t0, first), (t1, last) = samples[0], samples[-1]
     used = {t: [a - b for a, b in zip(last[t], first.get(t, (0.0, 0.0)))] for t in last}
-    compute = [
-        t for t in used if used[t][0] > 0.1 * (t1 - t0)
-    ]  # user time: kernels run in user space
+    # user time: kernels run in user space
+    compute = [t for t in used if used[t][0] > 0.1 * (t1 - t0)]
     bar = ""
     for k in range(int((t1 - t0) / 0.1)):
         lo, hi = t0 + 0.1 * k, t0 + 0.1 * (k + 1)

@@ -191,9 +191,8 @@ def main():
             continue
         try:
             _model_entrypoints[name](pretrained=False)
-        except (
-            Exception
-        ) as e:  # an entry point of another class (hybrid, NaFlex...) fails on the stub
+        # an entry point of another class (hybrid, NaFlex...) fails on the stub
+        except Exception as e:
             skipped[name] = f"{type(e).__name__}: {e}"
             continue
         if name not in store:

@@ -114,9 +114,8 @@ def _ended(run, killed_at):
     proc = run.finish(timeout=ENDS_WITHIN + 60)  # also fails if a process of the run is left
     took = time.time() - killed_at
     output = (proc.stdout or "") + (proc.stderr or "")
-    lines = [
-        line.strip().removeprefix("^C") for line in output.splitlines()
-    ]  # a terminal echoes Ctrl-C
+    # a terminal echoes Ctrl-C
+    lines = [line.strip().removeprefix("^C") for line in output.splitlines()]
     errors = [line for line in lines if line.startswith("error: ")]
     print(f"ended {took:.1f} s after the kill, status {proc.returncode}: {errors}")
     assert proc.returncode != 0

@@ -85,20 +85,13 @@ if __name__ == "__main__":
             setattr(args, flag[2:].replace("-", "_"), True)
     try:
         main(args)
-    except (
-        ConfigError,
-        parallel.LayoutError,
-        PretrainedError,
-        DatasetError,
-    ) as e:  # refused before training
+    # refused before training
+    except (ConfigError, parallel.LayoutError, PretrainedError, DatasetError) as e:
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (
-        CheckpointError,
-        NonFiniteLossError,
-        DataLoaderError,
-    ) as e:  # the run stopped; the message says what is kept
+    # the run stopped; the message says what is kept
+    except (CheckpointError, NonFiniteLossError, DataLoaderError) as e:
         if flow.env.get_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -52,9 +52,8 @@ class _Config:
     block_q: int
     block_k: int
     head_groups: list  # [(h0, h1), ...]: the heads each block holds
-    mask_add: Optional[
-        flow.Tensor
-    ]  # MASKED where the mask forbids, else 0; 4-d, broadcastable to the scores
+    # MASKED where the mask forbids, else 0; 4-d, broadcastable to the scores
+    mask_add: Optional[flow.Tensor]
     bias_grad: bool
 
     def several_key_blocks(self, k_len):
