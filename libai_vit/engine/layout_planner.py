@@ -34,10 +34,10 @@ BYTES = 4  # fp32 everywhere on CPU
 # of primitive ops whose intermediates add about 10 replicated tensors per block.
 ACT_SBH_REPLICATED = 10
 ACT_SBH_SPLIT = 5
-# Under sequence parallelism (eager) the replicated tensors should split along the tokens but for
-# the gathered inputs of qkv and fc1 (2, by Megatron's accounting); OneFlow 0.9 keeps about this
-# many whole (measured, ViT-B at TP=2: 0.95 of the activations per image without it).
-ACT_SBH_SP_WHOLE = 9
+# Under sequence parallelism (eager) the replicated tensors split along the tokens, the inputs of
+# qkv and fc1 too (all-gathered again in the backward pass) but for about this many (measured,
+# ViT-B at TP=2: 0.80 of the activations per image without it).
+ACT_SBH_SP_WHOLE = 4
 # Recomputing the attention core also drops this many s·b·h tensors split over TP (q, k, v copies)
 # besides the scores and softmax output (measured: ViT-B, eager, 0.12 GiB of 0.29).
 ACT_SBH_ATTENTION_CORE = 3

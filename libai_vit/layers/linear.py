@@ -1,6 +1,7 @@
-"""The Linears LiBai lacks: a replicated one that keeps its input's SBP (the classifier head), and
-the row-parallel output into the residual stream (all-reduced, or reduce-scattered along tokens
-under sequence parallelism).
+"""The Linears LiBai lacks: a replicated one that keeps its input's SBP (the classifier head), the
+column-parallel input projections from the residual stream (all-gathered along tokens under
+sequence parallelism, again in the backward pass) and the row-parallel output into it
+(all-reduced, or reduce-scattered along tokens under sequence parallelism).
 
 LiBai's data-parallel Linear (`parallel="data"`) re-splits its input over the batch on both mesh
 axes, (S(0), S(0)), so the batch must divide by DP x TP: a micro-batch of 1 at TP=2 fails at graph
@@ -50,3 +51,49 @@ def row_parallel_sum(pairs):
         if linear.bias is not None:
             total = total + linear.bias
     return total
+
+
+def column_parallel(linears, x, num_tokens=None):
+    """[linear(x) for linear in `linears`] (column-parallel LiBai Linears) on the residual stream
+    `x`'s `num_tokens` real tokens. Under sequence parallelism `x` is split along (padded) tokens
+    across the tensor-parallel ranks: it is all-gathered for the products and all-gathered again in
+    the backward pass, Megatron's, so the backward keeps each rank's tokens instead of the whole
+    sequence (a Linear keeps its input)."""
+    n = num_tokens or x.shape[1]
+    if not (parallel.sequence_parallel() and x.is_global and x.sbp[-1] != flow.sbp.broadcast):
+        x = parallel.gather_tokens(x, n)
+        return [linear(x) for linear in linears]
+    outs = _GatheredProducts.apply(x, *[linear.weight for linear in linears])
+    if not isinstance(outs, (tuple, list)):  # OneFlow returns one output bare
+        outs = [outs]
+    outs = [y[:, :n] if y.shape[1] != n else y for y in outs]
+    return [y if lin.bias is None else y + lin.bias for y, lin in zip(outs, linears)]
+
+
+class _GatheredProducts(flow.autograd.Function):
+    """(x_full @ W_i for each W_i), x_full the token-split `x` all-gathered; keeps only `x`."""
+
+    @staticmethod
+    def forward(ctx, x, *weights):
+        ctx.save_for_backward(x, *weights)
+        with flow.no_grad():  # OneFlow records the ops of `forward` otherwise, keeping x_full
+            full = _gathered(x)
+            return tuple(flow.matmul(full, w) for w in weights)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, *weights = ctx.saved_tensors
+        flat = _gathered(x).reshape(-1, x.shape[-1])
+        grad_x, grad_weights = None, []
+        for g, w in zip(grads, weights):
+            # a partial sum over the ranks' output columns
+            part = flow.matmul(g, w, transpose_b=True)
+            grad_x = part if grad_x is None else grad_x + part
+            grad_w = flow.matmul(flat, g.reshape(-1, g.shape[-1]), transpose_a=True)
+            grad_weights.append(grad_w.to_global(sbp=w.sbp))
+        # reduce-scattered along the tokens
+        return (grad_x.to_global(sbp=x.sbp), *grad_weights)
+
+
+def _gathered(x):
+    return x.to_global(sbp=x.sbp[:-1] + (flow.sbp.broadcast,))

@@ -14,7 +14,7 @@ from libai.utils import distributed as dist
 from oneflow import nn
 
 from libai_vit import parallel
-from libai_vit.layers.linear import row_parallel
+from libai_vit.layers.linear import column_parallel, row_parallel
 from libai_vit.layers.norm import LayerNorm
 
 
@@ -74,8 +74,10 @@ class Mlp(LiBaiMLP):
         if not bias:
             self.dense_h_to_4h.bias = self.dense_4h_to_h.bias = None
 
-    def forward(self, x):
-        hidden = self.activation_func(self.dense_h_to_4h(x))
+    def forward(self, x, num_tokens=None):
+        """`num_tokens`: the real tokens of a sequence-parallel `x` (see `column_parallel`)."""
+        (hidden,) = column_parallel([self.dense_h_to_4h], x, num_tokens)
+        hidden = self.activation_func(hidden)
         return self.dropout(row_parallel(self.dense_4h_to_h, hidden))
 
 
@@ -123,6 +125,7 @@ class SwiGLU(nn.Module):
             for linear in (self.dense_h_to_4h_gate, self.dense_h_to_4h, self.dense_4h_to_h):
                 linear.bias = None
 
-    def forward(self, x):
-        hidden = flow.nn.functional.silu(self.dense_h_to_4h_gate(x)) * self.dense_h_to_4h(x)
+    def forward(self, x, num_tokens=None):
+        gate, value = column_parallel([self.dense_h_to_4h_gate, self.dense_h_to_4h], x, num_tokens)
+        hidden = flow.nn.functional.silu(gate) * value
         return self.dropout(row_parallel(self.dense_4h_to_h, self.norm(hidden)))

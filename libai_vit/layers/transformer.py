@@ -27,7 +27,7 @@ from oneflow import nn
 
 from libai_vit import parallel
 from libai_vit.layers.attention import attention
-from libai_vit.layers.linear import row_parallel, row_parallel_sum
+from libai_vit.layers.linear import column_parallel, row_parallel, row_parallel_sum
 from libai_vit.layers.mlp import Mlp, SwiGLU, no_init
 from libai_vit.layers.norm import norm_layer as make_norm
 from libai_vit.layers.recompute import run_recomputed
@@ -105,18 +105,20 @@ class Attention(MultiheadAttention):
             make_norm(norm_layer, hidden_size, norm_eps, layer_idx) if scale_norm else nn.Identity()
         )
 
-    def forward(self, hidden_states, rope=None, return_weights=False):
-        out = self.heads(hidden_states, rope=rope, return_weights=return_weights)
+    def forward(self, hidden_states, rope=None, return_weights=False, num_tokens=None):
+        """`num_tokens`: the real tokens of a sequence-parallel input (see `column_parallel`)."""
+        (qkv,) = column_parallel([self.query_key_value], hidden_states, num_tokens)
+        out = self.heads(qkv, rope=rope, return_weights=return_weights)
         weights = None
         if return_weights:
             out, weights = out
         out = self.output_dropout(row_parallel(self.dense, out))
         return (out, weights) if return_weights else out
 
-    def heads(self, hidden_states, rope=None, return_weights=False):
-        """The heads' joined outputs (batch, seq, hidden), before the output projection `dense`."""
-        bsz, seq = hidden_states.shape[:2]
-        qkv = self.query_key_value(hidden_states)
+    def heads(self, qkv, rope=None, return_weights=False):
+        """The heads' joined outputs (batch, seq, hidden) from the input projection's `qkv`, before
+        the output projection `dense`."""
+        bsz, seq = qkv.shape[:2]
         qkv = qkv.view(bsz, seq, self.num_heads, 3 * self.head_size).permute(0, 2, 1, 3)
         q, k, v = flow.chunk(qkv, chunks=3, dim=-1)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -225,15 +227,16 @@ class Block(nn.Module):
         if self.recompute_attention:
             attend = partial(run_recomputed, self.self_attention)
         attn = attend(
-            parallel.gather_tokens(x if self.post_norm else norm1(x), n),
+            x if self.post_norm else norm1(x),
             rope=rope,
             return_weights=return_weights,
+            num_tokens=n,
         )
         weights = None
         if return_weights:
             attn, weights = attn
         x = x + self.drop_path(self.ls1(norm1(attn) if self.post_norm else attn))
-        mlp = self.mlp(parallel.gather_tokens(x if self.post_norm else norm2(x), n))
+        mlp = self.mlp(x if self.post_norm else norm2(x), num_tokens=n)
         x = x + self.drop_path(self.ls2(norm2(mlp) if self.post_norm else mlp))
         return (x, weights) if return_weights else x
 
@@ -297,12 +300,16 @@ class ParallelScalingBlock(nn.Module):
         x = parallel.to_residual(x, self.layer_idx)
         if rope is not None:
             rope = tuple(t.to_global(placement=x.placement) for t in rope)
-        y = parallel.gather_tokens(self.input_layernorm(x), num_tokens or x.shape[1])
-        heads = self.self_attention.heads(y, rope=rope, return_weights=return_weights)
+        qkv, hidden = column_parallel(
+            [self.self_attention.query_key_value, self.mlp.dense_h_to_4h],
+            self.input_layernorm(x),
+            num_tokens,
+        )
+        heads = self.self_attention.heads(qkv, rope=rope, return_weights=return_weights)
         weights = None
         if return_weights:
             heads, weights = heads
-        hidden = self.mlp.dropout(self.mlp.activation_func(self.mlp.dense_h_to_4h(y)))
+        hidden = self.mlp.dropout(self.mlp.activation_func(hidden))
         out = row_parallel_sum(
             [(heads, self.self_attention.dense), (hidden, self.mlp.dense_4h_to_h)]
         )
@@ -369,9 +376,7 @@ class ParallelThingsBlock(nn.Module):
             if self.recompute_attention:
                 attend = partial(run_recomputed, branch.self_attention)
             out = attend(
-                parallel.gather_tokens(branch.input_layernorm(x), n),
-                rope=rope,
-                return_weights=return_weights,
+                branch.input_layernorm(x), rope=rope, return_weights=return_weights, num_tokens=n
             )
             if return_weights:
                 out, w = out
@@ -381,7 +386,7 @@ class ParallelThingsBlock(nn.Module):
         x = x + total
         total = None
         for branch in self.ffns:
-            out = branch.mlp(parallel.gather_tokens(branch.post_attention_layernorm(x), n))
+            out = branch.mlp(branch.post_attention_layernorm(x), num_tokens=n)
             out = self.drop_path(branch.ls2(out))
             total = out if total is None else total + out
         x = x + total
