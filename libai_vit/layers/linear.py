@@ -77,13 +77,13 @@ class _GatheredProducts(flow.autograd.Function):
     def forward(ctx, x, *weights):
         ctx.save_for_backward(x, *weights)
         with flow.no_grad():  # OneFlow records the ops of `forward` otherwise, keeping x_full
-            full = _gathered(x)
+            full = x.to_global(sbp=parallel.batch_sbp())
             return tuple(flow.matmul(full, w) for w in weights)
 
     @staticmethod
     def backward(ctx, *grads):
         x, *weights = ctx.saved_tensors
-        flat = _gathered(x).reshape(-1, x.shape[-1])
+        flat = x.to_global(sbp=parallel.batch_sbp()).reshape(-1, x.shape[-1])
         grad_x, grad_weights = None, []
         for g, w in zip(grads, weights):
             # a partial sum over the ranks' output columns
@@ -93,7 +93,3 @@ class _GatheredProducts(flow.autograd.Function):
             grad_weights.append(grad_w.to_global(sbp=w.sbp))
         # reduce-scattered along the tokens
         return (grad_x.to_global(sbp=x.sbp), *grad_weights)
-
-
-def _gathered(x):
-    return x.to_global(sbp=x.sbp[:-1] + (flow.sbp.broadcast,))
