@@ -266,6 +266,16 @@ def replicate_like(small, ref):
     return small
 
 
+def channels_like(vector, x):
+    """A per-channel (C,) parameter laid out as the last dim of `x`: split where tensor
+    parallelism splits x's channels, replicated elsewhere (a broadcast vector meeting split
+    channels would otherwise move x)."""
+    last = flow.sbp.split(x.ndim - 1)
+    return vector.to_global(
+        sbp=[flow.sbp.split(0) if s == last else flow.sbp.broadcast for s in x.sbp]
+    )
+
+
 def to_stage(tensor, layer_idx: int):
     """Move an input onto the stage of `layer_idx`; a local tensor is this rank's batch share."""
     if tensor.is_global:

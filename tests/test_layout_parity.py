@@ -118,7 +118,8 @@ def test_layout_matches_single_process(name, reference, digits_root, tmp_path):
 # + registers + SwiGLU with swiglu_align_to (128 -> 144 hidden units) + no q/k/v bias, ViT-22B's
 # parallel block (attention and MLP side by side, one reduction) with RMSNorm and qk-norm, the
 # "three things" parallel block (two attentions summed, then two MLPs) with LayerScale, AIMv2's
-# bias-free SwiGLU blocks with RMSNorm on the patch embeddings
+# bias-free SwiGLU blocks with RMSNorm on the patch embeddings, here with InternViT-6B's qk-norm
+# over the whole width (its statistics summed across the tensor-parallel ranks)
 FAMILIES = {
     "dinov2_reg": ("model.reg_tokens=4", "model.no_embed_class=True", "model.init_values=0.5"),
     "siglip": ("model.class_token=False", "model.global_pool=map"),
@@ -163,6 +164,8 @@ FAMILIES = {
         "model.act_layer=silu",
         "model.qkv_bias=False",
         "model.proj_bias=False",
+        "model.qk_norm=True",
+        "model.qk_norm_whole_width=True",
     ),
 }
 FAMILY_LAYOUTS = {"tp2": (1, 2, 1, 16, 1), "dp2_tp2_pp2": (2, 2, 2, 4, 2)}

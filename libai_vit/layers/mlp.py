@@ -15,7 +15,7 @@ from oneflow import nn
 
 from libai_vit import parallel
 from libai_vit.layers.linear import column_parallel, row_parallel
-from libai_vit.layers.norm import LayerNorm
+from libai_vit.layers.norm import LayerNorm, norm_split_width
 
 
 def no_init(tensor):
@@ -128,4 +128,4 @@ class SwiGLU(nn.Module):
     def forward(self, x, num_tokens=None):
         gate, value = column_parallel([self.dense_h_to_4h_gate, self.dense_h_to_4h], x, num_tokens)
         hidden = flow.nn.functional.silu(gate) * value
-        return self.dropout(row_parallel(self.dense_4h_to_h, self.norm(hidden)))
+        return self.dropout(row_parallel(self.dense_4h_to_h, norm_split_width(self.norm, hidden)))

@@ -94,6 +94,24 @@ class RMSNorm(nn.Module):
         return x * flow.broadcast_like(flow.rsqrt(mean_square + self.eps), x) * self.weight
 
 
+def norm_split_width(norm, x):
+    """`norm` (a LayerNorm or RMSNorm over the last dim, or an Identity) of `x`, whose last dim
+    tensor parallelism may split: then each rank sums its own channels' statistics, one all-reduce
+    per statistic (a number per row) adds them, and the rows stay split (left to itself, OneFlow
+    moves all of `x` to a batch split and back to meet the broadcast weights)."""
+    split = x.is_global and flow.sbp.split(x.ndim - 1) in x.sbp
+    if not (split and isinstance(norm, (LayerNorm, RMSNorm))):
+        return norm(x)
+
+    def row_mean(t):
+        return t.mean(dim=-1, keepdim=True).to_global(sbp=parallel.batch_sbp())
+
+    if isinstance(norm, LayerNorm):
+        x = x - row_mean(x)
+    y = x * flow.rsqrt(row_mean(x * x) + norm.eps) * parallel.channels_like(norm.weight, x)
+    return y + parallel.channels_like(norm.bias, x) if isinstance(norm, LayerNorm) else y
+
+
 NORM_LAYERS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}  # timm's norm_layer choices here
 
 

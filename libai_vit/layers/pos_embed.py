@@ -94,15 +94,15 @@ def resample_patch_embed(weight, new_size, mode="bicubic", antialias=True):
     return out.reshape(*weight.shape[:2], *new_size).astype(weight.dtype)
 
 
-def resample_pos_embed_tensor(pos_embed, old_grid, new_grid, num_prefix_tokens):
-    """timm's `resample_abs_pos_embed` (bicubic, antialiased) on a global (1, prefix + h*w, C)
-    tensor, differentiable: the prefix rows are kept, the grid rows are multiplied by the
-    resize matrix."""
+def resample_pos_embed_tensor(pos_embed, old_grid, new_grid, num_prefix_tokens, antialias=True):
+    """timm's `resample_abs_pos_embed` (bicubic, antialiased unless `antialias=False`) on a global
+    (1, prefix + h*w, C) tensor, differentiable: the prefix rows are kept, the grid rows are
+    multiplied by the resize matrix."""
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if old_grid == new_grid:
         return pos_embed
     m = flow.tensor(
-        grid_resize_matrix(old_grid, new_grid).astype(np.float32),
+        grid_resize_matrix(old_grid, new_grid, antialias=antialias).astype(np.float32),
         placement=pos_embed.placement,
         sbp=[flow.sbp.broadcast] * len(pos_embed.sbp),
     )

@@ -5,10 +5,11 @@
 Parameter names, SBP and placement are LiBai's: `self_attention.query_key_value` is column-parallel
 with heads interleaved as [q_h | k_h | v_h] per head, so a tensor-parallel rank owns whole heads,
 and `dense` is row-parallel. What the timm families add sits beside what it changes:
-- `qk_norm`: a LayerNorm over each head's q and k (broadcast weights; a head never spans ranks);
+- `qk_norm`: a norm over each head's q and k (broadcast weights; a head never spans ranks); with
+  `qk_norm_whole_width` over all heads' q (and k) channels together (InternViT-6B);
 - `scale_attn_norm`: a LayerNorm over the heads' joined outputs before `dense` (EVA-02 CLIP's
-  sub-LN); tensor parallelism splits those channels, and OneFlow reduces the row statistics
-  across ranks;
+  sub-LN). Tensor parallelism splits the channels of these and of SwiGLU's inner norm by heads /
+  units: each rank normalises its own, the row statistics all-reduced (`norm_split_width`);
 - `rope`: EVA-02's 2D rotary embedding of q and k, applied on the rank that owns the head;
 - `ls1` / `ls2`: LayerScale (CaiT/DeiT III/DINOv2), a per-channel gain on the block's outputs,
   broadcast like the residual stream it scales;
@@ -30,6 +31,7 @@ from libai_vit.layers.attention import attention
 from libai_vit.layers.linear import column_parallel, row_parallel, row_parallel_sum
 from libai_vit.layers.mlp import Mlp, SwiGLU, no_init
 from libai_vit.layers.norm import norm_layer as make_norm
+from libai_vit.layers.norm import norm_split_width
 from libai_vit.layers.recompute import run_recomputed
 from libai_vit.layers.rope import apply_rope
 
@@ -80,6 +82,7 @@ class Attention(MultiheadAttention):
         *,
         qkv_bias=True,
         qk_norm=False,
+        qk_norm_whole_width=False,
         proj_bias=True,
         scale_norm=False,
         norm_eps=1e-6,
@@ -95,8 +98,10 @@ class Attention(MultiheadAttention):
             self.query_key_value.bias = None
         if not proj_bias:
             self.dense.bias = None
+        self.qk_norm_whole_width = qk_norm and qk_norm_whole_width
+        qk_width = hidden_size if self.qk_norm_whole_width else self.head_size
         norm = (
-            (lambda: make_norm(norm_layer, self.head_size, norm_eps, layer_idx))
+            (lambda: make_norm(norm_layer, qk_width, norm_eps, layer_idx))
             if qk_norm
             else nn.Identity
         )
@@ -119,9 +124,14 @@ class Attention(MultiheadAttention):
         """The heads' joined outputs (batch, seq, hidden) from the input projection's `qkv`, before
         the output projection `dense`."""
         bsz, seq = qkv.shape[:2]
-        qkv = qkv.view(bsz, seq, self.num_heads, 3 * self.head_size).permute(0, 2, 1, 3)
+        qkv = qkv.view(bsz, seq, self.num_heads, 3 * self.head_size)
         q, k, v = flow.chunk(qkv, chunks=3, dim=-1)
-        q, k = self.q_norm(q), self.k_norm(k)
+        if self.qk_norm_whole_width:  # (batch, seq, hidden): the channels of every head
+            q = norm_split_width(self.q_norm, q.flatten(2)).view(q.shape)
+            k = norm_split_width(self.k_norm, k.flatten(2)).view(k.shape)
+        else:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = attention(
@@ -136,7 +146,7 @@ class Attention(MultiheadAttention):
         weights = None
         if return_weights:
             out, weights = out
-        out = self.norm(out.transpose(1, 2).reshape(bsz, seq, self.hidden_size))
+        out = norm_split_width(self.norm, out.transpose(1, 2).reshape(bsz, seq, self.hidden_size))
         return (out, weights) if return_weights else out
 
 
@@ -162,6 +172,7 @@ class Block(nn.Module):
         *,
         qkv_bias=True,
         qk_norm=False,
+        qk_norm_whole_width=False,
         proj_bias=True,
         scale_attn_norm=False,
         init_values=None,
@@ -189,6 +200,7 @@ class Block(nn.Module):
             num_attention_heads,
             qkv_bias=qkv_bias,
             qk_norm=qk_norm,
+            qk_norm_whole_width=qk_norm_whole_width,
             proj_bias=proj_bias,
             scale_norm=scale_attn_norm,
             norm_eps=layernorm_epsilon,
@@ -262,6 +274,7 @@ class ParallelScalingBlock(nn.Module):
         *,
         qkv_bias=False,
         qk_norm=False,
+        qk_norm_whole_width=False,
         init_values=None,
         act_layer="gelu",
         attn_backend="math",
@@ -280,6 +293,7 @@ class ParallelScalingBlock(nn.Module):
             num_attention_heads,
             qkv_bias=qkv_bias,
             qk_norm=qk_norm,
+            qk_norm_whole_width=qk_norm_whole_width,
             norm_eps=layernorm_epsilon,
             norm_layer=norm_layer,
             attn_backend=attn_backend,

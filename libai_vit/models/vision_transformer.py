@@ -88,6 +88,10 @@ def argument_problem(prefix="", **a):
                 f"{prefix}img_size={a['img_size']} must be positive and divisible by "
                 f"{prefix}patch_size={a['patch_size']}"
             )
+    if a.get("qk_norm_whole_width") and not a.get("qk_norm"):
+        return (
+            f"{prefix}qk_norm_whole_width=True is a kind of qk norm: set {prefix}qk_norm=True too"
+        )
     block_fn = a.get("block_fn", "block")
     if block_fn not in BLOCK_FNS:
         return f"{prefix}block_fn={block_fn!r} is not one of {sorted(BLOCK_FNS)}"
@@ -117,6 +121,8 @@ class VisionTransformer(nn.Module):
 
     img_size, patch_size, in_chans: the input; `dynamic_img_size=True` also takes other sizes, the
         position embedding (and RoPE grid) resampled on the fly as timm does.
+    pos_embed_antialias: that resampling antialiased (timm's, whose bicubic is then PIL's) or not
+        (torch's plain bicubic: InternViT's own code).
     num_classes: head outputs (0: no head, the pooled features are the output).
     global_pool: 'token' (class token), 'avg' (mean of the patch tokens, then fc_norm), 'map'
         (attention pooling with a learned latent, SigLIP) or '' (none: every token goes on).
@@ -125,7 +131,8 @@ class VisionTransformer(nn.Module):
     attn_pool_num_heads, attn_pool_mlp_ratio: the 'map' pool's heads and MLP ratio (None: the
         blocks'; Perception Encoder: 8 and 4).
     embed_dim, depth, num_heads, mlp_ratio: the transformer's size.
-    qkv_bias, qk_norm: biases of the q/k/v projection; LayerNorm over each head's q and k.
+    qkv_bias, qk_norm: biases of the q/k/v projection; a `norm_layer` over each head's q and k.
+    qk_norm_whole_width: the qk norm over all heads' channels together (InternViT-6B, not in timm).
     proj_bias: biases of the attention's output projection and of the MLP's layers (AIMv2: False).
     scale_attn_norm: a LayerNorm over the attention's output before its projection (EVA-02 CLIP).
     init_values: LayerScale on both residual branches, initialised to this (None: no LayerScale).
@@ -175,6 +182,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio=4.0,
         qkv_bias=True,
         qk_norm=False,
+        qk_norm_whole_width=False,
         proj_bias=True,
         scale_attn_norm=False,
         init_values=None,
@@ -189,6 +197,7 @@ class VisionTransformer(nn.Module):
         attn_pool_num_heads=None,
         attn_pool_mlp_ratio=None,
         dynamic_img_size=False,
+        pos_embed_antialias=True,
         act_layer="gelu",
         mlp_layer="mlp",
         scale_mlp_norm=False,
@@ -228,6 +237,7 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = (1 if class_token else 0) + reg_tokens
         self.pool_include_prefix = pool_include_prefix
         self.no_embed_class = no_embed_class
+        self.pos_embed_antialias = pos_embed_antialias
         self.init_values = init_values
         self.head_init_scale = head_init_scale
         self.init_seed = init_seed
@@ -308,6 +318,7 @@ class VisionTransformer(nn.Module):
                     a.num_heads,
                     qkv_bias=a.qkv_bias,
                     qk_norm=a.qk_norm,
+                    qk_norm_whole_width=a.qk_norm_whole_width,
                     init_values=a.init_values,
                     act_layer=a.act_layer,
                     **block_options,
@@ -406,6 +417,7 @@ class VisionTransformer(nn.Module):
                     self.patch_embed.grid_size,
                     grid,
                     0 if self.no_embed_class else self.num_prefix_tokens,
+                    self.pos_embed_antialias,
                 ),
                 x,
             )

@@ -3,7 +3,7 @@
 `timm_zoo.json` (written by generators/make_timm_zoo.py from timm itself) lists every timm ViT,
 DeiT, DeiT III, DINOv2, CLIP, SigLIP and EVA-02 name whose architecture is built here, with its
 kwargs in this project's terms ("vit": VisionTransformer; "eva": Eva, which takes timm's EVA option
-names).
+names); InternViT-6B, which timm lacks, is added below in timm's naming.
 """
 
 import difflib
@@ -20,6 +20,36 @@ from libai_vit.models.vision_transformer import VisionTransformer
 
 with open(os.path.join(os.path.dirname(__file__), "timm_zoo.json")) as _f:
     MODELS = json.load(_f)
+
+# InternViT-6B (OpenGVLab; not in timm), named as timm names InternViT-300M: its released configs'
+# shape (25 heads of 128, a qk RMSNorm over the whole width, LayerScale 0.1, no final norm), 45
+# blocks at 448 px (V1.2 to V2.5) or 48 at 224 px (V1.0); InternVL tiles images at 448 and resamples
+# the position embedding to other sizes with torch's plain bicubic.
+_INTERNVIT_6B = dict(
+    patch_size=14,
+    embed_dim=3200,
+    num_heads=25,
+    mlp_ratio=4.0,
+    qkv_bias=False,
+    qk_norm=True,
+    qk_norm_whole_width=True,
+    norm_layer="rmsnorm",
+    init_values=0.1,
+    final_norm=False,
+    dynamic_img_size=True,
+    pos_embed_antialias=False,
+)
+BEYOND_TIMM = {}  # the names here that timm does not have
+for _size, _depth in ((448, 45), (224, 48)):
+    BEYOND_TIMM[f"vit_intern6b_patch14_{_size}"] = dict(
+        arch="vit",
+        kwargs=dict(_INTERNVIT_6B, img_size=_size, depth=_depth),
+        pretrained_cfg=dict(
+            MODELS["vit_intern300m_patch14_448"]["pretrained_cfg"], input_size=[3, _size, _size]
+        ),
+        pretrained_tags={},
+    )
+MODELS.update(BEYOND_TIMM)
 
 
 def _split_tag(name):

@@ -55,12 +55,15 @@ class LoadReport:
 
 
 def read(path, trust=False):
-    """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" or "npz"
-    (dicts of arrays), or "libai" (this project's checkpoint directory). The tensors of the files
+    """(format, content) of a checkpoint file: "torch" (a pickled object), "safetensors" (a file,
+    or the `*.safetensors.index.json` of a checkpoint in shards) or "npz" (dicts of arrays), or
+    "libai" (this project's checkpoint directory). The tensors of the files
     are LazyArrays, read when `np.asarray` asks for them; the rest of the file is checked here.
     Any failure is a one-line PretrainedError naming the file."""
     if libai_format.is_checkpoint_dir(path):
         return "libai", libai_format.read(path)
+    if path.endswith(".safetensors.index.json") and os.path.isfile(path):
+        return "safetensors", safetensors_file.read_sharded(path)
     if not os.path.isfile(path):
         raise PretrainedError(f"{path}: no such file")
     if zipfile.is_zipfile(path):
@@ -98,7 +101,7 @@ def _npz_entry(path, key):
 
 # a block's entries in every format read here: timm/DeiT/MAE/DINOv2 `blocks.N.`, OpenAI/OpenCLIP
 # `visual.transformer.resblocks.N.`, OpenCLIP trunks `visual.trunk.blocks.N.`
-_BLOCK_OF_KEY = re.compile(r"(?:^|\.)(?:blocks|resblocks)\.(\d+)\.")
+_BLOCK_OF_KEY = re.compile(r"(?:^|\.)(?:blocks|resblocks|layers)\.(\d+)\.")
 
 
 def _vit_size(state):
@@ -159,6 +162,9 @@ def convert(path, model, trust=False, holds_block=None):
         else:
             state, resample = timm_format.unwrap(content, path), {}
             release = original_formats.detect(state)
+            # the image tower only: a CLIP's text tower or an InternVL's language model stays unread
+            tower = original_formats.TOWER_PREFIX.get(release, "")
+            state = {k: v for k, v in state.items() if k.startswith(tower)}
         groups = {}
         for key in state:
             m = _BLOCK_OF_KEY.search(key)

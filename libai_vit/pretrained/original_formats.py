@@ -21,6 +21,10 @@ them), so that `timm_format` does the rest:
   names plus LayerScale `ls_1` / `ls_2` (timm's gamma_1 / gamma_2) and the attention pool's
   `probe`, `layernorm` and one `in_proj` of rows [q | kv] (timm's latent, norm, q and kv), as
   timm's `_convert_pe`.
+- InternViT (OpenGVLab's `InternViT-*` `model.safetensors`, or an InternVL chat model's vision
+  tower under `vision_model.`, whose projector `mlp1` and language model are skipped):
+  `embeddings.*`, `encoder.layers.*`, LayerScale `ls1` / `ls2` (timm's ls1.gamma / ls2.gamma);
+  q/k/v, norms and MLP keep timm's names; InternViT-6B's qk-norm weights span the whole width.
 """
 
 import re
@@ -70,13 +74,35 @@ _AIMV2 = [
     ("mlp.fc1", "mlp.fc1_g"),
     ("mlp.fc3", "mlp.fc1_x"),
 ]
+# InternViT release name -> timm's (a substring, replaced in order)
+_INTERNVIT = [
+    ("embeddings.class_embedding", "cls_token"),
+    ("embeddings.position_embedding", "pos_embed"),
+    ("embeddings.patch_embedding.", "patch_embed.proj."),
+    ("encoder.layers.", "blocks."),
+]
+_INTERNVIT_LAYER_SCALE = re.compile(r"(blocks\.\d+\.ls[12])$")
 # DINOv2 giant's packed SwiGLU -> timm's SwiGLUPacked names
 _DINOV2_MLP = [("mlp.w12.", "mlp.fc1."), ("mlp.w3.", "mlp.fc2.")]
 
 
+# the prefix of the image tower's entries in a format whose file holds more than the tower
+TOWER_PREFIX = {
+    "clip": "visual.",
+    "pe": "visual.",
+    "openclip_trunk": "visual.",
+    "internvit": "vision_model.",
+}
+
+
 def detect(state):
     """The release format of a state dict: "clip", "pe" (PE under visual.), "pe_tower" (PE's
-    vision-only files), "openclip_trunk", "dinov3", "dinov2", "aimv2" or "timm"."""
+    vision-only files), "openclip_trunk", "dinov3", "dinov2", "aimv2", "internvit" (InternVL's
+    `vision_model.` tower), "internvit_tower" (InternViT's own files) or "timm"."""
+    if "embeddings.patch_embedding.weight" in state:
+        return "internvit_tower"
+    if "vision_model.embeddings.patch_embedding.weight" in state:
+        return "internvit"
     if "preprocessor.patchifier.proj.weight" in state:
         return "aimv2"
     if "conv1.weight" in state:
@@ -115,6 +141,8 @@ def to_timm(state, path, fmt=None, model=None):
         return _dinov3(state, model), "DINOv3"
     if fmt == "dinov2":
         return _dinov2(state), "DINOv2"
+    if fmt in ("internvit", "internvit_tower"):
+        return _internvit(state, "vision_model." if fmt == "internvit" else ""), "InternViT"
     if fmt == "aimv2":
         return {_renamed(k, _AIMV2): v for k, v in state.items()}, "AIMv2"
     return state, None
@@ -184,4 +212,15 @@ def _dinov2(state):
         out["reg_token"] = state["register_tokens"]
         out["cls_token"] = state["cls_token"] + state["pos_embed"][:, :1]
         out["pos_embed"] = state["pos_embed"][:, 1:]
+    return out
+
+
+def _internvit(state, prefix):
+    """InternViT's names under `prefix` -> timm's; entries outside it (InternVL's projector and
+    language model) are skipped."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            key = _INTERNVIT_LAYER_SCALE.sub(r"\1.gamma", _renamed(key[len(prefix) :], _INTERNVIT))
+            out[key] = value
     return out

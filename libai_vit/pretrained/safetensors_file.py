@@ -1,4 +1,5 @@
-"""A safetensors file as {name: LazyArray}: each array is read from disk when it is asked for.
+"""A safetensors file (or a checkpoint in safetensors shards) as {name: LazyArray}: each array is
+read from disk when it is asked for.
 
 The format (8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
 then the data) is read with plain file reads, not mmap: a rank that reads only its own tensors
@@ -6,6 +7,7 @@ never has the rest of the file resident in its memory.
 """
 
 import json
+import os
 import struct
 from functools import partial
 
@@ -24,6 +26,30 @@ _DTYPES = {
     "U8": np.uint8,
     "BOOL": np.bool_,
 }
+
+
+def read_sharded(index_path):
+    """The checkpoint whose shards a Hugging Face `*.safetensors.index.json` lists (its
+    "weight_map": name -> shard file beside the index), as one {name: LazyArray}."""
+    try:
+        with open(index_path) as f:
+            weight_map = json.load(f)["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PretrainedError(f"{index_path}: not a safetensors index ({type(e).__name__}: {e})")
+    folder = os.path.dirname(index_path)
+    out = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = os.path.join(folder, shard)
+        if not os.path.isfile(shard_path):
+            raise PretrainedError(f"{index_path}: its shard {shard} is not beside it")
+        arrays = read(shard_path)
+        out.update({k: v for k, v in arrays.items() if weight_map.get(k) == shard})
+    missing = sorted(set(weight_map) - set(out))
+    if missing:
+        raise PretrainedError(
+            f"{index_path}: {missing[0]} is not in its shard {weight_map[missing[0]]}"
+        )
+    return out
 
 
 def read(path):

@@ -183,3 +183,32 @@ def test_a_stage_reads_only_its_own_blocks(case, monkeypatch):
     assert blocks == [set(), {"1"}], blocks
     in_blocks = [k for k in entries if load._BLOCK_OF_KEY.search(k)]
     assert len(in_blocks) % 2 == 0 and 0 < len(reads) <= len(entries) - len(in_blocks) // 2
+
+
+def test_internvl_checkpoint_reads_only_its_vision_tower(monkeypatch):
+    """An InternVL chat checkpoint in shards: the projector and language model beside the tower
+    stay unread."""
+    from timm_oracle import build
+
+    from libai_vit.pretrained import safetensors_file
+
+    case = "intern6b.chat_shards"
+    reads, real = [], safetensors_file._read
+    monkeypatch.setattr(
+        safetensors_file, "_read", lambda path, *a: reads.append((path, a[0])) or real(path, *a)
+    )
+    load_pretrained(build(case), fixture(MANIFEST["cases"][case]["file"]))
+    entries = {}  # (shard, data offset) -> name
+    for shard in sorted({path for path, _ in reads}):
+        for name, array in safetensors_file.read(shard).items():
+            entries[(shard, array._read.args[1])] = name
+    names = {entries[r] for r in reads}
+    every = {n for shard in {p for p, _ in entries} for n in safetensors_file.read(shard)}
+    assert names == {n for n in every if n.startswith("vision_model.")}
+    assert len(every - names) == 2  # the projector's and the language model's entries
+
+
+def test_sharded_checkpoint_without_its_shards(tmp_path):
+    index = MANIFEST["cases"]["intern6b.chat_shards"]["file"]
+    shutil.copy(fixture(index), tmp_path / "model.safetensors.index.json")
+    _fails(tmp_path / "model.safetensors.index.json", "its shard intern6b_chat-0000.* beside it")

@@ -34,6 +34,7 @@ def test_two_process_layout_matches_timm(tp, pp):
         "aimv2",
         "intern300m",
         "things",
+        "intern6b",
     ):
         assert f"TP={tp} PP={pp} {family}." in proc.stdout, family
     for family in ("small_avg", "dinov2_reg4", "siglip", "eva02_b.safetensors~dyn42"):

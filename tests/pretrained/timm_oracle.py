@@ -1,4 +1,5 @@
-"""The timm fixtures (tests/fixtures/timm, by generators/make_timm_fixtures.py): our side."""
+"""The timm fixtures (tests/fixtures/timm, by generators/make_timm_fixtures.py) and InternViT's
+(tests/fixtures/internvit): our side."""
 
 import json
 import os
@@ -9,11 +10,24 @@ import oneflow as flow
 from libai_vit import create_model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "timm")
+# InternViT's fixtures (generators/make_internvit_fixtures.py: OpenGVLab's code is their oracle),
+# whose cases join timm's
+INTERNVIT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "internvit")
 TOL = 1e-4
 
-with open(os.path.join(FIXTURES, "manifest.json")) as f:
-    MANIFEST = json.load(f)
-ORACLE = dict(np.load(os.path.join(FIXTURES, "oracle.npz")))
+
+def _read(folder):
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    for case in manifest["cases"].values():
+        case["file"] = os.path.join(folder, case["file"])
+    return manifest, dict(np.load(os.path.join(folder, "oracle.npz")))
+
+
+MANIFEST, ORACLE = _read(FIXTURES)
+_internvit_manifest, _internvit_oracle = _read(INTERNVIT)
+MANIFEST["cases"].update(_internvit_manifest["cases"])
+ORACLE.update(_internvit_oracle)
 CASES = sorted(MANIFEST["cases"])
 
 
