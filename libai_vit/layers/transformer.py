@@ -125,13 +125,14 @@ class Attention(MultiheadAttention):
         the output projection `dense`."""
         bsz, seq = qkv.shape[:2]
         qkv = qkv.view(bsz, seq, self.num_heads, 3 * self.head_size)
-        q, k, v = flow.chunk(qkv, chunks=3, dim=-1)
         if self.qk_norm_whole_width:  # (batch, seq, hidden): the channels of every head
+            q, k, v = flow.chunk(qkv, chunks=3, dim=-1)
             q = norm_split_width(self.q_norm, q.flatten(2)).view(q.shape)
             k = norm_split_width(self.k_norm, k.flatten(2)).view(k.shape)
+            q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
         else:
+            q, k, v = flow.chunk(qkv.permute(0, 2, 1, 3), chunks=3, dim=-1)
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = attention(
